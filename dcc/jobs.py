@@ -1,0 +1,296 @@
+"""The job: what a user submits (``JobSpec``), its states, and the record dcc keeps (``JobRecord``).
+
+Pure data and rules; no I/O. Field names of ``JobSpec`` follow the system dcc descends from
+(``image``, ``command``/``cmd``, ``env``, ``workingDir``, ``inputs``, ``appendStdOut``, ``parameters``,
+``meta``), so its clients keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import posixpath
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. The last five are terminal: nothing leaves them."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether no transition leaves this state."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.ERROR}
+)
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # a queued job is claimed, cancelled, or given up on (e.g. its inputs vanished)
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.ERROR}),
+    # a running job ends, or goes back to the queue when its worker was lost or failed for a system reason
+    JobState.RUNNING: frozenset({JobState.QUEUED} | TERMINAL_STATES),
+    **{state: frozenset() for state in TERMINAL_STATES},
+}
+"""The allowed transitions. ``dcc.store`` enforces them atomically in Redis; this table is the reference."""
+
+
+def can_transition(current: JobState, new: JobState) -> bool:
+    """Whether a job may move from ``current`` to ``new``."""
+    return new in TRANSITIONS[current]
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable reasons for the ``error`` state."""
+
+    IMAGE_NOT_FOUND = "image_not_found"
+    IMAGE_PULL_FAILED = "image_pull_failed"
+    INPUT_FETCH_FAILED = "input_fetch_failed"
+    STORAGE_FAILED = "storage_failed"
+    RUNTIME_FAILED = "runtime_failed"
+    WORKER_LOST = "worker_lost"
+
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
+MAX_INPUT_NAME = 255
+
+
+def check_relative_path(name: str) -> str:
+    """Return ``name`` if it is a safe path relative to a job folder, else raise ValueError saying why."""
+    if not name:
+        raise ValueError("must not be empty")
+    if len(name) > MAX_INPUT_NAME:
+        raise ValueError(f"must be at most {MAX_INPUT_NAME} characters")
+    if "\x00" in name or "\\" in name:
+        raise ValueError("must not contain NUL or backslash")
+    if name.startswith("/"):
+        raise ValueError("must be relative (it is placed under /inputs)")
+    parts = name.split("/")
+    if any(part == ".." for part in parts):
+        raise ValueError("must not contain '..'")
+    if any(part in ("", ".") for part in parts) or posixpath.normpath(name) != name:
+        raise ValueError("must be a normalized path (no empty or '.' segments, no trailing '/')")
+    return name
+
+
+class Input(BaseModel):
+    """One input file, placed at ``/inputs/<name>`` in the container."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Path of the file under /inputs; subfolders allowed, no '..'.")
+    value: str = Field(description="The content (inline) or the URL (s3://bucket/key or https://...).")
+    encoding: Literal["utf8", "base64"] = "utf8"
+    source: Literal["inline", "url"] = "inline"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_relative_path(name)
+
+    @model_validator(mode="after")
+    def _decodable(self) -> Input:
+        if self.source == "inline" and self.encoding == "base64":
+            try:
+                base64.b64decode(self.value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"input {self.name!r}: value is not valid base64") from exc
+        return self
+
+    def content(self) -> bytes:
+        """The bytes of an inline input."""
+        if self.encoding == "base64":
+            return base64.b64decode(self.value, validate=True)
+        return self.value.encode()
+
+
+class Parameters(BaseModel):
+    """Resources and limits of a job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maxDuration: int | None = Field(default=None, gt=0, description="Seconds before the job is killed.")
+    cpus: float | None = Field(default=None, gt=0, le=256)
+    memory: int | None = Field(default=None, gt=0, description="MiB")
+    gpu: int = Field(default=0, ge=0, le=64, description="GPUs; > 0 sends the job to the gpu queue.")
+
+
+class JobSpec(BaseModel):
+    """A job as submitted to ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    image: str = Field(min_length=1, max_length=512)
+    command: list[str] | None = Field(default=None, validation_alias=AliasChoices("command", "cmd"))
+    env: dict[str, str] = Field(default_factory=dict)
+    workingDir: str | None = None
+    inputs: list[Input] = Field(default_factory=list, max_length=1000)
+    appendStdOut: bool = False
+    appendStdErr: bool = False
+    parameters: Parameters = Field(default_factory=Parameters)
+    meta: Any = None
+    id: str | None = Field(default=None, pattern=JOB_ID_PATTERN, description="Client id; submitting it twice is a no-op.")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if image != image.strip() or any(c.isspace() for c in image):
+            raise ValueError("must not contain white space")
+        return image
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid variable name")
+            if name in RESERVED_ENV:
+                raise ValueError(f"{name!r} is set by dcc")
+            if "\x00" in value:
+                raise ValueError(f"value of {name!r} contains NUL")
+        return env
+
+    @field_validator("workingDir")
+    @classmethod
+    def _workdir(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError("must be an absolute path in the container")
+        return path
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique_inputs(cls, inputs: list[Input]) -> list[Input]:
+        names = [i.name for i in inputs]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"input name {name!r} appears twice")
+            seen.add(name)
+        # 'a' and 'a/b' cannot both be files
+        for name in names:
+            parent = name
+            while "/" in parent:
+                parent = parent.rsplit("/", 1)[0]
+                if parent in seen:
+                    raise ValueError(f"input {name!r} lies under input file {parent!r}")
+        return inputs
+
+    @property
+    def queue(self) -> str:
+        """The queue the job goes to."""
+        return "gpu" if self.parameters.gpu > 0 else "cpu"
+
+    def inline_bytes(self) -> int:
+        """Total decoded size of the inline inputs."""
+        return sum(len(i.content()) for i in self.inputs if i.source == "inline")
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job ended in ``error``."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class JobRecord:
+    """What dcc knows of a job. Serialised to a Redis hash by ``dcc.store``."""
+
+    id: str
+    spec: JobSpec
+    state: JobState
+    queue: str
+    submitted_at: float
+    attempts: int = 0
+    worker: str | None = None
+    inputs_prefix: str | None = None
+    claimed_at: float | None = None
+    started_at: float | None = None
+    exited_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: JobError | None = None
+    outputs: list[str] = field(default_factory=list)
+    outputs_truncated: bool = False
+    stdout: str | None = None
+    stderr: str | None = None
+    cancel_requested: bool = False
+
+    def timings(self) -> dict[str, float | None]:
+        """Timestamps (epoch seconds) and the derived queue wait and run time."""
+        wait = self.claimed_at - self.submitted_at if self.claimed_at else None
+        run = self.exited_at - self.started_at if self.exited_at and self.started_at else None
+        return {
+            "submitted": self.submitted_at,
+            "claimed": self.claimed_at,
+            "started": self.started_at,
+            "exited": self.exited_at,
+            "finished": self.finished_at,
+            "queueWait": round(wait, 6) if wait is not None else None,
+            "runTime": round(run, 6) if run is not None else None,
+        }
+
+    def view(self) -> dict[str, Any]:
+        """The record as the API shows it."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "state": self.state.value,
+            "queue": self.queue,
+            "image": self.spec.image,
+            "command": self.spec.command,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "exitCode": self.exit_code,
+            "error": {"code": self.error.code, "message": self.error.message} if self.error else None,
+            "outputs": self.outputs,
+            "outputsTruncated": self.outputs_truncated,
+            "timings": self.timings(),
+            "meta": self.spec.meta,
+        }
+        if self.cancel_requested and not self.state.terminal:
+            out["cancelRequested"] = True
+        if self.stdout is not None:
+            out["stdout"] = self.stdout
+        if self.stderr is not None:
+            out["stderr"] = self.stderr
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a worker's attempt at a job ended, as reported to the store."""
+
+    state: JobState
+    exit_code: int | None = None
+    error: JobError | None = None
+    started_at: float | None = None
+    exited_at: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    outputs_truncated: bool = False
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker has claimed: run attempt ``attempt`` of it while holding its lease."""
+
+    job: JobRecord
+    attempt: int

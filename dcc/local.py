@@ -1,0 +1,193 @@
+"""Local mode: the API, a worker, a reaper and Redis on one machine.
+
+The HTTP server turns each request into an API Gateway REST proxy event and calls the very
+``lambda_handler`` that Lambda calls, so routing, validation and errors are the deployed code's.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dcc.bootstrap import build_service
+from dcc.errors import DccError, StoreUnavailable
+from dcc.settings import Settings
+
+log = logging.getLogger("dcc.local")
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+def proxy_event(*, method: str, path: str, query: list[tuple[str, str]], headers: dict[str, str], body: bytes,
+                source_ip: str = "127.0.0.1") -> dict[str, Any]:
+    """The API Gateway REST proxy event for one HTTP request."""
+    multi_query: dict[str, list[str]] = {}
+    for k, v in query:
+        multi_query.setdefault(k, []).append(v)
+    try:
+        text, is_b64 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, is_b64 = base64.b64encode(body).decode(), True
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}", "httpMethod": method, "path": path, "stage": "local",
+            "requestId": uuid.uuid4().hex, "identity": {"sourceIp": source_ip},
+        },
+        "body": text if body else None,
+        "isBase64Encoded": is_b64,
+    }
+
+
+def build_app() -> Starlette:
+    """The ASGI app that serves the API through ``functions.api.handler.lambda_handler``."""
+    from functions.api.handler import lambda_handler
+
+    async def proxy(request: Request) -> Response:
+        event = proxy_event(
+            method=request.method, path=request.url.path, query=list(request.query_params.multi_items()),
+            headers=dict(request.headers), body=await request.body(),
+            source_ip=request.client.host if request.client else "127.0.0.1",
+        )
+        reply = await run_in_threadpool(lambda_handler, event, None)
+        body = reply.get("body") or ""
+        data = base64.b64decode(body) if reply.get("isBase64Encoded") else body.encode()
+        headers = {k: v for k, v in (reply.get("headers") or {}).items()}
+        for k, values in (reply.get("multiValueHeaders") or {}).items():
+            headers[k] = ", ".join(values)
+        headers.pop("content-length", None)
+        return Response(content=data, status_code=int(reply["statusCode"]), headers=headers)
+
+    return Starlette(routes=[Route("/{path:path}", proxy, methods=METHODS)])
+
+
+class RedisProcess:
+    """A redis-server of local mode's own, persisted (AOF) under ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> str:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise DccError("redis-server is not installed: install it (Debian: apt-get install redis-server) "
+                           "or set REDIS_URL to a Redis you run")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"],
+            stdout=(self.dir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return f"redis://127.0.0.1:{self.port}/0"
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise DccError(f"redis-server did not start; see {self.dir / 'redis.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class LocalDcc:
+    """Everything local mode runs, started and stopped together (also what the tests use)."""
+
+    def __init__(self, data_dir: Path, *, workers: int | None = None, settings: Settings | None = None,
+                 reap_seconds: float = 2.0) -> None:
+        self.data_dir = data_dir
+        self.slots = workers
+        self.base_settings = settings or Settings.from_env()
+        self.reap_seconds = reap_seconds
+        self.redis: RedisProcess | None = None
+        self.worker: Any = None
+        self.settings = self.base_settings
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def start(self) -> None:
+        from functions.api import handler
+
+        settings = self.base_settings
+        if not os.environ.get("REDIS_URL") and settings.redis_url == Settings().redis_url:
+            self.redis = RedisProcess(self.data_dir / "redis")
+            settings = settings.with_(redis_url=self.redis.start())
+        if settings.storage_url == Settings().storage_url and not os.environ.get("DCC_STORAGE"):
+            settings = settings.with_(storage_url=str(self.data_dir / "storage"))
+        self.settings = settings
+        self.service = build_service(settings)
+        handler.configure(self.service)
+        if not settings.disable_worker:
+            from worker_agent.__main__ import build_worker
+
+            self.worker = build_worker(settings, slots=self.slots, workdir=self.data_dir / "work")
+            self.worker.start()
+        self._reaper = threading.Thread(target=self._reap_loop, name="dcc-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.reap_seconds):
+            try:
+                changed = self.service.store.reap()
+                if changed:
+                    log.info("reaper: %s", changed)
+            except StoreUnavailable as exc:
+                log.warning("reaper: %s", exc)
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        from functions.api import handler
+
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.stop(grace=grace)
+        handler.configure(None)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def serve(port: int = 8000, data_dir: Path | None = None, workers: int | None = None,
+          host: str = "127.0.0.1") -> None:
+    """Run local mode in the foreground until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    local = LocalDcc(data_dir or Path.home() / ".dcc", workers=workers)
+    local.start()
+    try:
+        uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+    finally:
+        local.stop()

@@ -1,0 +1,18 @@
+-- ARGV: prefix, queue, worker, now_s, lease_deadline_ms
+-- Takes the first job of the queue and leases it to the worker. Returns false when the queue is empty,
+-- else {attempt, id, field, value, ...} of the job's hash as it was before the claim.
+local popped = redis.call('ZPOPMIN', P .. ':q:' .. ARGV[2])
+if #popped == 0 then return false end
+local id = popped[1]
+local key = job_key(id)
+local record = redis.call('HGETALL', key)
+local attempts = 0
+for i = 1, #record, 2 do
+  if record[i] == 'attempts' then attempts = tonumber(record[i + 1]) end
+end
+local attempt = attempts + 1
+redis.call('HSET', key, 'state', 'running', 'attempts', attempt, 'worker', ARGV[3], 'claimed', ARGV[4])
+redis.call('ZADD', P .. ':leases', ARGV[5], id .. '|' .. attempt)
+table.insert(record, 1, id)
+table.insert(record, 1, attempt)
+return record

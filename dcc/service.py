@@ -1,0 +1,249 @@
+"""The use cases behind the API: submit, read, list, wait, cancel, fetch results. No HTTP here."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dcc.errors import InputTooLarge, InvalidJob, JobNotFound, NotReady, ObjectNotFound, StorageError
+from dcc.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobSpec, JobState, check_relative_path
+from dcc.settings import Settings
+from dcc.storage import Storage, job_prefix
+from dcc.store import JobStore, Page
+
+URL_CHECK = Callable[[str], None]
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+
+
+def result_key(job_id: str) -> str:
+    """Storage key of a finished job's ``result.json``."""
+    return f"{job_prefix(job_id)}result.json"
+
+
+def result_document(record: JobRecord) -> dict[str, Any]:
+    """The durable record of a finished job, written to ``result.json`` (inline input values left out)."""
+    spec = record.spec.model_dump(mode="json")
+    for item in spec["inputs"]:
+        if item["source"] == "inline":
+            item.pop("value", None)
+    return {**record.view(), "job": spec, "inputsPrefix": record.inputs_prefix}
+
+
+def record_from_result(doc: dict[str, Any]) -> JobRecord:
+    """Rebuild a (read-only) record from ``result.json``, for jobs whose Redis record expired."""
+    spec = dict(doc["job"])
+    spec["inputs"] = [{"value": "", **i} for i in spec.get("inputs", [])]
+    timings = doc.get("timings") or {}
+    error = doc.get("error")
+    return JobRecord(
+        id=doc["id"],
+        spec=JobSpec.model_validate(spec),
+        state=JobState(doc["state"]),
+        queue=doc["queue"],
+        submitted_at=timings.get("submitted") or 0.0,
+        attempts=doc.get("attempts", 0),
+        worker=doc.get("worker"),
+        inputs_prefix=doc.get("inputsPrefix"),
+        claimed_at=timings.get("claimed"),
+        started_at=timings.get("started"),
+        exited_at=timings.get("exited"),
+        finished_at=timings.get("finished"),
+        exit_code=doc.get("exitCode"),
+        error=JobError(**error) if error else None,
+        outputs=doc.get("outputs", []),
+        outputs_truncated=doc.get("outputsTruncated", False),
+        stdout=doc.get("stdout"),
+        stderr=doc.get("stderr"),
+    )
+
+
+@dataclass(frozen=True)
+class Download:
+    """An output file: its bytes, or a URL to fetch them from."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+
+class JobService:
+    """What a user can do with jobs. Built once per process by ``dcc.bootstrap``."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        storage: Storage,
+        settings: Settings,
+        check_url: URL_CHECK | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.settings = settings
+        self.check_url = check_url
+        self.clock = clock
+
+    # submit --------------------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> tuple[JobRecord, bool]:
+        """Queue a job; returns it and whether it was created (False: a job with its client id exists)."""
+        spec = self._normalized(spec)
+        if spec.id is not None:
+            existing = self._find(spec.id)
+            if existing is not None:
+                return existing, False
+        job_id = spec.id or uuid.uuid4().hex
+        # Inputs go to a fresh folder first, so a duplicate submit racing this one cannot mix its inputs in.
+        inputs_prefix = f"{job_prefix(job_id)}inputs/{uuid.uuid4().hex[:12]}/"
+        record = JobRecord(
+            id=job_id, spec=spec, state=JobState.QUEUED, queue=spec.queue, submitted_at=self.clock(),
+            inputs_prefix=inputs_prefix if any(i.source == "inline" for i in spec.inputs) else None,
+        )
+        written = self._write_inputs(spec, inputs_prefix)
+        try:
+            created = self.store.create(record, only_if_new=spec.id is not None)
+        except BaseException:
+            self._discard(inputs_prefix, written)
+            raise
+        if not created:
+            self._discard(inputs_prefix, written)
+            existing = self._find(job_id)
+            if existing is None:  # it expired between the two calls
+                raise JobNotFound(job_id)
+            return existing, False
+        return record, True
+
+    def _normalized(self, spec: JobSpec) -> JobSpec:
+        s = self.settings
+        params = spec.parameters
+        duration = min(params.maxDuration or s.default_max_duration, s.max_duration)
+        if params.memory is not None and params.memory > s.max_memory_mb:
+            raise InvalidJob(
+                f"parameters.memory: {params.memory} MiB is over this deployment's maximum of "
+                f"{s.max_memory_mb} MiB", field="parameters.memory")
+        size = spec.inline_bytes()
+        if size > s.max_inline_bytes:
+            raise InputTooLarge(
+                f"inputs: inline inputs total {size} bytes, over the limit of {s.max_inline_bytes} bytes; "
+                "pass large inputs by URL", field="inputs")
+        for i, item in enumerate(spec.inputs):
+            if item.source == "url":
+                if self.check_url is None:
+                    raise InvalidJob(f"inputs.{i}.value: URL inputs are not enabled", field=f"inputs.{i}.value")
+                try:
+                    self.check_url(item.value)
+                except InvalidJob as exc:
+                    raise InvalidJob(f"inputs.{i}.value: {exc}", field=f"inputs.{i}.value") from exc
+        return spec.model_copy(update={"parameters": params.model_copy(update={"maxDuration": duration})})
+
+    def _write_inputs(self, spec: JobSpec, prefix: str) -> list[str]:
+        written: list[str] = []
+        try:
+            for item in spec.inputs:
+                if item.source == "inline":
+                    key = prefix + item.name
+                    self.storage.put_bytes(key, item.content())
+                    written.append(key)
+        except BaseException:
+            self._discard(prefix, written)
+            raise
+        return written
+
+    def _discard(self, prefix: str, written: list[str]) -> None:
+        if written:
+            try:
+                self.storage.delete_prefix(prefix)
+            except StorageError:
+                pass  # unreferenced objects; the bucket's lifecycle rule removes them
+
+    # read ----------------------------------------------------------------------------------------------
+    def _find(self, job_id: str) -> JobRecord | None:
+        record = self.store.get(job_id)
+        if record is not None:
+            return record
+        try:
+            doc = json.loads(self.storage.get_bytes(result_key(job_id)))
+        except ObjectNotFound:
+            return None
+        return record_from_result(doc)
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job, from Redis or (once its record expired) from its ``result.json``."""
+        check_job_id(job_id)
+        record = self._find(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    def list(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
+        """A page of jobs."""
+        return self.store.list(state=state, limit=limit, cursor=cursor)
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        """Block until the job is terminal or ``timeout`` s pass; return it as it is then."""
+        check_job_id(job_id)
+        record = self.store.wait(job_id, timeout)
+        return record if record is not None else self.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job now; ask for a running one to be killed; leave a finished one as it is."""
+        check_job_id(job_id)
+        if self.store.cancel(job_id) is None:
+            return self.get(job_id)  # a finished job whose record expired, or 404
+        return self.get(job_id)
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        """The finished job's ``result.json``."""
+        record = self.get(job_id)
+        if not record.state.terminal:
+            raise NotReady(f"job {job_id} is {record.state.value}; its result is written when it ends")
+        try:
+            return json.loads(self.storage.get_bytes(result_key(job_id)))
+        except ObjectNotFound:
+            return result_document(record)  # ended without running (cancelled while queued, reaped)
+
+    def log(self, job_id: str, stream: str) -> bytes:
+        """The job's stdout or stderr."""
+        record = self.get(job_id)
+        try:
+            return self.storage.get_bytes(f"{job_prefix(job_id)}{stream}")
+        except ObjectNotFound:
+            if record.state.terminal:
+                return b""
+            raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is stored when it ends") from None
+
+    def output(self, job_id: str, path: str) -> Download:
+        """One output file: a presigned URL where storage has them, else its bytes."""
+        try:
+            check_relative_path(path)
+        except ValueError as exc:
+            raise InvalidJob(f"path: {exc}", field="path") from exc
+        record = self.get(job_id)
+        if path not in record.outputs:
+            raise ObjectNotFound(f"job {job_id} has no output {path!r}")
+        key = f"{job_prefix(job_id)}outputs/{path}"
+        url = self.storage.presigned_url(key)
+        if url is not None:
+            return Download(url=url)
+        return Download(data=self.storage.get_bytes(key))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live workers and their health."""
+        return self.store.workers()
+
+    def queues(self) -> dict[str, Any]:
+        """Queue depths and running jobs."""
+        depths = self.store.queue_depths()
+        depths["runningByQueue"] = self.store.running_by_queue()
+        return depths
+
+
+def check_job_id(job_id: str) -> str:
+    """Reject ids that cannot be job ids (they would otherwise reach storage keys)."""
+    if not _JOB_ID.match(job_id):
+        raise JobNotFound(job_id)
+    return job_id

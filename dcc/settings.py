@@ -1,0 +1,88 @@
+"""Deployment settings, read from the environment once. An explicit argument always wins."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# Environment variable names, in one place.
+REDIS_URL = "REDIS_URL"
+STORAGE_URL = "DCC_STORAGE"  # s3://bucket/prefix or a local directory
+DATA_DIR = "DCC_DATA_DIR"
+DISABLE_WORKER = "DISABLE_WORKER"
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a deployment (API, worker and local mode share it)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_url: str = str(Path.home() / ".dcc" / "data" / "storage")
+    key_prefix: str = "{dcc}"
+    """Every Redis key starts with this; the braces make it one hash tag (one cluster slot)."""
+    default_max_duration: int = 600
+    max_duration: int = 24 * 3600
+    max_inline_bytes: int = 5 * 1024 * 1024
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    retention_seconds: int = 7 * 24 * 3600
+    max_memory_mb: int = 16384
+    default_memory_mb: int = 2048
+    pids_limit: int = 1024
+    job_network: str = "none"
+    allowed_buckets: frozenset[str] = field(default_factory=frozenset)
+    allow_private_urls: bool = False
+    max_output_bytes: int = 1 << 30
+    append_log_bytes: int = 1 << 20
+    redis_socket_timeout: float = 5.0
+    disable_worker: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from ``DCC_*`` environment variables (and ``REDIS_URL``), then ``overrides``."""
+        base = cls()
+        buckets = os.environ.get("DCC_ALLOWED_BUCKETS", "")
+        values: dict[str, Any] = {
+            "redis_url": os.environ.get(REDIS_URL, base.redis_url),
+            "storage_url": os.environ.get(STORAGE_URL, base.storage_url),
+            "key_prefix": os.environ.get("DCC_KEY_PREFIX", base.key_prefix),
+            "default_max_duration": _env_int("DCC_DEFAULT_MAX_DURATION", base.default_max_duration),
+            "max_duration": _env_int("DCC_MAX_DURATION", base.max_duration),
+            "max_inline_bytes": _env_int("DCC_MAX_INLINE_BYTES", base.max_inline_bytes),
+            "lease_seconds": _env_float("DCC_LEASE_SECONDS", base.lease_seconds),
+            "max_attempts": _env_int("DCC_MAX_ATTEMPTS", base.max_attempts),
+            "retention_seconds": _env_int("DCC_RETENTION_SECONDS", base.retention_seconds),
+            "max_memory_mb": _env_int("DCC_MAX_MEMORY_MB", base.max_memory_mb),
+            "default_memory_mb": _env_int("DCC_DEFAULT_MEMORY_MB", base.default_memory_mb),
+            "pids_limit": _env_int("DCC_PIDS_LIMIT", base.pids_limit),
+            "job_network": os.environ.get("DCC_JOB_NETWORK", base.job_network),
+            "allowed_buckets": frozenset(b for b in buckets.split(",") if b.strip()),
+            "allow_private_urls": _env_bool("DCC_ALLOW_PRIVATE_URLS", base.allow_private_urls),
+            "max_output_bytes": _env_int("DCC_MAX_OUTPUT_BYTES", base.max_output_bytes),
+            "append_log_bytes": _env_int("DCC_APPEND_LOG_BYTES", base.append_log_bytes),
+            "redis_socket_timeout": _env_float("DCC_REDIS_SOCKET_TIMEOUT", base.redis_socket_timeout),
+            "disable_worker": _env_bool(DISABLE_WORKER, base.disable_worker),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with ``changes``."""
+        return replace(self, **changes)

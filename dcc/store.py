@@ -1,0 +1,452 @@
+"""The job store and queue, on Redis.
+
+Keys (all under one hash tag, so scripts work on a cluster-mode or serverless cache):
+
+    P:job:<id>      hash    the job record (``spec`` as JSON, state, timestamps, result fields)
+    P:q:<queue>     zset    queued job ids, lowest score claimed first
+    P:sig:<queue>   list    wake-up tokens, one pushed per job queued; idle workers block on them
+    P:leases        zset    ``<id>|<attempt>`` of running jobs, scored by lease deadline (ms)
+    P:all           zset    every job id, scored by submit time (ms), for listing
+    P:st:<state>    zset    ids of jobs that ended in <state>, scored by submit time (ms)
+    P:workers       zset    worker ids scored by last heartbeat (ms); P:worker:<id> hash, TTL'd
+    P:ev:<id>       channel the job's state changes; P:cancel: ids whose cancel was asked
+
+Every state change is one Lua script, and each is gated by taking the job out of a queue or out of the
+leases (``ZPOPMIN``/``ZREM`` say whether it was there), so two racing changes cannot both happen and
+nothing leaves a terminal state. Thread-safe: redis-py's client is.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from dcc.errors import InvalidJob, StoreUnavailable
+from dcc.jobs import TERMINAL_STATES, Claim, JobError, JobRecord, JobSpec, JobState, Outcome
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+QUEUES = ("cpu", "gpu")
+
+
+def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
+    """A Redis client with explicit timeouts and a short retry (redis-py's defaults can block a minute)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 3.0),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=30,
+    )
+
+
+def _translated(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn redis-py's connection errors into ``StoreUnavailable``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    return wrapper
+
+
+def _load_scripts() -> dict[str, str]:
+    lua = resources.files("dcc") / "lua"
+    common = (lua / "common.lua").read_text()
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap")
+    return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
+
+
+def _num(raw: str | None) -> float | None:
+    return float(raw) if raw not in (None, "") else None
+
+
+def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
+    """Rebuild a ``JobRecord`` from its Redis hash."""
+    error = json.loads(h["error"]) if h.get("error") else None
+    exit_code = h.get("exit_code")
+    return JobRecord(
+        id=job_id,
+        spec=JobSpec.model_validate_json(h["spec"]),
+        state=JobState(h["state"]),
+        queue=h["queue"],
+        submitted_at=float(h["submitted"]),
+        attempts=int(h.get("attempts") or 0),
+        worker=h.get("worker") or None,
+        inputs_prefix=h.get("inputs_prefix") or None,
+        claimed_at=_num(h.get("claimed")),
+        started_at=_num(h.get("started")),
+        exited_at=_num(h.get("exited")),
+        finished_at=_num(h.get("finished")),
+        exit_code=int(exit_code) if exit_code not in (None, "") else None,
+        error=JobError(**error) if error else None,
+        outputs=json.loads(h["outputs"]) if h.get("outputs") else [],
+        outputs_truncated=h.get("outputs_truncated") == "1",
+        stdout=h.get("stdout"),
+        stderr=h.get("stderr"),
+        cancel_requested=h.get("cancel") == "1",
+    )
+
+
+def _outcome_fields(outcome: Outcome) -> list[str]:
+    fields: dict[str, str] = {}
+    if outcome.exit_code is not None:
+        fields["exit_code"] = str(outcome.exit_code)
+    if outcome.error is not None:
+        fields["error"] = json.dumps({"code": outcome.error.code, "message": outcome.error.message})
+    if outcome.started_at is not None:
+        fields["started"] = repr(outcome.started_at)
+    if outcome.exited_at is not None:
+        fields["exited"] = repr(outcome.exited_at)
+    if outcome.outputs:
+        fields["outputs"] = json.dumps(outcome.outputs)
+    if outcome.outputs_truncated:
+        fields["outputs_truncated"] = "1"
+    if outcome.stdout is not None:
+        fields["stdout"] = outcome.stdout
+    if outcome.stderr is not None:
+        fields["stderr"] = outcome.stderr
+    return [x for kv in fields.items() for x in kv]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing; ``cursor`` is None on the last page."""
+
+    jobs: list[JobRecord]
+    cursor: str | None
+
+
+class JobStore:
+    """Job records, queues and leases in Redis. Every method costs O(1) round trips."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "{dcc}",
+        lease_seconds: float = 30.0,
+        retention_seconds: int = 7 * 24 * 3600,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.lease_seconds = lease_seconds
+        self.retention_ms = int(retention_seconds * 1000)
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self._scripts = {name: client.register_script(src) for name, src in _load_scripts().items()}
+
+    # keys -----------------------------------------------------------------------------------------
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def queue_key(self, queue: str) -> str:
+        return f"{self.prefix}:q:{queue}"
+
+    def signal_key(self, queue: str) -> str:
+        return f"{self.prefix}:sig:{queue}"
+
+    def events_channel(self, job_id: str) -> str:
+        return f"{self.prefix}:ev:{job_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:cancel"
+
+    @property
+    def leases_key(self) -> str:
+        return f"{self.prefix}:leases"
+
+    def _run(self, name: str, args: Sequence[Any]) -> Any:
+        return self._scripts[name](keys=[], args=[self.prefix, *args])
+
+    # submit and read --------------------------------------------------------------------------------
+    @_translated
+    def create(self, record: JobRecord, *, only_if_new: bool) -> bool:
+        """Store a new queued job and queue it, in one step. False if ``only_if_new`` and the id exists."""
+        submitted_ms = int(record.submitted_at * 1000)
+        fields = {
+            "spec": record.spec.model_dump_json(),
+            "state": JobState.QUEUED.value,
+            "queue": record.queue,
+            "qscore": str(submitted_ms),
+            "submitted": repr(record.submitted_at),
+            "attempts": "0",
+        }
+        if record.inputs_prefix:
+            fields["inputs_prefix"] = record.inputs_prefix
+        flat = [x for kv in fields.items() for x in kv]
+        created = self._run(
+            "submit",
+            [record.id, record.queue, submitted_ms, submitted_ms, "1" if only_if_new else "0", *flat],
+        )
+        return bool(created)
+
+    @_translated
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job's record, or None if unknown or expired."""
+        h = self.redis.hgetall(self.job_key(job_id))
+        return record_from_hash(job_id, h) if h else None
+
+    @_translated
+    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        """Records of several jobs in one round trip, None where missing."""
+        ids = list(job_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.job_key(job_id))
+        return [record_from_hash(i, h) if h else None for i, h in zip(ids, pipe.execute(), strict=True)]
+
+    # the worker's side -------------------------------------------------------------------------------
+    @_translated
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
+        """Block until a job may be waiting in one of ``queues`` (or ``timeout`` s pass); return that queue.
+
+        A token is consumed per call; tokens can be stale (a cancelled job), so a claim may still find
+        nothing. Callers claim after a timeout as well, which also mends any token lost with a worker.
+        """
+        popped = self.redis.blpop([self.signal_key(q) for q in queues], timeout=max(timeout, 0.01))
+        if popped is None:
+            return None
+        key = popped[0]
+        return key.rsplit(":", 1)[1]
+
+    @_translated
+    def claim(self, queue: str, worker: str) -> Claim | None:
+        """Take the first job of ``queue`` and lease it to ``worker``; None if the queue is empty."""
+        now = self.clock()
+        deadline_ms = int((now + self.lease_seconds) * 1000)
+        reply = self._run("claim", [queue, worker, repr(now), deadline_ms])
+        if not reply:
+            return None
+        attempt, job_id = int(reply[0]), reply[1]
+        h = dict(zip(reply[2::2], reply[3::2], strict=True))
+        h.update(state=JobState.RUNNING.value, attempts=str(attempt), worker=worker, claimed=repr(now))
+        return Claim(job=record_from_hash(job_id, h), attempt=attempt)
+
+    @_translated
+    def renew(self, leases: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Extend the leases ``(job_id, attempt)``; each maps to ``held``, ``cancel`` (held, cancel asked) or ``lost``."""
+        if not leases:
+            return {}
+        deadline_ms = int((self.clock() + self.lease_seconds) * 1000)
+        reply = self._run("renew", [deadline_ms, *(f"{i}|{a}" for i, a in leases)])
+        names = {0: "lost", 1: "held", 2: "cancel"}
+        return {lease: names[int(code)] for lease, code in zip(leases, reply, strict=True)}
+
+    @_translated
+    def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        """Record how the attempt ended (terminal, or ``queued`` to retry). False if the lease was lost."""
+        if outcome.state != JobState.QUEUED and outcome.state not in TERMINAL_STATES:
+            raise ValueError(f"cannot finish a job as {outcome.state}")
+        done = self._run(
+            "finish",
+            [claim.job.id, claim.attempt, outcome.state.value, repr(self.clock()), self.retention_ms,
+             repr(claim.job.submitted_at), *_outcome_fields(outcome)],
+        )
+        return bool(done)
+
+    # control -----------------------------------------------------------------------------------------
+    @_translated
+    def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a queued job now, or ask the worker of a running one to kill it. None if unknown."""
+        state = self._run("cancel", [job_id, repr(self.clock()), self.retention_ms])
+        return JobState(state) if state else None
+
+    @_translated
+    def reap(self, *, limit: int = 1000) -> dict[str, JobState]:
+        """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed."""
+        now = self.clock()
+        reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit])
+        changed = {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
+        self._trim_indexes(now)
+        return changed
+
+    def _trim_indexes(self, now: float) -> None:
+        # Records expire `retention` after they finish; index entries older than that plus a margin
+        # (the longest a job can stay queued and running is not bounded, so listing also skips misses).
+        cutoff_ms = int((now * 1000) - self.retention_ms - 86_400_000)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in [f"{self.prefix}:all", *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
+            pipe.zremrangebyscore(key, "-inf", cutoff_ms)
+        pipe.execute()
+
+    # waiting -----------------------------------------------------------------------------------------
+    @_translated
+    def wait(self, job_id: str, timeout: float) -> JobRecord | None:
+        """Block until the job is terminal or ``timeout`` s pass; return its record then (None if unknown)."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.events_channel(job_id))
+            record = self.get(job_id)
+            deadline = time.monotonic() + timeout
+            while record is not None and not record.state.terminal:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                message = pubsub.get_message(timeout=min(left, 1.0))
+                if message is not None and JobState(message["data"]).terminal:
+                    record = self.get(job_id)
+            return record
+        finally:
+            pubsub.close()
+
+    # listing -----------------------------------------------------------------------------------------
+    @_translated
+    def list(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
+        """A page of jobs, newest first (queued: in queue order; running: by lease), from ``cursor``."""
+        after = _decode_cursor(cursor)
+        if state is None:
+            sources = [(f"{self.prefix}:all", True)]
+        elif state == JobState.QUEUED:
+            sources = [(self.queue_key(q), False) for q in QUEUES]
+        elif state == JobState.RUNNING:
+            sources = [(self.leases_key, False)]
+        else:
+            sources = [(f"{self.prefix}:st:{state.value}", True)]
+        entries = self._page_entries(sources, after, limit)
+        ids = [member.split("|", 1)[0] for member, _ in entries]
+        records = self.get_many(ids)
+        jobs = [r for r in records if r is not None and (state is None or r.state == state)]
+        next_cursor = None
+        if len(entries) == limit:
+            last_member, last_score = entries[-1]
+            next_cursor = _encode_cursor(last_score, last_member)
+        return Page(jobs=jobs, cursor=next_cursor)
+
+    def _page_entries(
+        self, sources: list[tuple[str, bool]], after: tuple[float, str] | None, limit: int
+    ) -> list[tuple[str, float]]:
+        reverse = sources[0][1]
+        merged: list[tuple[str, float]] = []
+        for key, _ in sources:
+            merged.extend(self._entries_after(key, reverse, after, limit))
+        merged.sort(key=lambda e: (e[1], e[0]), reverse=reverse)
+        return merged[:limit]
+
+    def _entries_after(
+        self, key: str, reverse: bool, after: tuple[float, str] | None, limit: int
+    ) -> Iterator[tuple[str, float]]:
+        """Up to ``limit`` members strictly after ``after`` in (score, member) order (reversed if asked)."""
+        bound = "+inf" if reverse else "-inf"
+        if after is not None:
+            bound = repr(after[0])
+        fetched = 0
+        offset = 0
+        while fetched < limit:
+            want = limit - fetched + 16
+            if reverse:
+                rows = self.redis.zrevrangebyscore(key, bound, "-inf", start=offset, num=want, withscores=True)
+            else:
+                rows = self.redis.zrangebyscore(key, bound, "+inf", start=offset, num=want, withscores=True)
+            if not rows:
+                return
+            offset += len(rows)
+            for member, score in rows:
+                if after is not None and score == after[0]:
+                    if (member >= after[1]) if reverse else (member <= after[1]):
+                        continue
+                yield member, score
+                fetched += 1
+                if fetched == limit:
+                    return
+            if len(rows) < want:
+                return
+
+    # workers and queues ------------------------------------------------------------------------------
+    @_translated
+    def heartbeat(self, worker: str, info: dict[str, str], *, ttl: float) -> None:
+        """Publish a worker's health and details, valid for ``ttl`` seconds."""
+        key = f"{self.prefix}:worker:{worker}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={**info, "seen": repr(self.clock())})
+        pipe.pexpire(key, int(ttl * 1000))
+        pipe.zadd(f"{self.prefix}:workers", {worker: int(self.clock() * 1000)})
+        pipe.execute()
+
+    @_translated
+    def forget_worker(self, worker: str) -> None:
+        """Drop a worker's health record (on a clean shutdown)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(f"{self.prefix}:worker:{worker}")
+        pipe.zrem(f"{self.prefix}:workers", worker)
+        pipe.execute()
+
+    @_translated
+    def workers(self) -> list[dict[str, str]]:
+        """Workers whose health record is alive, with their details."""
+        ids = self.redis.zrange(f"{self.prefix}:workers", 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for w in ids:
+            pipe.hgetall(f"{self.prefix}:worker:{w}")
+        out = []
+        gone = []
+        for w, h in zip(ids, pipe.execute(), strict=True):
+            if h:
+                out.append({"id": w, **h})
+            else:
+                gone.append(w)
+        if gone:
+            self.redis.zrem(f"{self.prefix}:workers", *gone)
+        return out
+
+    @_translated
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        """Per queue, the jobs waiting; and the jobs running in all."""
+        pipe = self.redis.pipeline(transaction=False)
+        for q in QUEUES:
+            pipe.zcard(self.queue_key(q))
+        pipe.zcard(self.leases_key)
+        *depths, running = pipe.execute()
+        return {"queues": dict(zip(QUEUES, depths, strict=True)), "running": running}
+
+    @_translated
+    def running_by_queue(self) -> dict[str, int]:
+        """Running jobs per queue (reads each running job's queue field)."""
+        members = self.redis.zrange(self.leases_key, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for m in members:
+            pipe.hget(self.job_key(m.split("|", 1)[0]), "queue")
+        counts = dict.fromkeys(QUEUES, 0)
+        for q in pipe.execute():
+            if q:
+                counts[q] = counts.get(q, 0) + 1
+        return counts
+
+    @_translated
+    def ping(self) -> bool:
+        """Whether Redis answers."""
+        return bool(self.redis.ping())
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, member]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        score, member = json.loads(base64.urlsafe_b64decode(padded))
+        return float(score), str(member)
+    except (ValueError, TypeError) as exc:
+        raise InvalidJob("cursor is not one this API returned", field="cursor") from exc

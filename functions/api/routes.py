@@ -1,0 +1,97 @@
+"""The dcc REST API: routes over ``JobService``. No try/except here: errors map to HTTP in ``handler``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from dcc.jobs import JobSpec, JobState
+from dcc.service import JobService
+
+router = APIGatewayRouter()
+MAX_WAIT_SECONDS = 25.0  # under API Gateway's 29 s integration timeout
+
+
+def service() -> JobService:
+    """The process's service (set by ``handler.configure``)."""
+    return router.context["service"]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body), headers=headers)
+
+
+@router.post("/v1/jobs", summary="Submit a job", responses={201: {"description": "queued"},
+                                                            200: {"description": "a job with this id exists"}})
+def submit(job: Annotated[JobSpec, Body()]) -> Response[Any]:
+    record, created = service().submit(job)
+    return _json(201 if created else 200, record.view(), {"Location": f"/v1/jobs/{record.id}"})
+
+
+@router.get("/v1/jobs", summary="List jobs, newest first, a page at a time")
+def list_jobs(
+    state: Annotated[JobState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> dict[str, Any]:
+    page = service().list(state=state, limit=limit, cursor=cursor)
+    return {"jobs": [j.view() for j in page.jobs], "cursor": page.cursor}
+
+
+@router.get("/v1/jobs/<job_id>", summary="A job's state and result summary")
+def get_job(job_id: str) -> dict[str, Any]:
+    return service().get(job_id).view()
+
+
+@router.get("/v1/jobs/<job_id>/wait", summary="Long-poll: return when the job ends, or at the timeout")
+def wait_job(job_id: str, timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0) -> dict[str, Any]:
+    return service().wait(job_id, timeout).view()
+
+
+@router.get("/v1/jobs/<job_id>/result", summary="The finished job's result.json")
+def get_result(job_id: str) -> dict[str, Any]:
+    return service().result(job_id)
+
+
+@router.get("/v1/jobs/<job_id>/stdout", summary="The job's standard output")
+def get_stdout(job_id: str) -> Response[Any]:
+    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=service().log(job_id, "stdout"))
+
+
+@router.get("/v1/jobs/<job_id>/stderr", summary="The job's standard error")
+def get_stderr(job_id: str) -> Response[Any]:
+    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=service().log(job_id, "stderr"))
+
+
+@router.get("/v1/jobs/<job_id>/outputs/.+", summary="One output file (bytes, or a redirect to storage)")
+def get_output(job_id: str) -> Response[Any]:
+    path = router.current_event.path.split(f"/v1/jobs/{job_id}/outputs/", 1)[1]
+    download = service().output(job_id, path)
+    if download.url is not None:
+        return Response(status_code=302, headers={"Location": download.url}, body="")
+    return Response(status_code=200, content_type="application/octet-stream", body=download.data)
+
+
+@router.post("/v1/jobs/<job_id>/cancel", summary="Cancel a job (a finished one is left as it is)")
+def cancel_job(job_id: str) -> dict[str, Any]:
+    return service().cancel(job_id).view()
+
+
+@router.get("/v1/workers", summary="Live workers and their health")
+def list_workers() -> dict[str, Any]:
+    return {"workers": service().workers()}
+
+
+@router.get("/v1/queues", summary="Queue depths and running jobs")
+def get_queues() -> dict[str, Any]:
+    return service().queues()
+
+
+@router.get("/healthz", summary="Liveness: answers 200 when Redis answers")
+def healthz() -> dict[str, Any]:
+    service().store.ping()
+    return {"ok": True}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what dcc needs on a Debian machine with Python 3.11+: system packages (redis-server, a Docker
+# engine, a static busybox for the offline test image) and a virtualenv at .venv with dcc and its test deps.
+# Idempotent: a second run installs nothing new. Prints nothing but errors unless VERBOSE=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root, or install them with apt-get)" >&2; exit 1
+  fi
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv 2>/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2 && "$py" -m venv .venv; }
+fi
+stamp=.venv/.dcc-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -e '.[test]' >&2
+  touch "$stamp"
+fi

@@ -1,0 +1,225 @@
+"""The Redis job store and queue, against a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
+from dcc.store import JobStore, connect
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def store(redis_url: str) -> JobStore:
+    return JobStore(connect(redis_url), lease_seconds=30, max_attempts=2, retention_seconds=3600)
+
+
+def make(store: JobStore, job_id: str, *, queue: str = "cpu", at: float | None = None, **spec: object) -> JobRecord:
+    gpu = {"parameters": {"gpu": 1}} if queue == "gpu" else {}
+    record = JobRecord(id=job_id, spec=JobSpec.model_validate({"image": "img", **gpu, **spec}),
+                       state=JobState.QUEUED, queue=queue, submitted_at=at if at is not None else time.time())
+    assert store.create(record, only_if_new=True)
+    return record
+
+
+def test_claim_runs_jobs_in_submit_order_and_records_the_claim(store: JobStore) -> None:
+    make(store, "a", at=100.0)
+    make(store, "b", at=101.0)
+    first = store.claim("cpu", "w1")
+    second = store.claim("cpu", "w2")
+    assert (first.job.id, first.attempt, second.job.id) == ("a", 1, "b")
+    assert store.claim("cpu", "w1") is None
+    record = store.get("a")
+    assert record.state == JobState.RUNNING and record.worker == "w1" and record.attempts == 1
+    assert store.queue_depths() == {"queues": {"cpu": 0, "gpu": 0}, "running": 2}
+
+
+def test_queues_are_separate(store: JobStore) -> None:
+    make(store, "g", queue="gpu")
+    assert store.claim("cpu", "w") is None
+    assert store.claim("gpu", "w").job.id == "g"
+
+
+def test_same_client_id_twice_creates_one_job(store: JobStore) -> None:
+    make(store, "dup")
+    again = JobRecord(id="dup", spec=JobSpec(image="other"), state=JobState.QUEUED, queue="cpu", submitted_at=1.0)
+    assert store.create(again, only_if_new=True) is False
+    assert store.get("dup").spec.image == "img"
+    assert store.queue_depths()["queues"]["cpu"] == 1
+
+
+def test_finish_records_outcome_and_expires_the_record(store: JobStore) -> None:
+    make(store, "j")
+    claim = store.claim("cpu", "w")
+    assert store.finish(claim, Outcome(state=JobState.FAILED, exit_code=3, outputs=["o/x.txt"]))
+    record = store.get("j")
+    assert (record.state, record.exit_code, record.outputs) == (JobState.FAILED, 3, ["o/x.txt"])
+    ttl = store.redis.ttl(store.job_key("j"))
+    assert 3500 < ttl <= 3600
+    assert store.queue_depths()["running"] == 0
+
+
+def test_nothing_leaves_a_terminal_state(store: JobStore) -> None:
+    make(store, "t")
+    claim = store.claim("cpu", "w")
+    assert store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    assert store.finish(claim, Outcome(state=JobState.FAILED, exit_code=1)) is False
+    assert store.cancel("t") == JobState.SUCCEEDED
+    assert store.reap() == {}
+    assert store.get("t").state == JobState.SUCCEEDED
+
+
+def test_expired_lease_is_requeued_then_given_up_after_max_attempts(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0])
+    make(store, "lost", at=999.0)
+    first = store.claim("cpu", "w1")
+    now[0] += 5
+    assert store.reap() == {}  # lease still valid
+    now[0] += 6
+    assert store.reap() == {"lost": JobState.QUEUED}
+    second = store.claim("cpu", "w2")
+    assert second.attempt == 2
+    # the first worker comes back: its attempt no longer holds the lease, so it changes nothing
+    assert store.finish(first, Outcome(state=JobState.SUCCEEDED, exit_code=0)) is False
+    assert store.renew([("lost", 1)]) == {("lost", 1): "lost"}
+    now[0] += 11
+    assert store.reap() == {"lost": JobState.ERROR}
+    record = store.get("lost")
+    assert record.state == JobState.ERROR and record.error.code == "worker_lost" and record.attempts == 2
+
+
+def test_renew_extends_the_lease(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0])
+    make(store, "r")
+    store.claim("cpu", "w")
+    for _ in range(5):
+        now[0] += 8
+        assert store.renew([("r", 1)]) == {("r", 1): "held"}
+        assert store.reap() == {}
+    assert store.get("r").state == JobState.RUNNING
+
+
+def test_cancel_queued_is_immediate_and_running_is_flagged(store: JobStore) -> None:
+    make(store, "q")
+    make(store, "r")
+    assert store.cancel("q") == JobState.CANCELLED
+    claim = store.claim("cpu", "w")
+    assert claim.job.id == "r"
+    assert store.claim("cpu", "w") is None  # the cancelled job left the queue
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(store.cancel_channel)
+    pubsub.get_message(timeout=1)
+    assert store.cancel("r") == JobState.RUNNING
+    message = pubsub.get_message(timeout=2)
+    pubsub.close()
+    assert message is not None and message["data"] == "r"
+    assert store.renew([("r", 1)]) == {("r", 1): "cancel"}
+    assert store.cancel("nope") is None
+
+
+def test_a_cancel_racing_a_finish_ends_in_exactly_one_terminal_state(store: JobStore) -> None:
+    for i in range(30):
+        make(store, f"race{i}")
+    claims = [store.claim("cpu", "w") for _ in range(30)]
+    barrier = threading.Barrier(2)
+    results: dict[str, list[object]] = {}
+
+    def finisher() -> None:
+        barrier.wait()
+        results["finish"] = [store.finish(c, Outcome(state=JobState.SUCCEEDED, exit_code=0)) for c in claims]
+
+    def canceller() -> None:
+        barrier.wait()
+        results["cancel"] = [store.cancel(c.job.id) for c in claims]
+
+    threads = [threading.Thread(target=finisher), threading.Thread(target=canceller)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results["finish"])  # a running job's cancel only flags it; the worker's report wins
+    assert {store.get(c.job.id).state for c in claims} == {JobState.SUCCEEDED}
+
+
+def test_concurrent_claims_never_hand_one_job_to_two_workers(store: JobStore) -> None:
+    for i in range(200):
+        make(store, f"c{i}")
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (claim := store.claim("cpu", name)) is not None:
+            with lock:
+                got.append(claim.job.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(f"c{i}" for i in range(200))
+
+
+def test_wait_for_work_blocks_until_a_job_is_queued(store: JobStore) -> None:
+    started = time.monotonic()
+    assert store.wait_for_work(["cpu", "gpu"], 0.3) is None
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.2, lambda: make(store, "late", queue="gpu")).start()
+    started = time.monotonic()
+    assert store.wait_for_work(["cpu", "gpu"], 5) == "gpu"
+    assert time.monotonic() - started < 2
+
+
+def test_wait_returns_when_the_job_ends(store: JobStore) -> None:
+    make(store, "w")
+    claim = store.claim("cpu", "x")
+    threading.Timer(0.3, lambda: store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))).start()
+    started = time.monotonic()
+    record = store.wait("w", 10)
+    assert record.state == JobState.SUCCEEDED
+    assert time.monotonic() - started < 5
+    timed = store.wait("w", 0.1)
+    assert timed.state == JobState.SUCCEEDED
+    assert store.wait("unknown", 0.1) is None
+
+
+def test_listing_pages_by_cursor_newest_first_and_by_state(store: JobStore) -> None:
+    for i in range(25):
+        make(store, f"l{i:02d}", at=1000.0 + (i // 2))  # pairs share a submit time: ties must not be lost
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list(state=None, limit=7, cursor=cursor)
+        seen.extend(j.id for j in page.jobs)
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert len(seen) == 25 and len(set(seen)) == 25
+    assert [store.get(i).submitted_at for i in seen] == sorted((store.get(i).submitted_at for i in seen),
+                                                               reverse=True)
+    for _ in range(3):
+        store.finish(store.claim("cpu", "w"), Outcome(state=JobState.FAILED, exit_code=1))
+    failed = store.list(state=JobState.FAILED, limit=10, cursor=None)
+    assert sorted(j.id for j in failed.jobs) == ["l00", "l01", "l02"] and failed.cursor is None
+    queued = store.list(state=JobState.QUEUED, limit=100, cursor=None)
+    assert [j.id for j in queued.jobs][:2] == ["l03", "l04"] and len(queued.jobs) == 22
+
+
+def test_every_key_shares_one_hash_tag(store: JobStore) -> None:
+    make(store, "k")
+    store.finish(store.claim("cpu", "w"), Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    store.heartbeat("w", {"health": "HEALTHY"}, ttl=10)
+    keys = store.redis.keys("*")
+    assert keys and all(k.startswith("{dcc}:") for k in keys)
+
+
+def test_client_has_explicit_timeouts(redis_url: str) -> None:
+    client = connect(redis_url, socket_timeout=4.0)
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 4.0 and kwargs["socket_connect_timeout"] == 3.0

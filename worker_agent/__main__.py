@@ -1,0 +1,69 @@
+"""Run a worker: ``python -m worker_agent`` (or ``dcc worker``), configured from the environment.
+
+    REDIS_URL, DCC_STORAGE           where jobs and their data live (see dcc.settings)
+    DCC_WORKER_ID                    default: <hostname>-<random>
+    DCC_WORKER_SLOTS                 CPU jobs at once (default: the machine's CPU count)
+    DCC_WORK_DIR                     scratch space for jobs (default /tmp/dcc-worker)
+
+SIGTERM or SIGINT: stop claiming, let running jobs finish within DCC_GRACE_SECONDS, hand back the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from dcc.bootstrap import build_storage, build_store
+from dcc.settings import Settings
+from worker_agent.agent import Worker, WorkerConfig
+
+
+def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int | None = None,
+                 workdir: Path | None = None) -> Worker:
+    """A worker wired to the Redis, storage and Docker engine the settings (and DOCKER_HOST) name."""
+    from dcc.url_inputs import fetch_url
+
+    from worker_agent.docker_runtime import DockerRuntime
+
+    def fetch(url: str, dest: Path) -> int:
+        return fetch_url(url, dest, allowed_buckets=settings.allowed_buckets,
+                         allow_private=settings.allow_private_urls, max_bytes=settings.max_output_bytes)
+
+    runtime = DockerRuntime(
+        network=settings.job_network,
+        default_memory_mb=settings.default_memory_mb,
+        max_memory_mb=settings.max_memory_mb,
+        pids_limit=settings.pids_limit,
+        max_output_bytes=settings.max_output_bytes,
+    )
+    worker_id = worker_id or os.environ.get("DCC_WORKER_ID")
+    config = WorkerConfig(
+        **({"worker_id": worker_id} if worker_id else {}),
+        slots={"cpu": slots or int(os.environ.get("DCC_WORKER_SLOTS") or os.cpu_count() or 1)},
+        workdir=workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker")),
+        max_attempts=settings.max_attempts,
+        append_log_bytes=settings.append_log_bytes,
+        grace_seconds=float(os.environ.get("DCC_GRACE_SECONDS", "60")),
+    )
+    return Worker(store=build_store(settings), storage=build_storage(settings.storage_url), runtime=runtime,
+                  config=config, fetch=fetch)
+
+
+def main() -> None:
+    """Run one worker until SIGTERM/SIGINT."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    worker = build_worker(Settings.from_env())
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    worker.start()
+    done.wait()
+    worker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""The worker: claim jobs from Redis, run each in a container, report how it ended.
+
+Threads: one claim loop (blocks on Redis while slots are free), one thread per running job, one that
+renews leases and writes the health key, one that listens for cancels, one that removes finished
+containers (kept off the path to the result). Every dependency comes in through the constructor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, SimpleQueue
+
+import redis
+
+from dcc.errors import JobSystemError, StorageError, StoreUnavailable
+from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
+from dcc.service import result_document, result_key
+from dcc.storage import Storage, job_prefix
+from dcc.store import JobStore
+from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
+
+log = logging.getLogger("dcc.worker")
+
+Fetcher = Callable[[str, Path], int]
+"""Downloads a URL input to a path; raises ``JobSystemError``."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker runs."""
+
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    slots: dict[str, int] = field(default_factory=lambda: {"cpu": 1})
+    """Jobs run at once, per queue."""
+    workdir: Path = Path("/tmp/dcc-worker")
+    max_attempts: int = 3
+    heartbeat_seconds: float = 5.0
+    idle_claim_seconds: float = 2.0
+    """How long to block for a wake-up before trying to claim anyway."""
+    append_log_bytes: int = 1 << 20
+    disk_full_ratio: float = 0.90
+    max_consecutive_system_errors: int = 5
+    grace_seconds: float = 60.0
+    gpu_device_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class _Running:
+    claim: Claim
+    cancel: bool = False
+    lost: bool = False
+    handed_back: bool = False
+
+
+class Worker:
+    """One worker process's job loop."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        storage: Storage,
+        runtime: ContainerRuntime,
+        config: WorkerConfig,
+        fetch: Fetcher | None = None,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.runtime = runtime
+        self.config = config
+        self.fetch = fetch
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._running: dict[str, _Running] = {}
+        self._threads: list[threading.Thread] = []
+        self._cleanup: SimpleQueue[tuple[str, Path] | None] = SimpleQueue()
+        self._system_errors = 0
+        self.health = "HEALTHY"
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker's threads and return."""
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        self._check_health()
+        for name, target in (("claim", self._claim_loop), ("lease", self._lease_loop),
+                             ("cancel", self._cancel_loop), ("cleanup", self._cleanup_loop)):
+            t = threading.Thread(target=target, name=f"dcc-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("worker %s started with slots %s", self.config.worker_id, self.config.slots)
+
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop claiming; let running jobs finish within ``grace`` s, then hand the rest back to the queue."""
+        self.stopping.set()
+        with self._slot_freed:
+            self._slot_freed.notify_all()
+        deadline = time.monotonic() + (self.config.grace_seconds if grace is None else grace)
+        while self.running_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            left = list(self._running.values())
+        for job in left:
+            job.handed_back = True
+            self.runtime.kill(job.claim.job.id)
+        while self.running_count() and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        self._cleanup.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            self.store.forget_worker(self.config.worker_id)
+        except StoreUnavailable:
+            pass
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # claiming --------------------------------------------------------------------------------------
+    def _free_queues(self) -> list[str]:
+        with self._lock:
+            used: dict[str, int] = {}
+            for job in self._running.values():
+                used[job.claim.job.queue] = used.get(job.claim.job.queue, 0) + 1
+        return [q for q, n in self.config.slots.items() if n > used.get(q, 0)]
+
+    def _claim_loop(self) -> None:
+        while not self.stopping.is_set():
+            free = self._free_queues() if self.health == "HEALTHY" else []
+            if not free:
+                with self._slot_freed:
+                    self._slot_freed.wait(timeout=1.0)
+                continue
+            try:
+                woken = self.store.wait_for_work(free, self.config.idle_claim_seconds)
+                for queue in [woken] if woken else free:
+                    if self.stopping.is_set():
+                        break
+                    claim = self.store.claim(queue, self.config.worker_id)
+                    if claim is not None:
+                        self._launch(claim)
+            except StoreUnavailable as exc:
+                log.warning("claim: %s; retrying", exc)
+                self.stopping.wait(1.0)
+
+    def _launch(self, claim: Claim) -> None:
+        with self._lock:
+            self._running[claim.job.id] = _Running(claim)
+        t = threading.Thread(target=self._run_job, args=(claim,), name=f"dcc-job-{claim.job.id}", daemon=True)
+        t.start()
+
+    # running one job -------------------------------------------------------------------------------
+    def _run_job(self, claim: Claim) -> None:
+        job = claim.job
+        workdir = self.config.workdir / f"{job.id}-{claim.attempt}"
+        try:
+            outcome = self._attempt(claim, workdir)
+            with self._lock:
+                lost = self._running[job.id].lost
+            if not lost:
+                self._report(claim, outcome)
+        except BaseException:  # never lose the slot; the lease expires and the reaper retries the job
+            log.exception("job %s: unexpected failure", job.id)
+        finally:
+            with self._slot_freed:
+                self._running.pop(job.id, None)
+                self._slot_freed.notify_all()
+            self._cleanup.put((job.id, workdir))
+
+    def _attempt(self, claim: Claim, workdir: Path) -> Outcome:
+        job = claim.job
+        try:
+            inputs_dir = workdir / "inputs"
+            inputs_dir.mkdir(parents=True)
+            self._materialize_inputs(job, inputs_dir)
+            (workdir / "run").mkdir()
+            result = self.runtime.run(self._container_job(job, inputs_dir), workdir=workdir / "run")
+            with self._lock:
+                running = self._running.get(job.id)
+            if running is not None and running.handed_back:
+                return Outcome(state=JobState.QUEUED)
+            cancelled = running is not None and running.cancel and result.killed
+            outcome = self._store_results(claim, result, cancelled=cancelled)
+            self._system_errors = 0
+            return outcome
+        except StorageError as exc:
+            return self._system_failure(claim, JobSystemError(ErrorCode.STORAGE_FAILED, str(exc), retryable=True))
+        except JobSystemError as exc:
+            return self._system_failure(claim, exc)
+
+    def _container_job(self, job: JobRecord, inputs_dir: Path) -> ContainerJob:
+        p = job.spec.parameters
+        return ContainerJob(
+            job_id=job.id,
+            image=job.spec.image,
+            command=job.spec.command,
+            env=dict(job.spec.env),
+            working_dir=job.spec.workingDir,
+            inputs_dir=inputs_dir,
+            max_duration=float(p.maxDuration or 600),
+            cpus=p.cpus,
+            memory_mb=p.memory,
+            labels={"dcc.worker": self.config.worker_id},
+        )
+
+    def _materialize_inputs(self, job: JobRecord, inputs_dir: Path) -> None:
+        for item in job.spec.inputs:
+            dest = inputs_dir / item.name  # names were checked at submit: relative, no '..'
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if item.source == "inline":
+                self.storage.download(f"{job.inputs_prefix}{item.name}", dest)
+            elif self.fetch is None:
+                raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, "URL inputs are not enabled", retryable=False)
+            else:
+                self.fetch(item.value, dest)
+
+    def _store_results(self, claim: Claim, result: ContainerOutcome, *, cancelled: bool) -> Outcome:
+        job = claim.job
+        prefix = job_prefix(job.id)
+        outputs = []
+        for path in sorted(p for p in result.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+            rel = path.relative_to(result.outputs_dir).as_posix()
+            self.storage.put_file(f"{prefix}outputs/{rel}", path)
+            outputs.append(rel)
+        self.storage.put_file(f"{prefix}stdout", result.stdout_path, content_type="text/plain")
+        self.storage.put_file(f"{prefix}stderr", result.stderr_path, content_type="text/plain")
+        if cancelled:
+            state = JobState.CANCELLED
+        elif result.timed_out:
+            state = JobState.TIMED_OUT
+        elif result.exit_code == 0:
+            state = JobState.SUCCEEDED
+        else:
+            state = JobState.FAILED
+        outcome = Outcome(
+            state=state,
+            exit_code=result.exit_code,
+            started_at=result.started_at,
+            exited_at=result.exited_at,
+            outputs=outputs,
+            outputs_truncated=result.outputs_truncated,
+            stdout=self._text(result.stdout_path) if job.spec.appendStdOut else None,
+            stderr=self._text(result.stderr_path) if job.spec.appendStdErr else None,
+        )
+        self._write_result(claim, outcome)
+        return outcome
+
+    def _text(self, path: Path) -> str:
+        with path.open("rb") as f:
+            data = f.read(self.config.append_log_bytes + 1)
+        text = data[: self.config.append_log_bytes].decode("utf-8", errors="replace")
+        return text + "\n[dcc: truncated]" if len(data) > self.config.append_log_bytes else text
+
+    def _write_result(self, claim: Claim, outcome: Outcome) -> None:
+        final = _apply(claim, outcome, time.time())
+        self.storage.put_bytes(result_key(claim.job.id), json.dumps(result_document(final)).encode(),
+                               content_type="application/json")
+
+    def _system_failure(self, claim: Claim, exc: JobSystemError) -> Outcome:
+        self._system_errors += 1
+        error = JobError(code=str(exc.code), message=exc.message)
+        log.warning("job %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
+        if exc.retryable and claim.attempt < self.config.max_attempts:
+            return Outcome(state=JobState.QUEUED, error=error)
+        outcome = Outcome(state=JobState.ERROR, error=error)
+        try:
+            self._write_result(claim, outcome)
+        except StorageError:
+            log.warning("job %s: could not write result.json", claim.job.id)
+        return outcome
+
+    def _report(self, claim: Claim, outcome: Outcome) -> None:
+        """Tell the store how the attempt ended; retry while Redis is away (the result is already stored)."""
+        delay = 0.2
+        while True:
+            try:
+                if not self.store.finish(claim, outcome):
+                    log.warning("job %s attempt %d: lease lost before the end was recorded", claim.job.id,
+                                claim.attempt)
+                return
+            except StoreUnavailable as exc:
+                log.warning("job %s: cannot report (%s); retrying", claim.job.id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # leases, health, cancels, clean-up -----------------------------------------------------------------
+    def _lease_loop(self) -> None:
+        interval = min(self.config.heartbeat_seconds, self.store.lease_seconds / 3)
+        while not self.stopping.wait(interval) or self.running_count():
+            try:
+                self._renew()
+                self._check_health()
+                self._heartbeat()
+            except StoreUnavailable as exc:
+                log.warning("lease renewal: %s", exc)
+            if self.stopping.is_set() and not self.running_count():
+                break
+
+    def _renew(self) -> None:
+        with self._lock:
+            leases = [(r.claim.job.id, r.claim.attempt) for r in self._running.values()]
+        for (job_id, _), status in self.store.renew(leases).items():
+            if status == "held":
+                continue
+            with self._lock:
+                running = self._running.get(job_id)
+                if running is not None:
+                    running.lost = running.lost or status == "lost"
+                    running.cancel = running.cancel or status == "cancel"
+            if running is not None:
+                self.runtime.kill(job_id)
+
+    def _check_health(self) -> None:
+        reason = self.runtime.ping()
+        if reason is None:
+            usage = shutil.disk_usage(self.config.workdir)
+            if usage.used / usage.total >= self.config.disk_full_ratio:
+                reason = f"disk {usage.used * 100 // usage.total}% full"
+        if reason is None and self._system_errors >= self.config.max_consecutive_system_errors:
+            reason = f"{self._system_errors} system errors in a row"
+        self.health = "HEALTHY" if reason is None else f"UNHEALTHY:{reason}"
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            running = ",".join(self._running)
+        self.store.heartbeat(self.config.worker_id, {
+            "health": self.health,
+            "slots": ",".join(f"{q}={n}" for q, n in self.config.slots.items()),
+            "running": running,
+            "host": socket.gethostname(),
+            "gpus": ",".join(self.config.gpu_device_ids),
+        }, ttl=self.config.heartbeat_seconds * 3)
+
+    def _cancel_loop(self) -> None:
+        while not self.stopping.is_set():
+            pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.store.cancel_channel)
+                while not self.stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._cancel(str(message["data"]))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("cancel listener: %s; reconnecting", exc)
+                self.stopping.wait(1.0)
+            finally:
+                pubsub.close()
+
+    def _cancel(self, job_id: str) -> None:
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is not None:
+                running.cancel = True
+        if running is not None:
+            self.runtime.kill(job_id)
+
+    def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                item = self._cleanup.get(timeout=1.0)
+            except Empty:
+                continue
+            if item is None:
+                return
+            job_id, workdir = item
+            try:
+                self.runtime.cleanup(job_id)
+            except JobSystemError as exc:
+                log.warning("cleanup of %s: %s", job_id, exc)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _apply(claim: Claim, outcome: Outcome, now: float) -> JobRecord:
+    """The job's record as it will be once ``outcome`` is recorded."""
+    job = claim.job
+    return JobRecord(
+        id=job.id, spec=job.spec, state=outcome.state, queue=job.queue, submitted_at=job.submitted_at,
+        attempts=claim.attempt, worker=job.worker, inputs_prefix=job.inputs_prefix, claimed_at=job.claimed_at,
+        started_at=outcome.started_at, exited_at=outcome.exited_at, finished_at=now, exit_code=outcome.exit_code,
+        error=outcome.error, outputs=outcome.outputs, outputs_truncated=outcome.outputs_truncated,
+        stdout=outcome.stdout, stderr=outcome.stderr,
+    )

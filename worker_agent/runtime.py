@@ -1,0 +1,68 @@
+"""The container runtime port: run one job's container to its end and hand back what it left.
+
+``worker_agent.docker_runtime.DockerRuntime`` implements it with the Docker SDK. The worker calls
+``run`` from one thread per job and ``kill`` from any thread; an implementation must be thread-safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ContainerJob:
+    """What to run: everything the runtime needs, already validated and resolved."""
+
+    job_id: str
+    image: str
+    command: list[str] | None
+    env: dict[str, str]
+    working_dir: str | None
+    inputs_dir: Path
+    """Local directory whose files (subfolders allowed) appear under ``/inputs`` in the container."""
+    max_duration: float
+    """Seconds from container start; past it the container is killed and the outcome is ``timed_out``."""
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpu_device_ids: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    """How the container ended. ``exit_code`` is None only when it never produced one (killed)."""
+
+    exit_code: int | None
+    timed_out: bool
+    killed: bool
+    """True when ``kill`` stopped it (a cancel), as opposed to the time limit."""
+    started_at: float
+    exited_at: float
+    stdout_path: Path
+    stderr_path: Path
+    outputs_dir: Path
+    """Local directory holding the regular files the job left under ``/outputs`` (links dropped)."""
+    outputs_truncated: bool = False
+    """True when outputs past the size limit were left out."""
+
+
+class ContainerRuntime(Protocol):
+    """Runs job containers. Raises ``dcc.errors.JobSystemError`` for anything that is not the job's fault."""
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        """Run ``job`` to its end, writing logs and outputs under ``workdir`` (which exists and is empty).
+
+        Blocks until the container exits, is killed by ``kill``, or reaches ``max_duration``. Removing the
+        container is left to ``cleanup`` so that it stays off the path to the result.
+        """
+
+    def kill(self, job_id: str) -> bool:
+        """Stop the running container of ``job_id`` now; False if none runs. Thread-safe, returns at once."""
+
+    def cleanup(self, job_id: str) -> None:
+        """Remove what ``run`` left for ``job_id`` (the container); safe to call twice."""
+
+    def ping(self) -> str | None:
+        """None when the engine answers, else a short reason it does not."""
