@@ -168,6 +168,7 @@ class LocalDcc:
                 log.warning("reaper: %s", exc)
 
     def stop(self, *, grace: float = 10.0) -> None:
+        """Stop the worker (finishing or handing back its jobs), the reaper and our redis-server."""
         from functions.api import handler
 
         self._stop.set()
@@ -186,8 +187,8 @@ def serve(port: int = 8000, data_dir: Path | None = None, workers: int | None = 
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     local = LocalDcc(data_dir or Path.home() / ".dcc", workers=workers)
-    local.start()
     try:
+        local.start()
         uvicorn.run(build_app(), host=host, port=port, log_level="warning")
     finally:
         local.stop()

@@ -1,0 +1,536 @@
+"""The ``dcc`` command: submit and follow jobs through the API; run local mode or a worker.
+
+Scripts read stdout: ``submit`` prints the job id alone on a line, ``logs`` the raw log, ``outputs``
+the files written. Progress and errors go to stderr. Exit codes: 0 done; a waited-for job's own exit
+code (1 if it ended in error, timed_out or cancelled); 1 for an API or connection error; 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import stat
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from dcc.client import DccClient, is_terminal
+from dcc.errors import DccError
+from dcc.jobs import JobState, check_relative_path
+
+ENV_API_URL = "DCC_API_URL"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+USAGE_ERROR = 2
+
+ClientFactory = Callable[[str], DccClient]
+
+STATE_STYLES = {
+    "queued": "dim", "running": "cyan", "succeeded": "green", "failed": "red",
+    "timed_out": "red", "cancelled": "yellow", "error": "bold red",
+}
+
+
+class CliError(Exception):
+    """A problem to report in one line before exiting with ``code``."""
+
+    def __init__(self, message: str, *, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def _stdout() -> Console:
+    # piped tables are read by programs and people alike: no 80-column squeeze there
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    """Print ``message`` as one red line on stderr and exit with ``code``."""
+    _stderr().print(Text(f"error: {' '.join(message.split())}", style="red"))
+    raise typer.Exit(code)
+
+
+class _DccGroup(TyperGroup):
+    """Turns dcc's own errors into one red line and an exit code: no traceback for a refused connection."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            fail(str(exc), code=exc.code)
+        except DccError as exc:
+            fail(str(exc), code=1)
+
+
+app = typer.Typer(cls=_DccGroup, no_args_is_help=True, add_completion=False,
+                  help="Run container images as jobs on dcc.")
+
+
+@dataclass
+class Session:
+    """The API the command talks to; the client is built on first use and closed with the context."""
+
+    api: str
+    make_client: ClientFactory
+    _client: DccClient | None = None
+
+    def client(self) -> DccClient:
+        """The client for ``api``."""
+        if self._client is None:
+            self._client = self.make_client(self.api)
+        return self._client
+
+    def close(self) -> None:
+        """Close the client if one was built."""
+        if self._client is not None:
+            self._client.close()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    api: Annotated[str, typer.Option("--api", envvar=ENV_API_URL, help="Base URL of the dcc API.")] = DEFAULT_API_URL,
+) -> None:
+    # a caller may pass a client factory as the context object (tests build clients on an httpx.MockTransport)
+    factory: ClientFactory = ctx.obj if callable(ctx.obj) else DccClient
+    session = Session(api, factory)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+def _client(ctx: typer.Context) -> DccClient:
+    session = ctx.find_object(Session)
+    if session is None:  # only when a command is invoked without the root group
+        raise CliError("internal: no API session")
+    return session.client()
+
+
+# ---------------------------------------------------------------------------------------------- submit
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``; CliError (usage) if it is missing, a symlink or not a regular file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise CliError(f"input file {path} does not exist", code=USAGE_ERROR) from None
+    except OSError as exc:
+        raise CliError(f"cannot read input file {path}: {exc.strerror}", code=USAGE_ERROR) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise CliError(f"input file {path} is a symlink; pass the file it points to", code=USAGE_ERROR)
+    if not stat.S_ISREG(st.st_mode):
+        raise CliError(f"input file {path} is not a regular file", code=USAGE_ERROR)
+    # O_NOFOLLOW: the path cannot be swapped for a symlink after the check; O_NONBLOCK: nor hang on a FIFO
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise CliError(f"cannot read input file {path}: {exc.strerror}", code=USAGE_ERROR) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CliError(f"input file {path} is not a regular file", code=USAGE_ERROR)
+        return f.read()
+
+
+def parse_input(spec: str) -> dict[str, str]:
+    """``NAME=@FILE`` (the file's bytes: utf8 if they decode, else base64) or ``NAME=TEXT`` → an input."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise CliError(f"--input {spec!r}: expected NAME=@FILE or NAME=TEXT", code=USAGE_ERROR)
+    try:
+        check_relative_path(name)
+    except ValueError as exc:
+        raise CliError(f"--input name {name!r} {exc}", code=USAGE_ERROR) from None
+    if not value.startswith("@"):
+        return {"name": name, "value": value, "encoding": "utf8", "source": "inline"}
+    data = read_regular_file(Path(value[1:]).expanduser())
+    try:
+        return {"name": name, "value": data.decode("utf-8"), "encoding": "utf8", "source": "inline"}
+    except UnicodeDecodeError:
+        return {"name": name, "value": base64.b64encode(data).decode("ascii"), "encoding": "base64",
+                "source": "inline"}
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``K=V`` pairs → a dict (a later K wins)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--env {pair!r}: expected NAME=VALUE", code=USAGE_ERROR)
+        env[key] = value
+    return env
+
+
+def build_job(image: str, command: Sequence[str] | None, *, inputs: Sequence[str] = (), env: Sequence[str] = (),
+              max_duration: int | None = None, cpus: float | None = None, memory: int | None = None,
+              gpu: int | None = None, job_id: str | None = None) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body for the ``submit`` options; only what was given is sent."""
+    job: dict[str, Any] = {"image": image}
+    if command:
+        job["command"] = list(command)
+    if env:
+        job["env"] = parse_env(env)
+    if inputs:
+        job["inputs"] = [parse_input(spec) for spec in inputs]
+    parameters = {k: v for k, v in {"maxDuration": max_duration, "cpus": cpus, "memory": memory,
+                                    "gpu": gpu}.items() if v is not None}
+    if parameters:
+        job["parameters"] = parameters
+    if job_id is not None:
+        job["id"] = job_id
+    return job
+
+
+def job_exit_code(view: dict[str, Any]) -> int:
+    """The exit code that mirrors a finished job: its own, or 1 for error, timed_out and cancelled."""
+    state = view.get("state")
+    if state == "succeeded":
+        return 0
+    code = view.get("exitCode")
+    if state == "failed" and isinstance(code, int) and 0 < code < 256:
+        return code
+    return 1
+
+
+def _when(ts: Any, *, short: bool = False) -> str:
+    if not isinstance(ts, int | float):
+        return ""
+    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def _state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def describe(view: dict[str, Any]) -> Text:
+    """One line saying where a job is: state, worker, exit code or error."""
+    state = str(view.get("state"))
+    line = Text(f"{time.strftime('%H:%M:%S')} job {view.get('id')} ")
+    line.append_text(_state_text(state))
+    if state == "running":
+        line.append(f" on {view.get('worker')} (attempt {view.get('attempts')})")
+        if view.get("cancelRequested"):
+            line.append(", cancel requested")
+    if view.get("exitCode") is not None and is_terminal(view):
+        line.append(f" (exit {view['exitCode']})")
+    error = view.get("error")
+    if error:
+        line.append(f": {error.get('code')}: {error.get('message')}", style="red")
+    return line
+
+
+def follow(client: DccClient, job_id: str) -> dict[str, Any]:
+    """Wait for the job with a live display on stderr, a line per change; return the final view."""
+    console = _stderr()
+    try:
+        with console.status(f"waiting for job {job_id}") as status:
+            def on_change(view: dict[str, Any]) -> None:
+                console.print(describe(view))
+                status.update(f"job {job_id}: {view.get('state')}")
+
+            return client.wait_until_done(job_id, on_change=on_change)
+    except KeyboardInterrupt:
+        console.print(f"stopped waiting; job {job_id} goes on (dcc cancel {job_id} stops it)")
+        raise typer.Exit(130) from None
+
+
+@app.command(no_args_is_help=True)
+def submit(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(metavar="IMAGE", help="Container image, e.g. python:3.12-slim.")],
+    command: Annotated[list[str] | None, typer.Argument(
+        metavar="CMD", help="Command and its arguments, after -- (default: the image's own).",
+        show_default=False)] = None,
+    inputs: Annotated[list[str] | None, typer.Option(
+        "--input", "-i", metavar="NAME=@FILE|NAME=TEXT",
+        help="A file at /inputs/NAME (subfolders allowed): FILE's bytes, or TEXT. Repeatable.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Repeatable.")] = None,
+    max_duration: Annotated[int | None, typer.Option("--max-duration", min=1, help="Seconds.")] = None,
+    cpus: Annotated[float | None, typer.Option("--cpus", min=0.01)] = None,
+    memory: Annotated[int | None, typer.Option("--memory", min=1, help="MiB.")] = None,
+    gpu: Annotated[int | None, typer.Option("--gpu", min=0)] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Your id; submitting it again is a no-op.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code.")] = False,
+    show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout (implies --wait).")] = False,
+) -> None:
+    """Submit a job and print its id: dcc submit IMAGE [OPTIONS] -- CMD..."""
+    job = build_job(image, command, inputs=inputs or (), env=env or (), max_duration=max_duration, cpus=cpus,
+                    memory=memory, gpu=gpu, job_id=job_id)
+    client = _client(ctx)
+    view = client.submit(job)
+    typer.echo(view["id"])
+    if not (wait or show_stdout):
+        return
+    final = follow(client, view["id"])
+    if show_stdout:
+        typer.echo(client.stdout(view["id"]), nl=False)
+    raise typer.Exit(job_exit_code(final))
+
+
+# ---------------------------------------------------------------------------------------------- one job
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="The API's view as JSON.")] = False,
+) -> None:
+    """Show a job's state and result summary."""
+    view = _client(ctx).get(job_id)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    timings = view.get("timings") or {}
+    error = view.get("error")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", str(view.get("id"))),
+        ("state", _state_text(str(view.get("state")))),
+        ("queue", str(view.get("queue"))),
+        ("image", str(view.get("image"))),
+        ("command", shlex.join(view["command"]) if view.get("command") else "(image default)"),
+        ("attempts", str(view.get("attempts"))),
+        ("worker", str(view.get("worker") or "")),
+        ("exit code", "" if view.get("exitCode") is None else str(view["exitCode"])),
+        ("error", f"{error.get('code')}: {error.get('message')}" if error else ""),
+        ("outputs", f"{len(view.get('outputs') or [])} file(s)" + (" (truncated)" if view.get("outputsTruncated")
+                                                                    else "")),
+        ("submitted", _when(timings.get("submitted"))),
+        ("finished", _when(timings.get("finished"))),
+        ("queue wait", "" if timings.get("queueWait") is None else f"{timings['queueWait']:.2f} s"),
+        ("run time", "" if timings.get("runTime") is None else f"{timings['runTime']:.2f} s"),
+    ]
+    if view.get("cancelRequested"):
+        rows.append(("cancel", "requested"))
+    if view.get("meta") is not None:
+        rows.append(("meta", json.dumps(view["meta"])))
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, value)
+    _stdout().print(table)
+
+
+@app.command("wait")
+def wait_cmd(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Follow a job until it ends; exit with its exit code (1 for error, timed_out, cancelled)."""
+    raise typer.Exit(job_exit_code(follow(_client(ctx), job_id)))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    stderr: Annotated[bool, typer.Option("--stderr", help="Standard error instead of output.")] = False,
+) -> None:
+    """Print a finished job's stdout (or stderr)."""
+    client = _client(ctx)
+    typer.echo(client.stderr(job_id) if stderr else client.stdout(job_id), nl=False)
+
+
+def output_target(root: Path, path: Any) -> Path:
+    """Where output ``path`` goes under the resolved ``root``; CliError if it would land anywhere else."""
+    try:
+        if not isinstance(path, str):
+            raise ValueError("is not a string")
+        check_relative_path(path)
+    except ValueError as exc:
+        raise CliError(f"refusing output path {path!r} from the API: it {exc}") from None
+    dest = root / path
+    # resolve() follows symlinks already under root, so a root/link -> /etc cannot carry a file out
+    real = dest.resolve()
+    if real == root or not real.is_relative_to(root):
+        raise CliError(f"refusing output path {path!r} from the API: it would be written outside {root}")
+    return dest
+
+
+@app.command()
+def outputs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    to: Annotated[Path | None, typer.Option("--to", metavar="DIR", file_okay=False,
+                                            help="Download every output under DIR (subfolders kept).")] = None,
+) -> None:
+    """List a finished job's output files, or download them all with --to DIR."""
+    client = _client(ctx)
+    view = client.get(job_id)
+    paths = list(view.get("outputs") or [])
+    if view.get("outputsTruncated"):
+        _stderr().print(Text("warning: the job made more outputs than were kept; this is a partial list",
+                             style="yellow"))
+    if to is None:
+        for path in paths:
+            typer.echo(path)
+        return
+    if not is_terminal(view):
+        raise CliError(f"job {job_id} is {view.get('state')}; its outputs are stored when it ends")
+    try:
+        to.expanduser().mkdir(parents=True, exist_ok=True)
+        root = to.expanduser().resolve()
+    except OSError as exc:
+        raise CliError(f"cannot use {to}: {exc.strerror}") from None
+    # every path is checked before anything is written
+    targets = [(path, output_target(root, path)) for path in paths]
+    total = 0
+    for path, dest in targets:
+        try:
+            total += client.download_output(job_id, path, dest)
+        except OSError as exc:
+            raise CliError(f"cannot write {dest}: {exc.strerror}") from None
+        typer.echo(str(dest))
+    _stderr().print(f"{len(targets)} file(s), {total} bytes, in {root}")
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a job: a queued one at once, a running one as soon as its worker hears."""
+    view = _client(ctx).cancel(job_id)
+    state = str(view.get("state"))
+    if state == "cancelled":
+        typer.echo(f"job {job_id} cancelled")
+    elif is_terminal(view):
+        typer.echo(f"job {job_id} had already ended: {state}")
+    else:
+        typer.echo(f"job {job_id} is {state}; its worker was asked to stop it")
+
+
+@app.command()
+def result(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print a finished job's result.json."""
+    typer.echo(json.dumps(_client(ctx).result(job_id), indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- the fleet
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state: Annotated[JobState | None, typer.Option("--state", case_sensitive=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Jobs (a page with --all).")] = 100,
+    follow_all: Annotated[bool, typer.Option("--all", help="Every job, page after page.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs, newest first."""
+    client = _client(ctx)
+    state_value = state.value if state is not None else None
+    more = False
+    if follow_all:
+        jobs = list(client.iter_jobs(state=state_value, page_size=limit))
+    else:
+        page = client.list(state=state_value, limit=limit)
+        jobs, more = list(page.get("jobs") or []), bool(page.get("cursor"))
+    if as_json:
+        typer.echo(json.dumps(jobs, indent=2))
+    else:
+        table = Table(box=None)
+        # ids are what people copy from this table: never cut them; the image gives way first
+        table.add_column("ID", no_wrap=True, min_width=max((len(str(j.get("id"))) for j in jobs), default=2))
+        table.add_column("STATE", no_wrap=True, min_width=9)
+        table.add_column("QUEUE", no_wrap=True)
+        table.add_column("IMAGE", overflow="fold", max_width=40)
+        table.add_column("EXIT", no_wrap=True)
+        table.add_column("SUBMITTED", no_wrap=True, min_width=14)
+        table.add_column("RUN", no_wrap=True, min_width=7)
+        for job in jobs:
+            timings = job.get("timings") or {}
+            run = timings.get("runTime")
+            table.add_row(str(job.get("id")), _state_text(str(job.get("state"))), str(job.get("queue")),
+                          str(job.get("image")), "" if job.get("exitCode") is None else str(job["exitCode"]),
+                          _when(timings.get("submitted"), short=True), "" if run is None else f"{run:.1f}s")
+        _stdout().print(table)
+    if more:
+        _stderr().print(f"more jobs than --limit {limit}: --all lists them all")
+
+
+@app.command()
+def workers(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List live workers and their health."""
+    found = _client(ctx).workers()
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        _stderr().print("no live workers")
+        return
+    columns: list[str] = ["id"]
+    for worker in found:
+        columns += [k for k in worker if k not in columns]
+    table = Table(*[c.upper() for c in columns], box=None)
+    now = time.time()
+    for worker in found:
+        cells = []
+        for column in columns:
+            value = worker.get(column, "")
+            if column == "seen":
+                try:
+                    value = f"{max(0.0, now - float(value)):.0f} s ago"
+                except (TypeError, ValueError):
+                    pass
+            cells.append(str(value))
+        table.add_row(*cells)
+    _stdout().print(table)
+
+
+@app.command()
+def queues(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show queue depths and running jobs."""
+    depths = _client(ctx).queues()
+    if as_json:
+        typer.echo(json.dumps(depths, indent=2))
+        return
+    waiting = depths.get("queues") or {}
+    running = depths.get("runningByQueue") or {}
+    table = Table("QUEUE", "WAITING", "RUNNING", box=None)
+    for name in sorted(set(waiting) | set(running)):
+        table.add_row(name, str(waiting.get(name, 0)), str(running.get(name, 0)))
+    _stdout().print(table)
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+@app.command()
+def local(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    data_dir: Annotated[Path, typer.Option("--data-dir", file_okay=False, help="Jobs, logs and outputs.")] = Path(
+        "~/.dcc"),
+    workers: Annotated[int | None, typer.Option("--workers", min=1, show_default="CPU count",
+                                                help="CPU job slots.")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Run dcc on this machine: the API, a worker and Redis, until interrupted."""
+    from dcc.local import serve  # starts servers; not needed by the client commands
+
+    serve(port=port, data_dir=data_dir.expanduser(), workers=workers, host=host)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker configured from the environment (REDIS_URL, DCC_STORAGE, ...)."""
+    from worker_agent.__main__ import main as worker_main  # pulls in docker; not needed by the client
+
+    worker_main()
+
+
+def main() -> None:
+    """The ``dcc`` console script."""
+    app(prog_name="dcc")

@@ -1,0 +1,244 @@
+"""A small HTTP client for the dcc API (``functions/api/routes.py``), on httpx.
+
+    DccClientError             anything that kept a call from getting an answer
+    ├── DccApiError            the API answered with an error status (the server's ``error`` text)
+    └── DccUnreachable         no answer: connection refused, DNS, timeout, bad URL
+
+Tests inject an ``httpx.MockTransport`` with ``transport=``.
+"""
+
+from __future__ import annotations
+
+import builtins  # the method DccClient.list shadows list in the class body
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from dcc.errors import DccError
+from dcc.jobs import JOB_ID_PATTERN, TERMINAL_STATES
+
+LONG_POLL_MAX = 25.0  # the API refuses longer waits (API Gateway's 29 s integration timeout)
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+_TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+
+
+class DccClientError(DccError):
+    """A call to the dcc API did not succeed."""
+
+
+class DccApiError(DccClientError):
+    """The API answered with an error status; ``message`` is the server's ``error`` text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.message = message
+
+
+class DccUnreachable(DccClientError):
+    """No answer from the API (or from the storage an output redirects to)."""
+
+
+def is_terminal(view: dict[str, Any]) -> bool:
+    """Whether a job view is in a state nothing leaves."""
+    return view.get("state") in _TERMINAL
+
+
+def _job_path(job_id: str) -> str:
+    # refuse here what the server would 404 anyway, so an id like '../workers' never reaches a URL
+    if not _JOB_ID.match(job_id):
+        raise DccClientError(f"{job_id!r} is not a job id")
+    return f"/v1/jobs/{job_id}"
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's ``error`` text; API Gateway's own ``message``; else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    text = " ".join(response.text.split())[:200]
+    return text or response.reason_phrase or "request failed"
+
+
+class DccClient:
+    """The dcc API at ``base_url``. Thread-safe as httpx.Client is; close it (or use ``with``) when done."""
+
+    def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
+                 min_poll_interval: float = 0.5) -> None:
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            raise DccClientError(f"{base_url!r} is not a valid URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise DccClientError(f"{base_url!r} is not an http(s) URL")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        # a server whose long-poll returns at once must not turn wait_until_done into a busy loop
+        self.min_poll_interval = min_poll_interval
+        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout,
+                                  follow_redirects=False)
+
+    def __enter__(self) -> DccClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.ConnectError as exc:
+            raise DccUnreachable(f"the dcc API is unreachable at {self._where(exc)} ({exc})") from exc
+        except httpx.TimeoutException as exc:
+            raise DccUnreachable(f"no answer in time from {self._where(exc)} ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise DccUnreachable(f"cannot talk to {self._where(exc)}: {exc}") from exc
+
+    def _where(self, exc: httpx.TransportError) -> str:
+        try:
+            url = exc.request.url
+        except RuntimeError:
+            return self.base_url
+        # a redirected output download fails at storage, not at the API
+        return self.base_url if str(url).startswith(self.base_url) else f"{url.scheme}://{url.host}"
+
+    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        with self._translated():
+            response = self._http.request(method, path, timeout=timeout or self.timeout, **kwargs)
+        if response.is_error:
+            raise DccApiError(response.status_code, _error_message(response))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise DccApiError(response.status_code, f"the API answered {path} with something not JSON") from exc
+
+    def submit(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Submit a job (the ``POST /v1/jobs`` body); return its view. Idempotent when ``job`` has an ``id``."""
+        view: dict[str, Any] = self._json("POST", "/v1/jobs", json=job)
+        return view
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's view."""
+        view: dict[str, Any] = self._json("GET", _job_path(job_id))
+        return view
+
+    def wait(self, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """One long-poll: the view once the job is terminal, or as it is after ``timeout`` s (at most 25)."""
+        timeout = max(0.0, min(timeout, LONG_POLL_MAX))
+        view: dict[str, Any] = self._json("GET", f"{_job_path(job_id)}/wait", params={"timeout": timeout},
+                                          timeout=timeout + self.timeout)
+        return view
+
+    def wait_until_done(self, job_id: str, *, on_change: Callable[[dict[str, Any]], None] | None = None,
+                        poll: float = 20.0) -> dict[str, Any]:
+        """Long-poll until the job is terminal; call ``on_change(view)`` first and whenever state, worker
+        or attempt changes. Returns the terminal view."""
+        seen: tuple[Any, ...] | None = None
+        view = self.get(job_id)
+        while True:
+            key = (view.get("state"), view.get("worker"), view.get("attempts"), view.get("cancelRequested"))
+            if key != seen:
+                seen = key
+                if on_change is not None:
+                    on_change(view)
+            if is_terminal(view):
+                return view
+            started = time.monotonic()
+            view = self.wait(job_id, poll)
+            elapsed = time.monotonic() - started
+            if not is_terminal(view) and elapsed < self.min_poll_interval:
+                time.sleep(self.min_poll_interval - elapsed)
+
+    def list(self, *, state: str | None = None, limit: int | None = None,
+             cursor: str | None = None) -> dict[str, Any]:
+        """One page of jobs, newest first: ``{"jobs": [...], "cursor": str | None}``."""
+        params = {k: v for k, v in {"state": state, "limit": limit, "cursor": cursor}.items() if v is not None}
+        page: dict[str, Any] = self._json("GET", "/v1/jobs", params=params)
+        return page
+
+    def iter_jobs(self, *, state: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every job, newest first, following the cursors."""
+        cursor: str | None = None
+        while True:
+            page = self.list(state=state, limit=page_size, cursor=cursor)
+            yield from page.get("jobs", [])
+            cursor = page.get("cursor")
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel the job (a finished one is left as it is); return its view."""
+        view: dict[str, Any] = self._json("POST", f"{_job_path(job_id)}/cancel")
+        return view
+
+    def stdout(self, job_id: str) -> bytes:
+        """The finished job's standard output (``DccApiError`` 409 while it has not ended)."""
+        return self._request("GET", f"{_job_path(job_id)}/stdout").content
+
+    def stderr(self, job_id: str) -> bytes:
+        """The finished job's standard error (``DccApiError`` 409 while it has not ended)."""
+        return self._request("GET", f"{_job_path(job_id)}/stderr").content
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        """The finished job's ``result.json``."""
+        doc: dict[str, Any] = self._json("GET", f"{_job_path(job_id)}/result")
+        return doc
+
+    def outputs(self, job_id: str) -> builtins.list[str]:
+        """Paths of the job's output files, relative to its /outputs."""
+        return list(self.get(job_id).get("outputs") or [])
+
+    def download_output(self, job_id: str, path: str, dest: Path) -> int:
+        """Stream one output file to ``dest`` (following a redirect to storage); return its size.
+
+        The file appears at ``dest`` only once complete. The caller decides whether ``dest`` is a safe
+        place for ``path``.
+        """
+        url = f"{_job_path(job_id)}/outputs/{quote(path, safe='/')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            size = 0
+            with open(tmp, "xb") as out, self._translated(), \
+                    self._http.stream("GET", url, follow_redirects=True) as response:
+                if response.is_error:
+                    response.read()
+                    raise DccApiError(response.status_code, _error_message(response))
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+            os.replace(tmp, dest)
+            return size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def workers(self) -> builtins.list[dict[str, Any]]:
+        """Live workers and their health."""
+        return list(self._json("GET", "/v1/workers").get("workers", []))
+
+    def queues(self) -> dict[str, Any]:
+        """Queue depths and running jobs: ``{"queues": {...}, "running": n, "runningByQueue": {...}}``."""
+        depths: dict[str, Any] = self._json("GET", "/v1/queues")
+        return depths

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set everything up, start dcc in local mode, run one example job through the CLI and print its result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+DOCKER_HOST=$(bash scripts/docker-engine.sh)
+export DOCKER_HOST
+# No registry may be reachable: the example uses an image made here from busybox.
+bash scripts/test-image.sh dcc-busybox:latest
+
+port=${DCC_PORT:-8000}
+data=${DCC_DATA_DIR:-$PWD/.dcc-try}
+export DCC_API_URL="http://127.0.0.1:$port"
+.venv/bin/dcc local --port "$port" --data-dir "$data" >"$data.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  .venv/bin/python -c 'import os, urllib.request; urllib.request.urlopen(os.environ["DCC_API_URL"] + "/healthz", timeout=2)' \
+    2>/dev/null && break
+  kill -0 $server 2>/dev/null || { echo "dcc local exited; see $data.log" >&2; tail -20 "$data.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+printf 'hello from dcc\n' > "$data.input.txt"
+echo "+ dcc submit dcc-busybox:latest --input greeting.txt=@$data.input.txt --wait --stdout -- sh -c '...'"
+.venv/bin/dcc submit dcc-busybox:latest --input "greeting.txt=@$data.input.txt" --wait --stdout -- \
+  sh -c 'tr a-z A-Z < /inputs/greeting.txt | tee $OUTPUTS/shout.txt; wc -c /inputs/greeting.txt'
+id=$(.venv/bin/dcc list --limit 1 --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+echo "+ dcc outputs $id --to $data.outputs"
+.venv/bin/dcc outputs "$id" --to "$data.outputs"
+echo "+ cat $data.outputs/shout.txt"
+cat "$data.outputs/shout.txt"

@@ -1,0 +1,454 @@
+"""The ``dcc`` command against a fake API on ``httpx.MockTransport``: a pure client test.
+
+The end-to-end tests drive the same commands against the real server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from dcc.cli import app
+from dcc.client import DccClient
+from tests.conftest import free_port
+
+API = "http://dcc.test"
+STORAGE = "https://storage.test"
+
+
+def job_view(job_id: str = "job-1", state: str = "queued", **fields: Any) -> dict[str, Any]:
+    """A job as the API shows it."""
+    view: dict[str, Any] = {
+        "id": job_id, "state": state, "queue": "cpu", "image": "img:1", "command": ["true"], "attempts": 0,
+        "worker": None, "exitCode": None, "error": None, "outputs": [], "outputsTruncated": False,
+        "timings": {"submitted": 1_700_000_000.0, "claimed": None, "started": None, "exited": None,
+                    "finished": None, "queueWait": None, "runTime": None},
+        "meta": None,
+    }
+    view.update(fields)
+    return view
+
+
+Reply = dict[str, Any] | Callable[[httpx.Request], httpx.Response]
+
+
+class FakeApi:
+    """Canned replies per (method, path), played in order (the last one repeats); every request kept."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
+        self.requests: list[httpx.Request] = []
+
+    def on(self, method: str, path: str, *replies: Reply) -> None:
+        self.routes[(method, path)] = list(replies)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        replies = self.routes.get((request.method, request.url.path))
+        if not replies:
+            return httpx.Response(404, json={"error": f"fake: no route {request.method} {request.url.path}"})
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        return reply(request) if callable(reply) else httpx.Response(**reply)
+
+    def sent(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture(autouse=True)
+def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("DCC_API_URL", raising=False)
+
+
+def run(api: FakeApi, *args: str) -> Result:
+    """``dcc --api API ARGS`` with the client on the fake API (and no pause between long-polls)."""
+    def factory(url: str) -> DccClient:
+        return DccClient(url, transport=httpx.MockTransport(api), min_poll_interval=0)
+
+    return CliRunner().invoke(app, ["--api", API, *args], obj=factory, catch_exceptions=False)
+
+
+# ---------------------------------------------------------------------------------------------- submit
+
+
+def test_submit_sends_the_job_and_prints_only_its_id(api: FakeApi, tmp_path: Path) -> None:
+    text = tmp_path / "in.txt"
+    text.write_text("héllo\nworld\n", encoding="utf-8")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"\xff\x00\x80binary")
+    api.on("POST", "/v1/jobs", {"status_code": 201, "json": job_view("job-1")})
+
+    res = run(api, "submit", "img:1",
+              "--input", f"data/in.txt=@{text}", "--input", f"blob.bin=@{blob}", "--input", "note.txt=just text",
+              "--env", "A=1", "--env", "B=x=y", "--max-duration", "30", "--cpus", "1.5", "--memory", "256",
+              "--gpu", "1", "--id", "job-1", "--", "sh", "-c", "echo hi", "--wait")
+
+    assert res.exit_code == 0, res.output
+    assert res.stdout == "job-1\n"
+    (request,) = api.sent("POST", "/v1/jobs")
+    assert json.loads(request.content) == {
+        "image": "img:1",
+        "command": ["sh", "-c", "echo hi", "--wait"],  # after --, an option is part of the command
+        "env": {"A": "1", "B": "x=y"},
+        "inputs": [
+            {"name": "data/in.txt", "value": "héllo\nworld\n", "encoding": "utf8", "source": "inline"},
+            {"name": "blob.bin", "value": base64.b64encode(b"\xff\x00\x80binary").decode(), "encoding": "base64",
+             "source": "inline"},
+            {"name": "note.txt", "value": "just text", "encoding": "utf8", "source": "inline"},
+        ],
+        "parameters": {"maxDuration": 30, "cpus": 1.5, "memory": 256, "gpu": 1},
+        "id": "job-1",
+    }
+    assert not api.sent("GET", "/v1/jobs/job-1/wait"), "submit without --wait must not wait"
+
+
+def test_submit_without_command_leaves_the_image_default(api: FakeApi) -> None:
+    api.on("POST", "/v1/jobs", {"status_code": 201, "json": job_view("abc")})
+
+    res = run(api, "submit", "img:1")
+
+    assert res.exit_code == 0, res.output
+    assert json.loads(api.sent("POST", "/v1/jobs")[0].content) == {"image": "img:1"}
+
+
+@pytest.mark.parametrize("make", ["symlink", "directory", "missing"])
+def test_submit_refuses_an_input_that_is_not_a_regular_file(api: FakeApi, tmp_path: Path, make: str) -> None:
+    target = tmp_path / "real.txt"
+    target.write_text("secret")
+    path = tmp_path / "in"
+    if make == "symlink":
+        path.symlink_to(target)
+    elif make == "directory":
+        path.mkdir()
+
+    res = run(api, "submit", "img:1", "--input", f"x=@{path}")
+
+    assert res.exit_code == 2
+    expected = {"symlink": "is a symlink", "directory": "is not a regular file", "missing": "does not exist"}[make]
+    assert expected in res.stderr
+    assert res.stderr.startswith("error:") and res.stderr.count("\n") == 1
+    assert api.requests == [], "nothing may be sent when an input is refused"
+
+
+@pytest.mark.parametrize("spec", ["no-equals-sign", "../up=text", "/abs=text", "a//b=text"])
+def test_submit_refuses_a_bad_input_name(api: FakeApi, spec: str) -> None:
+    res = run(api, "submit", "img:1", "--input", spec)
+
+    assert res.exit_code == 2
+    assert "--input" in res.stderr
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(("state", "exit_code", "expected"), [
+    ("succeeded", 0, 0),
+    ("failed", 3, 3),
+    ("failed", 137, 137),
+    ("timed_out", None, 1),
+    ("cancelled", None, 1),
+    ("error", None, 1),
+])
+def test_submit_wait_exits_with_the_jobs_exit_code(api: FakeApi, state: str, exit_code: int | None,
+                                                  expected: int) -> None:
+    error = {"code": "image_not_found", "message": "no such image"} if state == "error" else None
+    api.on("POST", "/v1/jobs", {"status_code": 201, "json": job_view()})
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view()})
+    api.on("GET", "/v1/jobs/job-1/wait",
+           {"status_code": 200, "json": job_view(state="running", worker="w1", attempts=1)},
+           {"status_code": 200, "json": job_view(state=state, worker="w1", attempts=1, exitCode=exit_code,
+                                                 error=error)})
+
+    res = run(api, "submit", "--wait", "img:1")
+
+    assert res.exit_code == expected, res.output
+    assert res.stdout == "job-1\n"
+    assert "running on w1 (attempt 1)" in res.stderr
+    assert f"job job-1 {state}" in res.stderr
+    if error:
+        assert "image_not_found: no such image" in res.stderr
+    assert len(api.sent("GET", "/v1/jobs/job-1/wait")) == 2
+
+
+def test_submit_stdout_prints_the_jobs_output_after_its_id(api: FakeApi) -> None:
+    api.on("POST", "/v1/jobs", {"status_code": 201, "json": job_view()})
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="failed", exitCode=4)})
+    api.on("GET", "/v1/jobs/job-1/stdout", {"status_code": 200, "content": b"out line\n"})
+
+    res = run(api, "submit", "--stdout", "img:1", "--", "false")
+
+    assert res.exit_code == 4
+    assert res.stdout == "job-1\nout line\n"
+
+
+def test_wait_follows_the_long_poll_until_the_end(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view()})
+    api.on("GET", "/v1/jobs/job-1/wait",
+           {"status_code": 200, "json": job_view()},  # a long-poll that timed out: no new line
+           {"status_code": 200, "json": job_view(state="running", worker="w1", attempts=1)},
+           {"status_code": 200, "json": job_view(state="succeeded", worker="w1", attempts=1, exitCode=0)})
+
+    res = run(api, "wait", "job-1")
+
+    assert res.exit_code == 0, res.output
+    lines = res.stderr.splitlines()
+    assert [line.split(" ", 3)[3].split(" ")[0] for line in lines] == ["queued", "running", "succeeded"]
+    timeouts = [float(r.url.params["timeout"]) for r in api.sent("GET", "/v1/jobs/job-1/wait")]
+    assert len(timeouts) == 3 and all(0 < t <= 25 for t in timeouts)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def test_outputs_downloads_every_file_keeping_subfolders_and_following_redirects(api: FakeApi,
+                                                                                 tmp_path: Path) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=["a.txt", "sub/deep/b.bin", "with space.txt"])})
+    api.on("GET", "/v1/jobs/job-1/outputs/a.txt", {"status_code": 200, "content": b"A"})
+    api.on("GET", "/v1/jobs/job-1/outputs/sub/deep/b.bin",
+           {"status_code": 302, "headers": {"Location": f"{STORAGE}/bucket/b.bin?sig=1"}})
+    api.on("GET", "/bucket/b.bin", {"status_code": 200, "content": b"\x00\x01" * 50_000})
+    api.on("GET", "/v1/jobs/job-1/outputs/with space.txt", {"status_code": 200, "content": b"S"})
+    dest = tmp_path / "out"
+
+    res = run(api, "outputs", "job-1", "--to", str(dest))
+
+    assert res.exit_code == 0, res.output
+    assert (dest / "a.txt").read_bytes() == b"A"
+    assert (dest / "sub" / "deep" / "b.bin").read_bytes() == b"\x00\x01" * 50_000
+    assert (dest / "with space.txt").read_bytes() == b"S"
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "a.txt", "sub/deep/b.bin", "with space.txt"]  # no partial files left behind
+    assert api.sent("GET", "/bucket/b.bin")[0].url.host == "storage.test"
+    assert res.stdout.splitlines() == [str(dest.resolve() / p) for p in ["a.txt", "sub/deep/b.bin",
+                                                                         "with space.txt"]]
+
+
+@pytest.mark.parametrize("evil", ["../x", "/tmp/x", "a/../../x", "sub/../../x", "", "a\\..\\x", 7])
+def test_outputs_refuses_paths_outside_the_folder(api: FakeApi, tmp_path: Path, evil: Any) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=["fine.txt", evil])})
+    api.on("GET", "/v1/jobs/job-1/outputs/fine.txt", {"status_code": 200, "content": b"ok"})
+    dest = tmp_path / "out"
+
+    res = run(api, "outputs", "job-1", "--to", str(dest))
+
+    assert res.exit_code == 1
+    assert "refusing output path" in res.stderr and repr(evil) in res.stderr
+    assert not (tmp_path / "x").exists()
+    assert not (dest / "fine.txt").exists(), "every path is checked before any file is written"
+    assert not [r for r in api.requests if "/outputs/" in r.url.path]
+
+
+def test_outputs_refuses_a_path_through_a_symlink_leading_out(api: FakeApi, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "link").symlink_to(outside)
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=["link/x"])})
+    api.on("GET", "/v1/jobs/job-1/outputs/link/x", {"status_code": 200, "content": b"pwned"})
+
+    res = run(api, "outputs", "job-1", "--to", str(dest))
+
+    assert res.exit_code == 1
+    assert "outside" in res.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_outputs_without_to_lists_the_paths(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=["a.txt", "sub/b.txt"], outputsTruncated=True)})
+
+    res = run(api, "outputs", "job-1")
+
+    assert res.exit_code == 0
+    assert res.stdout == "a.txt\nsub/b.txt\n"
+    assert "partial list" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_api_error_shows_the_servers_message_in_one_line(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/nope", {"status_code": 404, "json": {"error": "job 'nope' not found"}})
+
+    res = run(api, "status", "nope")
+
+    assert res.exit_code == 1
+    assert res.stderr == "error: job 'nope' not found (HTTP 404)\n"
+    assert res.stdout == ""
+
+
+def test_logs_of_a_running_job_reports_the_409(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1/stderr", {"status_code": 409, "json": {
+        "error": "job job-1 is running; its stderr is stored when it ends"}})
+
+    res = run(api, "logs", "job-1", "--stderr")
+
+    assert res.exit_code == 1
+    assert "its stderr is stored when it ends (HTTP 409)" in res.stderr
+
+
+def test_validation_error_from_submit_is_shown(api: FakeApi) -> None:
+    api.on("POST", "/v1/jobs", {"status_code": 400, "json": {"error": "env: 'A-B' is not a valid variable name",
+                                                            "details": []}})
+
+    res = run(api, "submit", "img:1", "--env", "A-B=1")
+
+    assert res.exit_code == 1
+    assert "env: 'A-B' is not a valid variable name" in res.stderr
+    assert res.stdout == ""
+
+
+def test_unreachable_api_names_the_url_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("DCC_API_URL", url)
+
+    res = CliRunner().invoke(app, ["status", "job-1"], catch_exceptions=False)
+
+    assert res.exit_code == 1
+    assert res.stderr.startswith(f"error: the dcc API is unreachable at {url}")
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("reply", "message"), [
+    ({"status_code": 503, "json": {"error": "the job store (Redis) is unavailable; try again shortly"}},
+     "error: the job store (Redis) is unavailable; try again shortly (HTTP 503)"),
+    ({"status_code": 504, "json": {"message": "Endpoint request timed out"}},  # API Gateway's own errors
+     "error: Endpoint request timed out (HTTP 504)"),
+    ({"status_code": 502, "content": b"<html>\n<body>Bad   Gateway</body>\n</html>"},
+     "error: <html> <body>Bad Gateway</body> </html> (HTTP 502)"),
+])
+def test_error_bodies_become_one_line(api: FakeApi, reply: dict[str, Any], message: str) -> None:
+    api.on("GET", "/v1/queues", reply)
+
+    res = run(api, "queues")
+
+    assert res.exit_code == 1
+    assert res.stderr == message + "\n"
+
+
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://dcc.test", "http://[::1"])
+def test_a_bad_api_url_is_refused(url: str) -> None:
+    res = CliRunner().invoke(app, ["--api", url, "queues"], catch_exceptions=False)
+
+    assert res.exit_code == 1
+    assert res.stderr.startswith(f"error: {url!r} is not")
+
+
+def test_a_bad_job_id_never_reaches_a_url(api: FakeApi) -> None:
+    res = run(api, "status", "../workers")
+
+    assert res.exit_code == 1
+    assert "is not a job id" in res.stderr
+    assert api.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- other commands
+
+
+def test_status_json_prints_the_view(api: FakeApi) -> None:
+    view = job_view(state="failed", exitCode=2, meta={"k": "v"})
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": view})
+
+    as_json = run(api, "status", "job-1", "--json")
+    table = run(api, "status", "job-1")
+
+    assert json.loads(as_json.stdout) == view
+    assert table.exit_code == 0
+    rows = [line.split() for line in table.stdout.splitlines()]
+    assert ["state", "failed"] in rows and ["exit", "code", "2"] in rows
+
+
+def test_list_all_follows_the_cursors(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs",
+           {"status_code": 200, "json": {"jobs": [job_view("j1"), job_view("j2")], "cursor": "c1"}},
+           {"status_code": 200, "json": {"jobs": [job_view("j3", state="running")], "cursor": None}})
+
+    res = run(api, "list", "--all", "--limit", "2", "--state", "queued", "--json")
+
+    assert res.exit_code == 0, res.output
+    assert [j["id"] for j in json.loads(res.stdout)] == ["j1", "j2", "j3"]
+    params = [dict(r.url.params) for r in api.sent("GET", "/v1/jobs")]
+    assert params == [{"state": "queued", "limit": "2"}, {"state": "queued", "limit": "2", "cursor": "c1"}]
+
+
+def test_list_one_page_says_there_is_more(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs", {"status_code": 200, "json": {"jobs": [job_view("j1")], "cursor": "c1"}})
+
+    res = run(api, "list", "--limit", "1")
+
+    assert res.exit_code == 0
+    assert "j1" in res.stdout
+    assert "--all" in res.stderr
+    assert len(api.requests) == 1
+
+
+def test_cancel_queues_and_workers(api: FakeApi) -> None:
+    api.on("POST", "/v1/jobs/job-1/cancel", {"status_code": 200, "json": job_view(
+        state="running", worker="w1", cancelRequested=True)})
+    api.on("GET", "/v1/queues", {"status_code": 200, "json": {
+        "queues": {"cpu": 5, "gpu": 0}, "running": 2, "runningByQueue": {"cpu": 2, "gpu": 0}}})
+    api.on("GET", "/v1/workers", {"status_code": 200, "json": {"workers": [{"id": "w1", "slots": "4"}]}})
+
+    cancelled = run(api, "cancel", "job-1")
+    depths = run(api, "queues")
+    fleet = run(api, "workers")
+
+    assert cancelled.stdout == "job job-1 is running; its worker was asked to stop it\n"
+    assert [line.split() for line in depths.stdout.splitlines()] == [
+        ["QUEUE", "WAITING", "RUNNING"], ["cpu", "5", "2"], ["gpu", "0", "0"]]
+    assert fleet.stdout.splitlines()[1].split() == ["w1", "4"]
+
+
+def test_result_prints_the_json(api: FakeApi) -> None:
+    doc = {**job_view(state="succeeded", exitCode=0), "job": {"image": "img:1"}}
+    api.on("GET", "/v1/jobs/job-1/result", {"status_code": 200, "json": doc})
+
+    res = run(api, "result", "job-1")
+
+    assert json.loads(res.stdout) == doc
+
+
+def test_local_calls_serve_with_its_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import dcc.local
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(dcc.local, "serve", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    CliRunner().invoke(app, ["local"], catch_exceptions=False)
+    CliRunner().invoke(app, ["local", "--port", "9001", "--data-dir", str(tmp_path / "d"), "--workers", "3",
+                             "--host", "0.0.0.0"], catch_exceptions=False)
+
+    assert calls == [
+        {"port": 8000, "data_dir": Path(os.path.expanduser("~/.dcc")), "workers": None, "host": "127.0.0.1"},
+        {"port": 9001, "data_dir": tmp_path / "d", "workers": 3, "host": "0.0.0.0"},
+    ]
+    assert calls[0]["data_dir"] == tmp_path / ".dcc"
+
+
+def test_worker_runs_the_worker_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker_agent.__main__
+
+    ran: list[bool] = []
+    monkeypatch.setattr(worker_agent.__main__, "main", lambda: ran.append(True))
+
+    res = CliRunner().invoke(app, ["worker"], catch_exceptions=False)
+
+    assert res.exit_code == 0
+    assert ran == [True]

@@ -1,0 +1,57 @@
+"""The job model: states, transitions, and what a submission may hold (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from dcc.jobs import TERMINAL_STATES, JobSpec, JobState, can_transition
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL_STATES:
+        assert state.terminal
+        assert not any(can_transition(state, other) for other in JobState)
+
+
+def test_running_may_end_in_any_terminal_state_or_go_back_to_the_queue() -> None:
+    assert can_transition(JobState.RUNNING, JobState.QUEUED)
+    assert all(can_transition(JobState.RUNNING, s) for s in TERMINAL_STATES)
+    assert not can_transition(JobState.QUEUED, JobState.SUCCEEDED)  # a job must run to succeed
+
+
+def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
+    spec = JobSpec.model_validate({"image": "busybox", "cmd": ["echo", "hi"], "parameters": {"gpu": 2}})
+    assert spec.command == ["echo", "hi"] and spec.queue == "gpu"
+    assert JobSpec(image="busybox").queue == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"inputs": [{"name": "../x", "value": ""}]}, "name", "'..'"),
+        ({"inputs": [{"name": "/etc/passwd", "value": ""}]}, "name", "relative"),
+        ({"inputs": [{"name": "a/./b", "value": ""}]}, "name", "normalized"),
+        ({"inputs": [{"name": "a", "value": ""}, {"name": "a", "value": ""}]}, "inputs", "twice"),
+        ({"inputs": [{"name": "a", "value": ""}, {"name": "a/b", "value": ""}]}, "inputs", "under input file"),
+        ({"inputs": [{"name": "b", "value": "***", "encoding": "base64"}]}, "inputs", "base64"),
+        ({"env": {"1BAD": "x"}}, "env", "variable name"),
+        ({"env": {"DCC_JOB_ID": "x"}}, "env", "set by dcc"),
+        ({"workingDir": "relative"}, "workingDir", "absolute"),
+        ({"parameters": {"maxDuration": 0}}, "maxDuration", "greater than 0"),
+        ({"id": "../../etc"}, "id", "pattern"),
+        ({"imagee": "typo"}, "imagee", "Extra inputs"),
+    ],
+)
+def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({"image": "busybox", **body})
+    text = str(info.value)
+    assert field in text and words in text
+
+
+def test_inline_size_counts_decoded_bytes() -> None:
+    spec = JobSpec.model_validate({"image": "x", "inputs": [
+        {"name": "a", "value": "aGVsbG8=", "encoding": "base64"}, {"name": "b", "value": "héllo"},
+        {"name": "c", "value": "s3://bucket/key", "source": "url"}]})
+    assert spec.inline_bytes() == 5 + 6

@@ -1,0 +1,69 @@
+"""The API Lambda handler called with API Gateway REST proxy events from tests/events/, on moto S3 and real Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from dcc.bootstrap import build_service
+from dcc.settings import Settings
+from functions.api import handler
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+pytestmark = pytest.mark.redis
+
+
+def event(name: str, **replace: str) -> dict:
+    text = (EVENTS / f"{name}.json").read_text()
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return json.loads(text)
+
+
+@pytest.fixture
+def s3_service(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="dcc-jobs",
+                                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        settings = Settings(redis_url=redis_url, storage_url="s3://dcc-jobs/data")
+        handler.configure(build_service(settings))
+        yield settings
+        handler.configure(None)
+
+
+def test_submit_then_get_through_lambda_events(s3_service: Settings) -> None:
+    reply = handler.lambda_handler(event("submit_job"), None)
+    assert reply["statusCode"] == 201, reply
+    job = json.loads(reply["body"])
+    assert job["state"] == "queued" and job["meta"] == {"via": "apigw"}
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith(f"data/jobs/{job['id']}/inputs/") and keys[0].endswith("/in.txt")
+    got = handler.lambda_handler(event("get_job", JOB_ID=job["id"]), None)
+    assert got["statusCode"] == 200 and json.loads(got["body"])["id"] == job["id"]
+
+
+def test_bad_input_event_is_a_400_and_writes_nothing(s3_service: Settings) -> None:
+    reply = handler.lambda_handler(event("submit_bad_input"), None)
+    assert reply["statusCode"] == 400
+    assert "inputs.0.name" in json.loads(reply["body"])["error"]
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")
+
+
+def test_unknown_job_event_is_404(s3_service: Settings) -> None:
+    reply = handler.lambda_handler(event("get_job", JOB_ID="does-not-exist"), None)
+    assert reply["statusCode"] == 404 and "not found" in json.loads(reply["body"])["error"]
+
+
+def test_openapi_document_lists_the_routes(s3_service: Settings) -> None:
+    reply = handler.lambda_handler(event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/openapi.json"}), None)
+    doc = json.loads(reply["body"])
+    assert reply["statusCode"] == 200
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"} <= set(doc["paths"])

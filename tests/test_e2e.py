@@ -1,0 +1,239 @@
+"""End to end through HTTP against local mode: real redis-server, real Docker engine, local storage."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from dcc.local import LocalDcc
+from dcc.settings import Settings
+from tests.e2e_support import serve_local, wait_done, wait_state
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
+    return Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=3.0,
+                    max_inline_bytes=64 * 1024, max_attempts=3)
+
+
+@pytest.fixture
+def api(settings: Settings, tmp_path: Path) -> Iterator[tuple[LocalDcc, httpx.Client]]:
+    with serve_local(tmp_path / "local", settings, workers=2) as running:
+        yield running
+
+
+def submit(client: httpx.Client, body: dict, expect: int = 201) -> dict:
+    reply = client.post("/v1/jobs", json=body)
+    assert reply.status_code == expect, reply.text
+    return reply.json()
+
+
+def test_inputs_in_outputs_out(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    binary = bytes(range(256))
+    job = submit(client, {
+        "image": test_image,
+        "command": ["sh", "-c", "mkdir -p $OUTPUTS/sub && cat /inputs/greeting /inputs/dir/name > $OUTPUTS/sub/joined"
+                    " && cp /inputs/blob $OUTPUTS/blob && echo out-$DCC_JOB_ID && echo err >&2"],
+        "inputs": [{"name": "greeting", "value": "hello "}, {"name": "dir/name", "value": "world"},
+                   {"name": "blob", "value": base64.b64encode(binary).decode(), "encoding": "base64"}],
+        "appendStdOut": True,
+        "meta": {"owner": "test", "n": [1, 2]},
+    })
+    assert job["state"] == "queued" and job["queue"] == "cpu"
+    done = wait_done(client, job["id"])
+    assert done["state"] == "succeeded" and done["exitCode"] == 0, done
+    assert sorted(done["outputs"]) == ["blob", "sub/joined"]
+    assert done["stdout"] == f"out-{job['id']}\n" and "stderr" not in done
+    assert done["meta"] == {"owner": "test", "n": [1, 2]}
+    assert done["timings"]["queueWait"] >= 0 and done["timings"]["runTime"] > 0
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/sub/joined").content == b"hello world"
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/blob").content == binary
+    assert client.get(f"/v1/jobs/{job['id']}/stderr").text == "err\n"
+    result = client.get(f"/v1/jobs/{job['id']}/result").json()
+    assert result["state"] == "succeeded" and result["job"]["image"] == test_image
+    assert "value" not in result["job"]["inputs"][0]  # inline contents stay out of result.json
+
+
+def test_nonzero_exit_fails_and_is_not_retried(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    job = submit(client, {"image": test_image, "command": ["sh", "-c", "exit 7"]})
+    done = wait_done(client, job["id"])
+    assert (done["state"], done["exitCode"], done["attempts"]) == ("failed", 7, 1)
+
+
+def test_max_duration_times_out(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    job = submit(client, {"image": test_image, "command": ["sleep", "60"], "parameters": {"maxDuration": 1}})
+    started = time.monotonic()
+    done = wait_done(client, job["id"], timeout=30)
+    assert done["state"] == "timed_out"
+    assert time.monotonic() - started < 20
+
+
+def test_cancel_queued_and_running(settings: Settings, tmp_path: Path, test_image: str) -> None:
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        running = submit(client, {"image": test_image, "command": ["sleep", "60"]})
+        queued = submit(client, {"image": test_image, "command": ["true"]})
+        wait_state(client, running["id"], "running")
+        reply = client.post(f"/v1/jobs/{queued['id']}/cancel")
+        assert reply.status_code == 200 and reply.json()["state"] == "cancelled"
+        started = time.monotonic()
+        assert client.post(f"/v1/jobs/{running['id']}/cancel").json()["state"] == "running"
+        done = wait_done(client, running["id"], timeout=20)
+        assert done["state"] == "cancelled"
+        assert time.monotonic() - started < 3  # killed within a second, plus the result's storage
+        # cancelling a finished job leaves it as it is
+        assert client.post(f"/v1/jobs/{running['id']}/cancel").json()["state"] == "cancelled"
+        assert client.get(f"/v1/jobs/{queued['id']}").json()["state"] == "cancelled"
+
+
+def test_missing_image_is_a_system_error(api: tuple[LocalDcc, httpx.Client]) -> None:
+    _, client = api
+    job = submit(client, {"image": "dcc-no-such-image:404", "command": ["true"]})
+    done = wait_done(client, job["id"])
+    assert done["state"] == "error"
+    assert done["error"]["code"] in ("image_not_found", "image_pull_failed")
+    assert done["error"]["message"]
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "x/", "./x"])
+def test_bad_input_names_are_refused_with_nothing_written(api: tuple[LocalDcc, httpx.Client], settings: Settings,
+                                                          name: str) -> None:
+    local, client = api
+    reply = client.post("/v1/jobs", json={"image": "busybox", "inputs": [{"name": name, "value": "pwned"}]})
+    assert reply.status_code == 400
+    assert "inputs.0.name" in reply.json()["error"]
+    storage = Path(settings.storage_url)
+    assert not storage.exists() or not any(storage.rglob("*"))
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
+def test_url_input_to_instance_metadata_is_refused(api: tuple[LocalDcc, httpx.Client]) -> None:
+    _, client = api
+    for url in ("https://169.254.169.254/latest/meta-data/", "https://127.0.0.1/", "s3://not-allowed/key"):
+        reply = client.post("/v1/jobs", json={"image": "busybox",
+                                              "inputs": [{"name": "x", "value": url, "source": "url"}]})
+        assert reply.status_code == 400, url
+        assert "inputs.0.value" in reply.json()["error"]
+
+
+def test_validation_errors_name_the_field(api: tuple[LocalDcc, httpx.Client]) -> None:
+    _, client = api
+    reply = client.post("/v1/jobs", json={"command": ["x"]})
+    assert reply.status_code == 400 and "image" in reply.json()["error"]
+    reply = client.post("/v1/jobs", json={"image": "x", "parameters": {"memory": 10**9}})
+    assert reply.status_code == 400 and "parameters.memory" in reply.json()["error"]
+    reply = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert reply.status_code == 400
+
+
+def test_inline_inputs_past_the_limit_get_413(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:
+    local, client = api
+    big = "x" * (settings.max_inline_bytes + 1)
+    reply = client.post("/v1/jobs", json={"image": "busybox", "inputs": [{"name": "big", "value": big}]})
+    assert reply.status_code == 413 and "limit" in reply.json()["error"]
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
+def test_same_client_id_twice_makes_one_job(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    first = submit(client, {"id": "my-job-1", "image": test_image, "command": ["true"]})
+    again = submit(client, {"id": "my-job-1", "image": test_image, "command": ["false"]}, expect=200)
+    assert again["id"] == first["id"] == "my-job-1" and again["command"] == ["true"]
+    assert wait_done(client, "my-job-1")["state"] == "succeeded"
+
+
+def test_unknown_job_and_unsafe_output_paths(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    assert client.get("/v1/jobs/nope").status_code == 404
+    assert client.post("/v1/jobs/nope/cancel").status_code == 404
+    job = submit(client, {"image": test_image, "command": ["sh", "-c", "echo hi > $OUTPUTS/a"]})
+    wait_done(client, job["id"])
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/a").content == b"hi\n"
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/b").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/..%2F..%2Fresult.json").status_code == 400
+
+
+def test_listing_pages_through_jobs(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    local, client = api
+    ids = {submit(client, {"image": "dcc-no-such-image:1", "parameters": {"gpu": 1}})["id"] for _ in range(5)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["cursor"]
+        if not cursor:
+            break
+    assert set(seen) == ids and len(seen) == 5
+    queued = client.get("/v1/jobs", params={"state": "queued"}).json()["jobs"]
+    assert {j["id"] for j in queued} == ids  # no GPU worker here: they wait in the gpu queue
+    assert client.get("/v1/jobs", params={"state": "bogus"}).status_code == 400
+    assert client.get("/v1/queues").json()["queues"]["gpu"] == 5
+
+
+def test_workers_report_health(api: tuple[LocalDcc, httpx.Client]) -> None:
+    local, client = api
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = client.get("/v1/workers").json()["workers"]
+        if workers:
+            break
+        time.sleep(0.2)
+    assert workers and workers[0]["health"] == "HEALTHY" and workers[0]["slots"] == "cpu=2"
+    assert client.get("/healthz").json() == {"ok": True}
+
+
+def test_redis_down_gives_503_not_500(settings: Settings, tmp_path: Path) -> None:
+    dead = settings.with_(redis_url="redis://127.0.0.1:1/0", redis_socket_timeout=1.0, disable_worker=True)
+    with serve_local(tmp_path / "local", dead, workers=None) as (_, client):
+        reply = client.post("/v1/jobs", json={"image": "busybox"})
+        assert reply.status_code == 503 and "Redis" in reply.json()["error"]
+        assert client.get("/v1/jobs/abc").status_code == 503
+
+
+def _worker_process(settings: Settings, worker_id: str, work: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DCC_STORAGE": settings.storage_url,
+           "DCC_WORKER_ID": worker_id, "DCC_WORKER_SLOTS": "1", "DCC_WORK_DIR": str(work),
+           "DCC_LEASE_SECONDS": str(settings.lease_seconds)}
+    return subprocess.Popen([sys.executable, "-m", "worker_agent"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def test_killed_worker_job_completes_on_another(settings: Settings, tmp_path: Path, test_image: str) -> None:
+    api_only = settings.with_(disable_worker=True)
+    with serve_local(tmp_path / "local", api_only, workers=None, reap_seconds=0.5) as (local, client):
+        first = _worker_process(settings, "worker-a", tmp_path / "wa")
+        try:
+            job = submit(client, {"image": test_image, "command": ["sh", "-c", "sleep 2; echo done"],
+                                  "appendStdOut": True})
+            view = wait_state(client, job["id"], "running", timeout=30)
+            assert view["worker"] == "worker-a"
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second = _worker_process(settings, "worker-b", tmp_path / "wb")
+            try:
+                done = wait_done(client, job["id"], timeout=60)
+            finally:
+                second.terminate()
+                second.wait(30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert (done["state"], done["attempts"], done["worker"], done["stdout"]) == ("succeeded", 2, "worker-b",
+                                                                                    "done\n")
+        assert redis.Redis.from_url(settings.redis_url).zcard("{dcc}:leases") == 0
