@@ -22,11 +22,12 @@ for _ in $(seq 1 100); do
 done
 
 printf 'hello from dcc\n' > "$data.input.txt"
-echo "+ dcc submit dcc-busybox:latest --input greeting.txt=@$data.input.txt --wait --stdout -- sh -c '...'"
-.venv/bin/dcc submit dcc-busybox:latest --input "greeting.txt=@$data.input.txt" --wait --stdout -- \
-  sh -c 'tr a-z A-Z < /inputs/greeting.txt | tee $OUTPUTS/shout.txt; wc -c /inputs/greeting.txt'
-id=$(.venv/bin/dcc list --limit 1 --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
-echo "+ dcc outputs $id --to $data.outputs"
-.venv/bin/dcc outputs "$id" --to "$data.outputs"
-echo "+ cat $data.outputs/shout.txt"
+dcc=.venv/bin/dcc
+set -x
+id=$($dcc submit dcc-busybox:latest --input "greeting.txt=@$data.input.txt" --max-duration 60 -- \
+  sh -c 'tr a-z A-Z < /inputs/greeting.txt | tee $OUTPUTS/shout.txt; wc -c /inputs/greeting.txt')
+$dcc wait "$id"
+$dcc status "$id"
+$dcc logs "$id"
+$dcc outputs "$id" --to "$data.outputs"
 cat "$data.outputs/shout.txt"
