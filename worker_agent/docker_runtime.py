@@ -101,6 +101,10 @@ class DockerRuntime:
         container.put_archive("/", _inputs_tar(job.inputs_dir))
         container.start()
         started_at = time.time()
+        with self._lock:
+            killed_early = job.job_id in self._killed
+        if killed_early:  # a kill that came before the start found nothing running to stop
+            self._kill(container)
         timed_out = False
         exit_code: int | None
         try:

@@ -1,0 +1,153 @@
+"""The Docker runtime against the real engine, with the busybox test image."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from dcc.errors import JobSystemError
+from worker_agent.docker_runtime import DockerRuntime
+from worker_agent.runtime import ContainerJob
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def runtime(docker_client: docker.DockerClient) -> DockerRuntime:
+    return DockerRuntime(client=docker_client, max_output_bytes=1 << 20)
+
+
+def job(tmp_path: Path, image: str, command: list[str], *, job_id: str = "t1", max_duration: float = 60,
+        **kw: object) -> ContainerJob:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir(exist_ok=True)
+    return ContainerJob(job_id=job_id, image=image, command=command, env={"GREETING": "hi"}, working_dir=None,
+                        inputs_dir=inputs, max_duration=max_duration, **kw)  # type: ignore[arg-type]
+
+
+def run(runtime: DockerRuntime, spec: ContainerJob, tmp_path: Path):  # type: ignore[no-untyped-def]
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        return runtime.run(spec, workdir=work)
+    finally:
+        runtime.cleanup(spec.job_id)
+
+
+def test_inputs_in_outputs_logs_and_env(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    spec = job(tmp_path, test_image, ["sh", "-c",
+               "mkdir -p $OUTPUTS/d && cat $INPUTS/a $INPUTS/sub/b > $OUTPUTS/d/ab && "
+               "echo $GREETING $DCC_JOB_ID; echo oops >&2"])
+    (spec.inputs_dir / "a").write_text("A")
+    (spec.inputs_dir / "sub").mkdir()
+    (spec.inputs_dir / "sub" / "b").write_text("B")
+    out = run(runtime, spec, tmp_path)
+    assert (out.exit_code, out.timed_out, out.killed) == (0, False, False)
+    assert (out.outputs_dir / "d" / "ab").read_text() == "AB"
+    assert out.stdout_path.read_text() == "hi t1\n" and out.stderr_path.read_text() == "oops\n"
+    assert out.exited_at >= out.started_at
+
+
+def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    assert run(runtime, job(tmp_path, test_image, ["sh", "-c", "exit 42"]), tmp_path).exit_code == 42
+
+
+def test_max_duration_kills(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    out = run(runtime, job(tmp_path, test_image, ["sleep", "30"], max_duration=1), tmp_path)
+    assert out.timed_out and not out.killed and time.monotonic() - started < 15
+
+
+def test_kill_from_another_thread(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    def killer() -> None:
+        deadline = time.monotonic() + 10
+        while not runtime.kill("t1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    threading.Thread(target=killer).start()
+    started = time.monotonic()
+    out = run(runtime, job(tmp_path, test_image, ["sleep", "30"]), tmp_path)
+    assert out.killed and not out.timed_out and time.monotonic() - started < 10
+
+
+def test_missing_image_is_a_system_error(runtime: DockerRuntime, tmp_path: Path) -> None:
+    with pytest.raises(JobSystemError) as info:
+        run(runtime, job(tmp_path, "dcc-no-such-image:1", ["true"]), tmp_path)
+    # no registry answers here: the pull fails either as "not found" or as a network failure
+    assert info.value.code in ("image_not_found", "image_pull_failed")
+    assert info.value.retryable == (info.value.code == "image_pull_failed")
+
+
+def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str,
+                                 tmp_path: Path) -> None:
+    spec = job(tmp_path, test_image, ["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+                                                  "ls /sys/class/net; ls /var/run/docker.sock 2>&1"], memory_mb=64)
+    out = run(runtime, spec, tmp_path)
+    text = out.stdout_path.read_text()
+    assert "CapEff:\t0000000000000000" in text and "NoNewPrivs:\t1" in text
+    assert text.split().count("lo") == 1 and "eth0" not in text  # no network but loopback
+    assert "No such file" in text  # no Docker socket inside
+    created = docker_client.api.create_container(**_low_level(runtime, spec))
+    try:
+        host = docker_client.api.inspect_container(created["Id"])["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["NetworkMode"] == "none" and host["PidsLimit"] == 1024 and host["Memory"] == 64 << 20
+        assert not host.get("Binds") and not host.get("Privileged")
+    finally:
+        docker_client.api.remove_container(created["Id"], force=True)
+
+
+def _low_level(runtime: DockerRuntime, spec: ContainerJob) -> dict:
+    kw = runtime.create_kwargs(spec)
+    api = runtime.client.api
+    host_config = api.create_host_config(
+        network_mode=kw["network_mode"], cap_drop=kw["cap_drop"], security_opt=kw["security_opt"],
+        pids_limit=kw["pids_limit"], mem_limit=kw["mem_limit"], memswap_limit=kw["memswap_limit"],
+        device_requests=kw.get("device_requests"))
+    return {"image": kw["image"], "command": kw["command"], "environment": kw["environment"],
+            "labels": kw["labels"], "host_config": host_config}
+
+
+def test_links_in_outputs_are_dropped(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    spec = job(tmp_path, test_image, ["sh", "-c", "ln -s /etc/passwd $OUTPUTS/evil; ln -s / $OUTPUTS/root; "
+                                                  "echo ok > $OUTPUTS/real"])
+    out = run(runtime, spec, tmp_path)
+    assert sorted(p.name for p in out.outputs_dir.rglob("*")) == ["real"]
+
+
+def test_outputs_past_the_limit_are_truncated(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    spec = job(tmp_path, test_image, ["sh", "-c", "head -c 700000 /dev/zero > $OUTPUTS/a; "
+                                                  "head -c 700000 /dev/zero > $OUTPUTS/b"])
+    out = run(runtime, spec, tmp_path)
+    assert out.outputs_truncated
+    assert len(list(out.outputs_dir.iterdir())) == 1
+
+
+def test_gpu_jobs_get_device_requests(runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str,
+                                      tmp_path: Path) -> None:
+    spec = job(tmp_path, test_image, ["nvidia-smi"], gpu_device_ids=("0", "3"))
+    # No GPU here: create (not start) the container and read back what the engine was asked for.
+    created = docker_client.api.create_container(**_low_level(runtime, spec))
+    try:
+        requests = docker_client.api.inspect_container(created["Id"])["HostConfig"]["DeviceRequests"]
+    finally:
+        docker_client.api.remove_container(created["Id"], force=True)
+    assert requests == [{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["0", "3"], "Capabilities": [["gpu"]],
+                         "Options": {}}]
+    assert "device_requests" not in runtime.create_kwargs(job(tmp_path, test_image, ["true"]))
+
+
+def test_cleanup_removes_the_container_and_is_idempotent(runtime: DockerRuntime, docker_client: docker.DockerClient,
+                                                         test_image: str, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    runtime.run(job(tmp_path, test_image, ["true"], job_id="clean1"), workdir=work)
+    assert docker_client.containers.list(all=True, filters={"label": "dcc.job=clean1"})
+    runtime.cleanup("clean1")
+    runtime.cleanup("clean1")
+    assert not docker_client.containers.list(all=True, filters={"label": "dcc.job=clean1"})
+    assert runtime.ping() is None
