@@ -145,7 +145,8 @@ class JobSpec(BaseModel):
     appendStdErr: bool = False
     parameters: Parameters = Field(default_factory=Parameters)
     meta: Any = None
-    id: str | None = Field(default=None, pattern=JOB_ID_PATTERN, description="Client id; submitting it twice is a no-op.")
+    id: str | None = Field(default=None, pattern=JOB_ID_PATTERN,
+                           description="Client id; submitting it twice is a no-op.")
 
     @field_validator("image")
     @classmethod

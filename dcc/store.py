@@ -244,7 +244,7 @@ class JobStore:
 
     @_translated
     def renew(self, leases: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        """Extend the leases ``(job_id, attempt)``; each maps to ``held``, ``cancel`` (held, cancel asked) or ``lost``."""
+        """Extend leases ``(job_id, attempt)``: each maps to ``held``, ``cancel`` (held; cancel asked) or ``lost``."""
         if not leases:
             return {}
         deadline_ms = int((self.clock() + self.lease_seconds) * 1000)

@@ -74,8 +74,10 @@ def fetch_url(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_pr
         raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=False) from exc
     if url.startswith("s3://"):
         return _fetch_s3(url, dest, s3_client=s3_client, max_bytes=max_bytes)
-    return _fetch_http(url, dest, allowed_buckets=allowed_buckets, allow_private=allow_private,
-                       max_bytes=max_bytes, timeout=timeout)
+    def check_hop(location: str) -> None:
+        check_url(location, allowed_buckets=frozenset(), allow_private=allow_private)
+
+    return fetch_http(url, dest, check=check_hop, max_bytes=max_bytes, timeout=timeout)
 
 
 def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
@@ -94,8 +96,8 @@ def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
         raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=True) from exc
 
 
-def _fetch_http(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_private: bool, max_bytes: int,
-                timeout: float) -> int:
+def fetch_http(url: str, dest: Path, *, check: Callable[[str], None], max_bytes: int, timeout: float = 60) -> int:
+    """Download over HTTP(S), following at most a few redirects, each of which must pass ``check``."""
     with httpx.Client(follow_redirects=False, timeout=timeout) as client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -103,7 +105,7 @@ def _fetch_http(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_
                     if reply.is_redirect:
                         url = urljoin(url, reply.headers.get("location", ""))
                         try:
-                            check_url(url, allowed_buckets=frozenset(), allow_private=allow_private)
+                            check(url)
                         except InvalidJob as exc:
                             raise JobSystemError("input_fetch_failed", f"redirect refused: {exc}",
                                                  retryable=False) from exc

@@ -25,7 +25,6 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
                  workdir: Path | None = None) -> Worker:
     """A worker wired to the Redis, storage and Docker engine the settings (and DOCKER_HOST) name."""
     from dcc.url_inputs import fetch_url
-
     from worker_agent.docker_runtime import DockerRuntime
 
     def fetch(url: str, dest: Path) -> int:
