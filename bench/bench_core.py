@@ -68,7 +68,7 @@ def main() -> None:
         server.start()
         try:
             settings = Settings(redis_url=server.url, storage_url=f"{tmp}/storage")
-            with serve_local(Path(tmp) / "local", settings, workers=1) as (local, http):
+            with serve_local(Path(tmp) / "local", settings, workers=1, reap_seconds=2.0) as (local, http):
                 r = redis.Redis.from_url(server.url)
 
                 def one_job() -> tuple[float, dict[str, int], dict[str, int]]:

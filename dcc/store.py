@@ -38,6 +38,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 QUEUES = ("cpu", "gpu")
+TRIM_INTERVAL = 300.0
+"""Seconds between trims of the listing indexes (they only shed entries older than the retention)."""
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
@@ -153,6 +155,7 @@ class JobStore:
         self.max_attempts = max_attempts
         self.clock = clock
         self._scripts = {name: client.register_script(src) for name, src in _load_scripts().items()}
+        self._trimmed_at = 0.0
 
     # keys -----------------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -277,7 +280,9 @@ class JobStore:
         now = self.clock()
         reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit])
         changed = {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
-        self._trim_indexes(now)
+        if now - self._trimmed_at >= TRIM_INTERVAL:
+            self._trim_indexes(now)
+            self._trimmed_at = now
         return changed
 
     def _trim_indexes(self, now: float) -> None:

@@ -97,6 +97,9 @@ def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.D
         assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
         assert host["NetworkMode"] == "none" and host["PidsLimit"] == 1024 and host["Memory"] == 64 << 20
         assert not host.get("Binds") and not host.get("Privileged")
+        # the only host folder the job sees is its own inputs, read-only
+        assert [(m["Target"], m["Source"], m.get("ReadOnly")) for m in host["Mounts"]] == [
+            ("/inputs", str(spec.inputs_dir.resolve()), True)]
     finally:
         docker_client.api.remove_container(created["Id"], force=True)
 
@@ -107,16 +110,20 @@ def _low_level(runtime: DockerRuntime, spec: ContainerJob) -> dict:
     host_config = api.create_host_config(
         network_mode=kw["network_mode"], cap_drop=kw["cap_drop"], security_opt=kw["security_opt"],
         pids_limit=kw["pids_limit"], mem_limit=kw["mem_limit"], memswap_limit=kw["memswap_limit"],
-        device_requests=kw.get("device_requests"))
+        device_requests=kw.get("device_requests"), mounts=kw["mounts"])
     return {"image": kw["image"], "command": kw["command"], "environment": kw["environment"],
             "labels": kw["labels"], "host_config": host_config}
 
 
 def test_links_in_outputs_are_dropped(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
     spec = job(tmp_path, test_image, ["sh", "-c", "ln -s /etc/passwd $OUTPUTS/evil; ln -s / $OUTPUTS/root; "
-                                                  "echo ok > $OUTPUTS/real"])
+                                                  "mkfifo $OUTPUTS/fifo; echo ok > $OUTPUTS/real; mkdir $OUTPUTS/d; "
+                                                  "echo x > $OUTPUTS/d/f; ln $OUTPUTS/d/f $OUTPUTS/hard; "
+                                                  "echo no > /inputs/x 2>/dev/null || echo inputs-read-only"])
     out = run(runtime, spec, tmp_path)
-    assert sorted(p.name for p in out.outputs_dir.rglob("*")) == ["real"]
+    assert sorted(p.relative_to(out.outputs_dir).as_posix() for p in out.outputs_dir.rglob("*")) == ["d", "d/f", "real"]
+    assert (out.outputs_dir / "real").read_text() == "ok\n"
+    assert out.stdout_path.read_text() == "inputs-read-only\n"
 
 
 def test_outputs_past_the_limit_are_truncated(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
