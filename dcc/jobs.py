@@ -287,6 +287,8 @@ class Outcome:
     outputs_truncated: bool = False
     stdout: str | None = None
     stderr: str | None = None
+    finished_at: float | None = None
+    """When the worker finished the attempt (stamped once, for both result.json and the record)."""
 
 
 @dataclass(frozen=True)

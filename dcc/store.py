@@ -262,7 +262,8 @@ class JobStore:
             raise ValueError(f"cannot finish a job as {outcome.state}")
         done = self._run(
             "finish",
-            [claim.job.id, claim.attempt, outcome.state.value, repr(self.clock()), self.retention_ms,
+            [claim.job.id, claim.attempt, outcome.state.value, repr(outcome.finished_at or self.clock()),
+             self.retention_ms,
              repr(claim.job.submitted_at), *_outcome_fields(outcome)],
         )
         return bool(done)

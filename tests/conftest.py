@@ -57,6 +57,10 @@ class RedisServer:
                 time.sleep(0.02)
         pytest.fail("redis-server did not start")
 
+    def start_on_same_port(self) -> None:
+        """Start again after a stop, on the same port and data (a restarted server)."""
+        self.start()
+
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is not None:
             self.proc.kill() if kill else self.proc.terminate()

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty, SimpleQueue
 
@@ -252,8 +252,7 @@ class Worker:
             stdout=self._text(result.stdout_path) if job.spec.appendStdOut else None,
             stderr=self._text(result.stderr_path) if job.spec.appendStdErr else None,
         )
-        self._write_result(claim, outcome)
-        return outcome
+        return self._write_result(claim, outcome)
 
     def _text(self, path: Path) -> str:
         with path.open("rb") as f:
@@ -261,10 +260,13 @@ class Worker:
         text = data[: self.config.append_log_bytes].decode("utf-8", errors="replace")
         return text + "\n[dcc: truncated]" if len(data) > self.config.append_log_bytes else text
 
-    def _write_result(self, claim: Claim, outcome: Outcome) -> None:
-        final = _apply(claim, outcome, time.time())
+    def _write_result(self, claim: Claim, outcome: Outcome) -> Outcome:
+        """Write result.json; returns the outcome stamped with the finish time it records."""
+        outcome = replace(outcome, finished_at=time.time())
+        final = _apply(claim, outcome, outcome.finished_at)
         self.storage.put_bytes(result_key(claim.job.id), json.dumps(result_document(final)).encode(),
                                content_type="application/json")
+        return outcome
 
     def _system_failure(self, claim: Claim, exc: JobSystemError) -> Outcome:
         self._system_errors += 1
@@ -274,7 +276,7 @@ class Worker:
             return Outcome(state=JobState.QUEUED, error=error)
         outcome = Outcome(state=JobState.ERROR, error=error)
         try:
-            self._write_result(claim, outcome)
+            outcome = self._write_result(claim, outcome)
         except StorageError:
             log.warning("job %s: could not write result.json", claim.job.id)
         return outcome
@@ -380,7 +382,7 @@ class Worker:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _apply(claim: Claim, outcome: Outcome, now: float) -> JobRecord:
+def _apply(claim: Claim, outcome: Outcome, now: float | None) -> JobRecord:
     """The job's record as it will be once ``outcome`` is recorded."""
     job = claim.job
     return JobRecord(

@@ -1,0 +1,97 @@
+"""What survives: Redis dying mid-job, records expiring (result.json remains), S3 storage end to end."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from dcc.settings import Settings
+from tests.conftest import RedisServer, free_port
+from tests.e2e_support import serve_local, wait_done, wait_state
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+def test_redis_dying_mid_job_loses_nothing(tmp_path: Path, docker_host: str, test_image: str) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.dir.mkdir()
+    redis.start()
+    settings = Settings(redis_url=redis.url, storage_url=str(tmp_path / "storage"), lease_seconds=10.0)
+    try:
+        with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+            running = client.post("/v1/jobs", json={"image": test_image, "command": ["sh", "-c", "sleep 3; echo ok"],
+                                                    "appendStdOut": True}).json()
+            queued = client.post("/v1/jobs", json={"image": test_image, "command": ["echo", "second"],
+                                                   "appendStdOut": True}).json()
+            wait_state(client, running["id"], "running")
+            time.sleep(1.2)  # let the append-only file take the writes (appendfsync everysec)
+            redis.stop(kill=True)
+            assert client.get(f"/v1/jobs/{running['id']}").status_code == 503
+            time.sleep(3)  # the job ends while Redis is away; the worker keeps its report
+            redis.start_on_same_port()
+            first = wait_done(client, running["id"], timeout=60)
+            second = wait_done(client, queued["id"], timeout=60)
+        assert (first["state"], first["stdout"], first["attempts"]) == ("succeeded", "ok\n", 1)
+        assert (second["state"], second["stdout"]) == ("succeeded", "second\n")
+    finally:
+        redis.stop()
+
+
+def test_expired_record_is_served_from_result_json(redis_url: str, tmp_path: Path, docker_host: str,
+                                                    test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), retention_seconds=1)
+    with serve_local(tmp_path / "local", settings, workers=1) as (local, client):
+        job = client.post("/v1/jobs", json={"id": "keep-me", "image": test_image,
+                                            "command": ["sh", "-c", "echo kept > $OUTPUTS/o"]}).json()
+        done = wait_done(client, job["id"])
+        deadline = time.monotonic() + 10
+        while local.service.store.get("keep-me") is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert local.service.store.get("keep-me") is None  # the Redis record expired
+        again = client.get("/v1/jobs/keep-me").json()
+        assert (again["state"], again["outputs"], again["exitCode"]) == ("succeeded", ["o"], 0)
+        assert again["timings"] == done["timings"]
+        assert client.get("/v1/jobs/keep-me/outputs/o").content == b"kept\n"
+        # its id stays taken: a resubmission returns the finished job instead of running a second one
+        reply = client.post("/v1/jobs", json={"id": "keep-me", "image": test_image, "command": ["false"]})
+        assert reply.status_code == 200 and reply.json()["state"] == "succeeded"
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3").create_bucket(Bucket="dcc-data")
+    yield endpoint
+    server.stop()
+
+
+def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, test_image: str, moto_s3: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url="s3://dcc-data/env1")
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        job = client.post("/v1/jobs", json={"image": test_image, "inputs": [{"name": "in/x", "value": "s3 input"}],
+                                            "command": ["sh", "-c", "cp /inputs/in/x $OUTPUTS/copy; echo hi"]}).json()
+        done = wait_done(client, job["id"])
+        assert done["state"] == "succeeded" and done["outputs"] == ["copy"]
+        reply = client.get(f"/v1/jobs/{job['id']}/outputs/copy")
+        assert reply.status_code == 302 and reply.headers["location"].startswith(moto_s3)
+        assert httpx.get(reply.headers["location"]).content == b"s3 input"
+        assert client.get(f"/v1/jobs/{job['id']}/stdout").text == "hi\n"
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="dcc-data")["Contents"]}
+    prefix = f"env1/jobs/{job['id']}/"
+    assert {prefix + "result.json", prefix + "stdout", prefix + "stderr", prefix + "outputs/copy"} <= keys
+    assert os.environ["AWS_ENDPOINT_URL"] == moto_s3
+    assert threading.active_count() > 0
