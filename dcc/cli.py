@@ -20,7 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -69,7 +68,7 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
 class _DccGroup(TyperGroup):
     """Turns dcc's own errors into one red line and an exit code: no traceback for a refused connection."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer bundles its own click: take its Context as it comes
         try:
             return super().invoke(ctx)
         except CliError as exc:

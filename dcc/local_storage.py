@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,7 @@ class LocalStorage:
                 raise StorageError(f"storage key {key!r} passes through a link")
         return path
 
-    def _write(self, key: str, fill: callable) -> None:  # type: ignore[valid-type]
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -179,9 +179,9 @@ class JobService:
             raise JobNotFound(job_id)
         return record
 
-    def list(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
+    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
         """A page of jobs."""
-        return self.store.list(state=state, limit=limit, cursor=cursor)
+        return self.store.page(state=state, limit=limit, cursor=cursor)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal or ``timeout`` s pass; return it as it is then."""

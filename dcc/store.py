@@ -148,7 +148,8 @@ class JobStore:
         max_attempts: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis = client
+        # decode_responses=True makes every reply a str; redis-py's stubs cannot say so, hence Any
+        self.redis: Any = client
         self.prefix = prefix
         self.lease_seconds = lease_seconds
         self.retention_ms = int(retention_seconds * 1000)
@@ -317,7 +318,7 @@ class JobStore:
 
     # listing -----------------------------------------------------------------------------------------
     @_translated
-    def list(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
+    def page(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
         """A page of jobs, newest first (queued: in queue order; running: by lease), from ``cursor``."""
         after = _decode_cursor(cursor)
         if state is None:

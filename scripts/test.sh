@@ -7,4 +7,6 @@ bash scripts/setup.sh
 DOCKER_HOST=$(bash scripts/docker-engine.sh)
 export DOCKER_HOST
 bash scripts/test-image.sh dcc-busybox:latest
+.venv/bin/ruff check .
+.venv/bin/mypy dcc worker_agent functions
 exec .venv/bin/python -m pytest "$@"

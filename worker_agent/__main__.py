@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dcc.bootstrap import build_storage, build_store
 from dcc.settings import Settings
-from worker_agent.agent import Worker, WorkerConfig
+from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 
 
 def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int | None = None,
@@ -38,9 +38,8 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         pids_limit=settings.pids_limit,
         max_output_bytes=settings.max_output_bytes,
     )
-    worker_id = worker_id or os.environ.get("DCC_WORKER_ID")
     config = WorkerConfig(
-        **({"worker_id": worker_id} if worker_id else {}),
+        worker_id=worker_id or os.environ.get("DCC_WORKER_ID") or default_worker_id(),
         slots={"cpu": slots or int(os.environ.get("DCC_WORKER_SLOTS") or os.cpu_count() or 1)},
         workdir=workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker")),
         max_attempts=settings.max_attempts,

@@ -34,11 +34,16 @@ Fetcher = Callable[[str, Path], int]
 """Downloads a URL input to a path; raises ``JobSystemError``."""
 
 
+def default_worker_id() -> str:
+    """A worker id for machines that have no better one (on EC2 the instance id is used)."""
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """How one worker runs."""
 
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    worker_id: str = field(default_factory=lambda: default_worker_id())
     slots: dict[str, int] = field(default_factory=lambda: {"cpu": 1})
     """Jobs run at once, per queue."""
     workdir: Path = Path("/tmp/dcc-worker")
@@ -92,6 +97,11 @@ class Worker:
         """Start the worker's threads and return."""
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         self._check_health()
+        if self.health == "HEALTHY":
+            # a worker id is stable across restarts of one instance: what it ran before the crash is orphaned
+            left = self.runtime.remove_leftovers(self.config.worker_id)
+            if left:
+                log.warning("removed %d containers left by an earlier run of %s", left, self.config.worker_id)
         for name, target in (("claim", self._claim_loop), ("lease", self._lease_loop),
                              ("cancel", self._cancel_loop), ("cleanup", self._cleanup_loop)):
             t = threading.Thread(target=target, name=f"dcc-{name}", daemon=True)

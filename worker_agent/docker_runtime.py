@@ -203,6 +203,16 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             log.warning("could not remove the container of %s: %s", job_id, exc)
 
+    def remove_leftovers(self, worker_id: str) -> int:
+        """Remove the containers labelled with ``worker_id`` (left by a crashed earlier run of this worker)."""
+        found = self.client.containers.list(all=True, filters={"label": f"dcc.worker={worker_id}"})
+        for container in found:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        return len(found)
+
     def ping(self) -> str | None:
         """None if the engine answers, else why not."""
         try:

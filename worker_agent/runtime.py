@@ -64,5 +64,8 @@ class ContainerRuntime(Protocol):
     def cleanup(self, job_id: str) -> None:
         """Remove what ``run`` left for ``job_id`` (the container); safe to call twice."""
 
+    def remove_leftovers(self, worker_id: str) -> int:
+        """Remove containers an earlier run of this worker left (it crashed); returns how many."""
+
     def ping(self) -> str | None:
         """None when the engine answers, else a short reason it does not."""

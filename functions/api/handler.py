@@ -110,4 +110,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict
     router.context["service"] = _get_service()
     if event.get("path"):
         event = {**event, "path": unquote(event["path"])}
-    return app.resolve(event, context)
+    return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context

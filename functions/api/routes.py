@@ -38,7 +38,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
-    page = service().list(state=state, limit=limit, cursor=cursor)
+    page = service().list_jobs(state=state, limit=limit, cursor=cursor)
     return {"jobs": [j.view() for j in page.jobs], "cursor": page.cursor}
 
 

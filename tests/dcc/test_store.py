@@ -195,7 +195,7 @@ def test_listing_pages_by_cursor_newest_first_and_by_state(store: JobStore) -> N
     seen: list[str] = []
     cursor = None
     while True:
-        page = store.list(state=None, limit=7, cursor=cursor)
+        page = store.page(state=None, limit=7, cursor=cursor)
         seen.extend(j.id for j in page.jobs)
         cursor = page.cursor
         if cursor is None:
@@ -205,9 +205,9 @@ def test_listing_pages_by_cursor_newest_first_and_by_state(store: JobStore) -> N
                                                                reverse=True)
     for _ in range(3):
         store.finish(store.claim("cpu", "w"), Outcome(state=JobState.FAILED, exit_code=1))
-    failed = store.list(state=JobState.FAILED, limit=10, cursor=None)
+    failed = store.page(state=JobState.FAILED, limit=10, cursor=None)
     assert sorted(j.id for j in failed.jobs) == ["l00", "l01", "l02"] and failed.cursor is None
-    queued = store.list(state=JobState.QUEUED, limit=100, cursor=None)
+    queued = store.page(state=JobState.QUEUED, limit=100, cursor=None)
     assert [j.id for j in queued.jobs][:2] == ["l03", "l04"] and len(queued.jobs) == 22
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -71,7 +72,8 @@ def test_unhealthy_worker_says_why_and_claims_nothing(settings: Settings, tmp_pa
     store = JobStore(connect(settings.redis_url), lease_seconds=3)
     service = build_service(settings, store=store)
     job, _ = service.submit(JobSpec(image="dcc-busybox:latest", command=["true"]))
-    runtime = DockerRuntime(client=docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41"))
+    unreachable = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    runtime = DockerRuntime(client=unreachable)
     worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
                     config=WorkerConfig(worker_id="sick", workdir=tmp_path / "w", heartbeat_seconds=0.2))
     worker.start()
@@ -83,3 +85,5 @@ def test_unhealthy_worker_says_why_and_claims_nothing(settings: Settings, tmp_pa
         assert service.get(job.id).state == JobState.QUEUED
     finally:
         worker.stop(grace=1)
+        unreachable.close()
+        gc.collect()  # docker-py leaks the failed sockets; let their warnings fall inside this test

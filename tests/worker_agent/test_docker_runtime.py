@@ -158,3 +158,16 @@ def test_cleanup_removes_the_container_and_is_idempotent(runtime: DockerRuntime,
     runtime.cleanup("clean1")
     assert not docker_client.containers.list(all=True, filters={"label": "dcc.job=clean1"})
     assert runtime.ping() is None
+
+
+def test_leftovers_of_a_crashed_run_are_removed(runtime: DockerRuntime, docker_client: docker.DockerClient,
+                                                test_image: str) -> None:
+    mine = docker_client.containers.create(test_image, ["sleep", "30"], labels={"dcc.worker": "w-crashed"})
+    other = docker_client.containers.create(test_image, ["true"], labels={"dcc.worker": "w-other"})
+    mine.start()
+    try:
+        assert runtime.remove_leftovers("w-crashed") == 1
+        assert not docker_client.containers.list(all=True, filters={"label": "dcc.worker=w-crashed"})
+        assert docker_client.containers.list(all=True, filters={"label": "dcc.worker=w-other"})
+    finally:
+        other.remove(force=True)
