@@ -71,7 +71,7 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
 def _load_scripts() -> dict[str, str]:
     lua = resources.files("dcc") / "lua"
     common = (lua / "common.lua").read_text()
-    names = ("submit", "claim", "finish", "renew", "cancel", "reap")
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker")
     return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
 
 
@@ -286,6 +286,13 @@ class JobStore:
             self._trim_indexes(now)
             self._trimmed_at = now
         return changed
+
+    @_translated
+    def drop_worker(self, worker: str) -> dict[str, JobState]:
+        """Take back at once every job a lost worker holds (requeue, or end them as ``reap`` would)."""
+        if self._run("drop_worker", [worker]):
+            return self.reap()
+        return {}
 
     def _trim_indexes(self, now: float) -> None:
         # Records expire `retention` after they finish; index entries older than that plus a margin

@@ -223,3 +223,15 @@ def test_client_has_explicit_timeouts(redis_url: str) -> None:
     client = connect(redis_url, socket_timeout=4.0)
     kwargs = client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 4.0 and kwargs["socket_connect_timeout"] == 3.0
+
+
+def test_dropping_a_lost_worker_requeues_its_jobs_at_once(store: JobStore) -> None:
+    for name in ("a", "b", "c"):
+        make(store, name)
+    store.claim("cpu", "lost")
+    store.claim("cpu", "lost")
+    kept = store.claim("cpu", "alive")
+    assert store.drop_worker("lost") == {"a": JobState.QUEUED, "b": JobState.QUEUED}
+    assert store.get("c").state == JobState.RUNNING and store.renew([("c", kept.attempt)]) == {("c", 1): "held"}
+    assert store.claim("cpu", "alive").attempt == 2
+    assert store.drop_worker("nobody") == {}
