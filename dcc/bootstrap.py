@@ -34,6 +34,7 @@ def build_store(settings: Settings) -> JobStore:
         lease_seconds=settings.lease_seconds,
         retention_seconds=settings.retention_seconds,
         max_attempts=settings.max_attempts,
+        fast_retention_seconds=settings.fast_result_seconds,
     )
 
 

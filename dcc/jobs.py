@@ -69,6 +69,10 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
 MAX_INPUT_NAME = 255
+PRIORITY_OFFSET_MS = 5 * 60 * 1000
+"""How far ahead (high) or behind (low) of normal a job is queued: the bound on priority starvation."""
+FAST_OFFSET_MS = 10**12
+"""Fast jobs go ahead of every standard job of their class (about 30 years ahead)."""
 
 
 def check_relative_path(name: str) -> str:
@@ -145,6 +149,10 @@ class JobSpec(BaseModel):
     appendStdErr: bool = False
     parameters: Parameters = Field(default_factory=Parameters)
     meta: Any = None
+    fast: bool = Field(default=False, description="Inputs and results in Redis; ahead of standard jobs; the reply "
+                                                   "comes when the job ends.")
+    wait: bool = Field(default=False, description="Reply when the job ends (or with 202 at the wait limit).")
+    priority: Literal["high", "normal", "low"] = "normal"
     id: str | None = Field(default=None, pattern=JOB_ID_PATTERN,
                            description="Client id; submitting it twice is a no-op.")
 
@@ -197,6 +205,23 @@ class JobSpec(BaseModel):
         """The queue the job goes to."""
         return "gpu" if self.parameters.gpu > 0 else "cpu"
 
+    def queue_score(self, submitted_at: float) -> int:
+        """Where the job stands in its queue (lowest first): fast jobs first, then by priority, then FIFO.
+
+        Priority is an offset in time, so age promotes: a low-priority job goes ahead of every normal job
+        submitted more than ``PRIORITY_OFFSET_MS`` after it, and nothing waits forever behind newer work.
+        """
+        ms = int(submitted_at * 1000)
+        if self.fast:
+            return ms - FAST_OFFSET_MS
+        return ms + {"high": -PRIORITY_OFFSET_MS, "normal": 0, "low": PRIORITY_OFFSET_MS}[self.priority]
+
+    def without_inline_values(self) -> JobSpec:
+        """The spec with inline input contents dropped (they live in storage for standard jobs)."""
+        inputs = [i.model_copy(update={"value": "", "encoding": "utf8"}) if i.source == "inline" else i
+                  for i in self.inputs]
+        return self.model_copy(update={"inputs": inputs})
+
     def inline_bytes(self) -> int:
         """Total decoded size of the inline inputs."""
         return sum(len(i.content()) for i in self.inputs if i.source == "inline")
@@ -233,6 +258,7 @@ class JobRecord:
     stdout: str | None = None
     stderr: str | None = None
     cancel_requested: bool = False
+    inline_outputs: dict[str, dict[str, Any]] | None = None
 
     def timings(self) -> dict[str, float | None]:
         """Timestamps (epoch seconds) and the derived queue wait and run time."""
@@ -271,6 +297,12 @@ class JobRecord:
             out["stdout"] = self.stdout
         if self.stderr is not None:
             out["stderr"] = self.stderr
+        if self.spec.fast:
+            out["fast"] = True
+        if self.spec.priority != "normal":
+            out["priority"] = self.spec.priority
+        if self.inline_outputs is not None:
+            out["outputFiles"] = self.inline_outputs
         return out
 
 
@@ -289,6 +321,8 @@ class Outcome:
     stderr: str | None = None
     finished_at: float | None = None
     """When the worker finished the attempt (stamped once, for both result.json and the record)."""
+    inline_outputs: dict[str, dict[str, Any]] | None = None
+    """Fast jobs: each output's content, ``{"encoding": "utf8"|"base64", "content": ..., "truncated": bool}``."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -97,10 +98,17 @@ class JobService:
             if existing is not None:
                 return existing, False
         job_id = spec.id or uuid.uuid4().hex
+        if spec.fast:  # inputs travel in the job record, in Redis only
+            record = JobRecord(id=job_id, spec=spec, state=JobState.QUEUED, queue=spec.queue,
+                               submitted_at=self.clock())
+            if not self.store.create(record, only_if_new=spec.id is not None):
+                return self._existing(job_id), False
+            return record, True
         # Inputs go to a fresh folder first, so a duplicate submit racing this one cannot mix its inputs in.
         inputs_prefix = f"{job_prefix(job_id)}inputs/{uuid.uuid4().hex[:12]}/"
         record = JobRecord(
-            id=job_id, spec=spec, state=JobState.QUEUED, queue=spec.queue, submitted_at=self.clock(),
+            id=job_id, spec=spec.without_inline_values(), state=JobState.QUEUED, queue=spec.queue,
+            submitted_at=self.clock(),
             inputs_prefix=inputs_prefix if any(i.source == "inline" for i in spec.inputs) else None,
         )
         written = self._write_inputs(spec, inputs_prefix)
@@ -111,11 +119,14 @@ class JobService:
             raise
         if not created:
             self._discard(inputs_prefix, written)
-            existing = self._find(job_id)
-            if existing is None:  # it expired between the two calls
-                raise JobNotFound(job_id)
-            return existing, False
+            return self._existing(job_id), False
         return record, True
+
+    def _existing(self, job_id: str) -> JobRecord:
+        existing = self._find(job_id)
+        if existing is None:  # it expired between the two calls
+            raise JobNotFound(job_id)
+        return existing
 
     def _normalized(self, spec: JobSpec) -> JobSpec:
         s = self.settings
@@ -126,10 +137,14 @@ class JobService:
                 f"parameters.memory: {params.memory} MiB is over this deployment's maximum of "
                 f"{s.max_memory_mb} MiB", field="parameters.memory")
         size = spec.inline_bytes()
-        if size > s.max_inline_bytes:
+        limit = s.max_fast_inline_bytes if spec.fast else s.max_inline_bytes
+        if size > limit:
             raise InputTooLarge(
-                f"inputs: inline inputs total {size} bytes, over the limit of {s.max_inline_bytes} bytes; "
-                "pass large inputs by URL", field="inputs")
+                f"inputs: inline inputs total {size} bytes, over the limit of {limit} bytes for "
+                f"{'fast' if spec.fast else 'standard'} jobs", field="inputs")
+        if spec.fast and any(i.source == "url" for i in spec.inputs):
+            raise InvalidJob("inputs: fast jobs take inline inputs only (submit a standard job for URL inputs)",
+                             field="inputs")
         for i, item in enumerate(spec.inputs):
             if item.source == "url":
                 if self.check_url is None:
@@ -183,6 +198,17 @@ class JobService:
         """A page of jobs."""
         return self.store.page(state=state, limit=limit, cursor=cursor)
 
+    def submit_and_wait(self, spec: JobSpec) -> tuple[JobRecord, bool]:
+        """Submit; for fast and ``wait`` jobs, hold on until the job ends or the wait limit passes."""
+        record, created = self.submit(spec)
+        if (spec.fast or spec.wait) and not record.state.terminal:
+            record = self.wait(record.id, self.settings.wait_seconds)
+        return record, created
+
+    def stats(self, window: float) -> dict[str, Any]:
+        """Counts by state, queue wait and run time percentiles per queue, jobs per worker."""
+        return self.store.stats(window=window)
+
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal or ``timeout`` s pass; return it as it is then."""
         check_job_id(job_id)
@@ -209,6 +235,10 @@ class JobService:
     def log(self, job_id: str, stream: str) -> bytes:
         """The job's stdout or stderr."""
         record = self.get(job_id)
+        if record.spec.fast:
+            if not record.state.terminal:
+                raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is kept when it ends")
+            return ((record.stdout if stream == "stdout" else record.stderr) or "").encode()
         try:
             return self.storage.get_bytes(f"{job_prefix(job_id)}{stream}")
         except ObjectNotFound:
@@ -225,6 +255,10 @@ class JobService:
         record = self.get(job_id)
         if path not in record.outputs:
             raise ObjectNotFound(f"job {job_id} has no output {path!r}")
+        if record.inline_outputs is not None:
+            item = record.inline_outputs[path]
+            content = item["content"]
+            return Download(data=base64.b64decode(content) if item["encoding"] == "base64" else content.encode())
         key = f"{job_prefix(job_id)}outputs/{path}"
         url = self.storage.presigned_url(key)
         if url is not None:

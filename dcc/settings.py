@@ -53,6 +53,12 @@ class Settings:
     append_log_bytes: int = 1 << 20
     redis_socket_timeout: float = 5.0
     disable_worker: bool = False
+    max_fast_inline_bytes: int = 1024 * 1024
+    fast_result_seconds: int = 3600
+    wait_seconds: float = 25.0
+    """How long a fast (or ``wait``) submit holds the reply before answering 202: under API Gateway's 29 s."""
+    max_inline_output_bytes: int = 1024 * 1024
+    smoke_image: str = "busybox:latest"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -79,6 +85,11 @@ class Settings:
             "append_log_bytes": _env_int("DCC_APPEND_LOG_BYTES", base.append_log_bytes),
             "redis_socket_timeout": _env_float("DCC_REDIS_SOCKET_TIMEOUT", base.redis_socket_timeout),
             "disable_worker": _env_bool(DISABLE_WORKER, base.disable_worker),
+            "max_fast_inline_bytes": _env_int("DCC_MAX_FAST_INLINE_BYTES", base.max_fast_inline_bytes),
+            "fast_result_seconds": _env_int("DCC_FAST_RESULT_SECONDS", base.fast_result_seconds),
+            "wait_seconds": _env_float("DCC_WAIT_SECONDS", base.wait_seconds),
+            "max_inline_output_bytes": _env_int("DCC_MAX_INLINE_OUTPUT_BYTES", base.max_inline_output_bytes),
+            "smoke_image": os.environ.get("DCC_SMOKE_IMAGE", base.smoke_image),
         }
         values.update(overrides)
         return cls(**values)

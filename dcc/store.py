@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         stdout=h.get("stdout"),
         stderr=h.get("stderr"),
         cancel_requested=h.get("cancel") == "1",
+        inline_outputs=json.loads(h["inline_outputs"]) if h.get("inline_outputs") else None,
     )
 
 
@@ -124,6 +126,8 @@ def _outcome_fields(outcome: Outcome) -> list[str]:
         fields["stdout"] = outcome.stdout
     if outcome.stderr is not None:
         fields["stderr"] = outcome.stderr
+    if outcome.inline_outputs is not None:
+        fields["inline_outputs"] = json.dumps(outcome.inline_outputs)
     return [x for kv in fields.items() for x in kv]
 
 
@@ -146,6 +150,7 @@ class JobStore:
         lease_seconds: float = 30.0,
         retention_seconds: int = 7 * 24 * 3600,
         max_attempts: int = 3,
+        fast_retention_seconds: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # decode_responses=True makes every reply a str; redis-py's stubs cannot say so, hence Any
@@ -154,6 +159,7 @@ class JobStore:
         self.lease_seconds = lease_seconds
         self.retention_ms = int(retention_seconds * 1000)
         self.max_attempts = max_attempts
+        self.fast_retention_ms = int(fast_retention_seconds * 1000)
         self.clock = clock
         self._scripts = {name: client.register_script(src) for name, src in _load_scripts().items()}
         self._trimmed_at = 0.0
@@ -187,20 +193,23 @@ class JobStore:
     def create(self, record: JobRecord, *, only_if_new: bool) -> bool:
         """Store a new queued job and queue it, in one step. False if ``only_if_new`` and the id exists."""
         submitted_ms = int(record.submitted_at * 1000)
+        qscore = record.spec.queue_score(record.submitted_at)
         fields = {
             "spec": record.spec.model_dump_json(),
             "state": JobState.QUEUED.value,
             "queue": record.queue,
-            "qscore": str(submitted_ms),
+            "qscore": str(qscore),
             "submitted": repr(record.submitted_at),
             "attempts": "0",
         }
+        if record.spec.fast:
+            fields["max_attempts"] = "2"  # a fast job whose worker dies is retried once
         if record.inputs_prefix:
             fields["inputs_prefix"] = record.inputs_prefix
         flat = [x for kv in fields.items() for x in kv]
         created = self._run(
             "submit",
-            [record.id, record.queue, submitted_ms, submitted_ms, "1" if only_if_new else "0", *flat],
+            [record.id, record.queue, qscore, submitted_ms, "1" if only_if_new else "0", *flat],
         )
         return bool(created)
 
@@ -261,13 +270,50 @@ class JobStore:
         """Record how the attempt ended (terminal, or ``queued`` to retry). False if the lease was lost."""
         if outcome.state != JobState.QUEUED and outcome.state not in TERMINAL_STATES:
             raise ValueError(f"cannot finish a job as {outcome.state}")
+        job = claim.job
+        finished = outcome.finished_at or self.clock()
+        sample = ""
+        if outcome.state != JobState.QUEUED and job.claimed_at is not None:
+            run = (outcome.exited_at - outcome.started_at) if outcome.exited_at and outcome.started_at else 0.0
+            sample = f"{finished:.3f},{job.claimed_at - job.submitted_at:.4f},{run:.4f},{job.worker or ''}"
         done = self._run(
             "finish",
-            [claim.job.id, claim.attempt, outcome.state.value, repr(outcome.finished_at or self.clock()),
-             self.retention_ms,
-             repr(claim.job.submitted_at), *_outcome_fields(outcome)],
+            [job.id, claim.attempt, outcome.state.value, repr(finished),
+             self.fast_retention_ms if job.spec.fast else self.retention_ms,
+             repr(job.submitted_at), job.queue, sample, *_outcome_fields(outcome)],
         )
         return bool(done)
+
+    @_translated
+    def stats(self, *, window: float = 900.0) -> dict[str, Any]:
+        """Counts by state; p50/p95 queue wait and run time per queue and jobs per worker over ``window`` s."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(f"{self.prefix}:stats:count")
+        for q in QUEUES:
+            pipe.zcard(self.queue_key(q))
+            pipe.lrange(f"{self.prefix}:stats:samples:{q}", 0, 4999)
+        pipe.zcard(self.leases_key)
+        counts, *rest = pipe.execute()
+        running = rest.pop()
+        since = self.clock() - window
+        per_queue: dict[str, Any] = {}
+        per_worker: dict[str, int] = {}
+        queued = 0
+        for q, (depth, samples) in zip(QUEUES, zip(rest[::2], rest[1::2], strict=True), strict=True):
+            queued += depth
+            waits, runs = [], []
+            for sample in samples:
+                finished, wait, run, worker = sample.split(",", 3)
+                if float(finished) < since:
+                    break  # newest first: the rest are older
+                waits.append(float(wait))
+                runs.append(float(run))
+                per_worker[worker] = per_worker.get(worker, 0) + 1
+            per_queue[q] = {"queued": depth, "jobs": len(waits), "queueWait": _percentiles(waits),
+                            "runTime": _percentiles(runs)}
+        by_state = {s.value: int(counts.get(s.value, 0)) for s in TERMINAL_STATES}
+        by_state.update(queued=queued, running=running)
+        return {"windowSeconds": window, "states": by_state, "queues": per_queue, "jobsPerWorker": per_worker}
 
     # control -----------------------------------------------------------------------------------------
     @_translated
@@ -449,6 +495,18 @@ class JobStore:
     def ping(self) -> bool:
         """Whether Redis answers."""
         return bool(self.redis.ping())
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50 and p95 (nearest rank) of ``values``; None when there are none."""
+    if not values:
+        return {"p50": None, "p95": None}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))], 4)
+
+    return {"p50": rank(0.50), "p95": rank(0.95)}
 
 
 def _encode_cursor(score: float, member: str) -> str:

@@ -44,6 +44,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         workdir=workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker")),
         max_attempts=settings.max_attempts,
         append_log_bytes=settings.append_log_bytes,
+        max_inline_output_bytes=settings.max_inline_output_bytes,
         grace_seconds=float(os.environ.get("DCC_GRACE_SECONDS", "60")),
     )
     return Worker(store=build_store(settings), storage=build_storage(settings.storage_url), runtime=runtime,

@@ -7,6 +7,7 @@ containers (kept off the path to the result). Every dependency comes in through 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty, SimpleQueue
+from typing import Any
 
 import redis
 
@@ -52,6 +54,8 @@ class WorkerConfig:
     idle_claim_seconds: float = 2.0
     """How long to block for a wake-up before trying to claim anyway."""
     append_log_bytes: int = 1 << 20
+    max_inline_output_bytes: int = 1 << 20
+    """Fast jobs: total bytes of outputs returned inline."""
     disk_full_ratio: float = 0.90
     max_consecutive_system_errors: int = 5
     grace_seconds: float = 60.0
@@ -200,7 +204,10 @@ class Worker:
             if running is not None and running.handed_back:
                 return Outcome(state=JobState.QUEUED)
             cancelled = running is not None and running.cancel and result.killed
-            outcome = self._store_results(claim, result, cancelled=cancelled)
+            if job.spec.fast:
+                outcome = self._inline_results(claim, result, cancelled=cancelled)
+            else:
+                outcome = self._store_results(claim, result, cancelled=cancelled)
             self._system_errors = 0
             return outcome
         except StorageError as exc:
@@ -227,7 +234,9 @@ class Worker:
         for item in job.spec.inputs:
             dest = inputs_dir / item.name  # names were checked at submit: relative, no '..'
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if item.source == "inline":
+            if item.source == "inline" and job.spec.fast:
+                dest.write_bytes(item.content())  # fast jobs carry their inputs in the record
+            elif item.source == "inline":
                 self.storage.download(f"{job.inputs_prefix}{item.name}", dest)
             elif self.fetch is None:
                 raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, "URL inputs are not enabled", retryable=False)
@@ -244,16 +253,8 @@ class Worker:
             outputs.append(rel)
         self.storage.put_file(f"{prefix}stdout", result.stdout_path, content_type="text/plain")
         self.storage.put_file(f"{prefix}stderr", result.stderr_path, content_type="text/plain")
-        if cancelled:
-            state = JobState.CANCELLED
-        elif result.timed_out:
-            state = JobState.TIMED_OUT
-        elif result.exit_code == 0:
-            state = JobState.SUCCEEDED
-        else:
-            state = JobState.FAILED
         outcome = Outcome(
-            state=state,
+            state=_end_state(result, cancelled=cancelled),
             exit_code=result.exit_code,
             started_at=result.started_at,
             exited_at=result.exited_at,
@@ -263,6 +264,29 @@ class Worker:
             stderr=self._text(result.stderr_path) if job.spec.appendStdErr else None,
         )
         return self._write_result(claim, outcome)
+
+    def _inline_results(self, claim: Claim, result: ContainerOutcome, *, cancelled: bool) -> Outcome:
+        """A fast job's outcome with its logs and outputs inline (nothing goes to storage)."""
+        budget = self.config.max_inline_output_bytes
+        files: dict[str, dict[str, Any]] = {}
+        for path in sorted(p for p in result.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+            with path.open("rb") as f:
+                data = f.read(budget + 1)
+            truncated = len(data) > budget
+            data = data[:budget]
+            budget -= len(data)
+            try:
+                item = {"encoding": "utf8", "content": data.decode("utf-8")}
+            except UnicodeDecodeError:
+                item = {"encoding": "base64", "content": base64.b64encode(data).decode()}
+            files[path.relative_to(result.outputs_dir).as_posix()] = {**item, "truncated": truncated}
+        return Outcome(
+            state=_end_state(result, cancelled=cancelled), exit_code=result.exit_code,
+            started_at=result.started_at, exited_at=result.exited_at, outputs=list(files),
+            outputs_truncated=result.outputs_truncated or any(f["truncated"] for f in files.values()),
+            stdout=self._text(result.stdout_path), stderr=self._text(result.stderr_path),
+            inline_outputs=files, finished_at=time.time(),
+        )
 
     def _text(self, path: Path) -> str:
         with path.open("rb") as f:
@@ -285,6 +309,8 @@ class Worker:
         if exc.retryable and claim.attempt < self.config.max_attempts:
             return Outcome(state=JobState.QUEUED, error=error)
         outcome = Outcome(state=JobState.ERROR, error=error)
+        if claim.job.spec.fast:
+            return outcome
         try:
             outcome = self._write_result(claim, outcome)
         except StorageError:
@@ -390,6 +416,15 @@ class Worker:
             except JobSystemError as exc:
                 log.warning("cleanup of %s: %s", job_id, exc)
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _end_state(result: ContainerOutcome, *, cancelled: bool) -> JobState:
+    """The terminal state a finished container gives its job."""
+    if cancelled:
+        return JobState.CANCELLED
+    if result.timed_out:
+        return JobState.TIMED_OUT
+    return JobState.SUCCEEDED if result.exit_code == 0 else JobState.FAILED
 
 
 def _apply(claim: Claim, outcome: Outcome, now: float | None) -> JobRecord:

@@ -13,6 +13,7 @@ local function terminate(id, state, submitted, now_s, retention_ms, fields)
   redis.call('ZADD', P .. ':st:' .. state, submitted_ms, id)
   redis.call('PEXPIRE', key, retention_ms)
   redis.call('PUBLISH', P .. ':ev:' .. id, state)
+  return redis.call('HINCRBY', P .. ':stats:count', state, 1)
 end
 
 -- Put a job that this script has just taken out of the leases back at its place in its queue.

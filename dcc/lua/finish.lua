@@ -1,12 +1,18 @@
--- ARGV: prefix, id, attempt, state, now_s, retention_ms, submitted, field, value, ...
+-- ARGV: prefix, id, attempt, state, now_s, retention_ms, submitted, queue, sample, field, value, ...
+-- sample: "finished,queue_wait,run_time,worker" for the statistics ('' for none).
 -- Ends attempt `attempt` of the job in a terminal state, or (state 'queued') puts it back in its queue.
 -- Returns 1, or 0 when the attempt no longer holds its lease (reaped, or the job ended otherwise).
 local id, state = ARGV[2], ARGV[4]
 if redis.call('ZREM', P .. ':leases', id .. '|' .. ARGV[3]) == 0 then return 0 end
-local fields = {unpack(ARGV, 8)}
+local fields = {unpack(ARGV, 10)}
 if state == 'queued' then
   requeue(id, fields)
 else
-  terminate(id, state, ARGV[7], ARGV[5], ARGV[6], fields)
+  local n = terminate(id, state, ARGV[7], ARGV[5], ARGV[6], fields)
+  if ARGV[9] ~= '' then
+    local samples = P .. ':stats:samples:' .. ARGV[8]
+    redis.call('LPUSH', samples, ARGV[9])
+    if n % 100 == 0 then redis.call('LTRIM', samples, 0, 4999) end
+  end
 end
 return 1

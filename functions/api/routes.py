@@ -28,8 +28,12 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 @router.post("/v1/jobs", summary="Submit a job", responses={201: {"description": "queued"},
                                                             200: {"description": "a job with this id exists"}})
 def submit(job: Annotated[JobSpec, Body()]) -> Response[Any]:
-    record, created = service().submit(job)
-    return _json(201 if created else 200, record.view(), {"Location": f"/v1/jobs/{record.id}"})
+    record, created = service().submit_and_wait(job)
+    if (job.fast or job.wait) and not record.state.terminal:
+        status = 202  # not done within the wait limit: fetch it later with GET or /wait
+    else:
+        status = 201 if created else 200
+    return _json(status, record.view(), {"Location": f"/v1/jobs/{record.id}"})
 
 
 @router.get("/v1/jobs", summary="List jobs, newest first, a page at a time")
@@ -79,6 +83,11 @@ def get_output(job_id: str):  # no return type: bytes bodies skip response valid
 @router.post("/v1/jobs/<job_id>/cancel", summary="Cancel a job (a finished one is left as it is)")
 def cancel_job(job_id: str) -> dict[str, Any]:
     return service().cancel(job_id).view()
+
+
+@router.get("/v1/stats", summary="Counts by state; queue wait and run time percentiles; jobs per worker")
+def get_stats(window: Annotated[float, Query(gt=0, le=7 * 86400)] = 900.0) -> dict[str, Any]:
+    return service().stats(window)
 
 
 @router.get("/v1/workers", summary="Live workers and their health")

@@ -235,3 +235,42 @@ def test_dropping_a_lost_worker_requeues_its_jobs_at_once(store: JobStore) -> No
     assert store.get("c").state == JobState.RUNNING and store.renew([("c", kept.attempt)]) == {("c", 1): "held"}
     assert store.claim("cpu", "alive").attempt == 2
     assert store.drop_worker("nobody") == {}
+
+
+def test_fast_first_then_priority_then_fifo_and_age_promotes(store: JobStore) -> None:
+    now = 10_000.0
+    make(store, "normal-old", at=now)
+    make(store, "low-old", at=now - 400, priority="low")  # 400 s older than normal-old: the low offset is 300 s
+    make(store, "low-new", at=now + 1, priority="low")
+    make(store, "high-new", at=now + 2, priority="high")
+    make(store, "fast-newest", at=now + 3, fast=True)
+    order = [store.claim("cpu", "w").job.id for _ in range(5)]
+    assert order == ["fast-newest", "high-new", "low-old", "normal-old", "low-new"]
+
+
+def test_a_fast_job_is_retried_once_then_ends_in_error(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=5, max_attempts=5, clock=lambda: now[0])
+    make(store, "f", at=999.0, fast=True)
+    store.claim("cpu", "w1")
+    now[0] += 6
+    assert store.reap() == {"f": JobState.QUEUED}
+    store.claim("cpu", "w2")
+    now[0] += 6
+    assert store.reap() == {"f": JobState.ERROR}
+    assert store.get("f").attempts == 2
+
+
+def test_stats_count_states_and_time_percentiles(store: JobStore) -> None:
+    for i in range(4):
+        make(store, f"s{i}")
+    for i in range(4):
+        claim = store.claim("cpu", f"w{i % 2}")
+        store.finish(claim, Outcome(state=JobState.FAILED if i == 3 else JobState.SUCCEEDED, exit_code=i,
+                                    started_at=100.0, exited_at=100.0 + i + 1))
+    make(store, "waiting")
+    stats = store.stats(window=3600)
+    assert stats["states"]["succeeded"] == 3 and stats["states"]["failed"] == 1 and stats["states"]["queued"] == 1
+    assert stats["queues"]["cpu"]["jobs"] == 4 and stats["queues"]["cpu"]["runTime"] == {"p50": 2.0, "p95": 4.0}
+    assert stats["queues"]["cpu"]["queueWait"]["p50"] is not None and stats["queues"]["gpu"]["jobs"] == 0
+    assert stats["jobsPerWorker"] == {"w0": 2, "w1": 2}

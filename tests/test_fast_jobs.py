@@ -1,0 +1,96 @@
+"""Fast jobs, waiting submits and statistics, end to end through HTTP against local mode."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dcc.local import LocalDcc
+from dcc.settings import Settings
+from tests.e2e_support import serve_local, wait_done
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
+    return Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), wait_seconds=5.0,
+                    max_fast_inline_bytes=1000)
+
+
+@pytest.fixture
+def api(settings: Settings, tmp_path: Path) -> Iterator[tuple[LocalDcc, httpx.Client]]:
+    with serve_local(tmp_path / "local", settings, workers=2) as running:
+        yield running
+
+
+def test_fast_job_replies_with_its_result(api: tuple[LocalDcc, httpx.Client], settings: Settings,
+                                          test_image: str) -> None:
+    local, client = api
+    reply = client.post("/v1/jobs", json={
+        "fast": True, "image": test_image,
+        "inputs": [{"name": "in.txt", "value": "fast input"},
+                   {"name": "b.bin", "value": base64.b64encode(b"\x00\xff\x10").decode(), "encoding": "base64"}],
+        "command": ["sh", "-c", "cp /inputs/in.txt $OUTPUTS/copy.txt; cp /inputs/b.bin $OUTPUTS/b.bin; "
+                                "echo to-out; echo to-err >&2; exit 3"]})
+    assert reply.status_code == 201, reply.text
+    job = reply.json()
+    assert (job["state"], job["exitCode"], job["stdout"], job["stderr"]) == ("failed", 3, "to-out\n", "to-err\n")
+    assert job["outputFiles"]["copy.txt"] == {"encoding": "utf8", "content": "fast input", "truncated": False}
+    assert base64.b64decode(job["outputFiles"]["b.bin"]["content"]) == b"\x00\xff\x10"
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/b.bin").content == b"\x00\xff\x10"
+    assert client.get(f"/v1/jobs/{job['id']}/stdout").text == "to-out\n"
+    storage = Path(settings.storage_url)
+    assert not (storage / "jobs" / job["id"]).exists()  # nothing of a fast job goes to storage
+    ttl = local.service.store.redis.ttl(local.service.store.job_key(job["id"]))
+    assert 0 < ttl <= settings.fast_result_seconds
+
+
+def test_fast_job_past_the_wait_limit_answers_202(settings: Settings, tmp_path: Path, test_image: str) -> None:
+    with serve_local(tmp_path / "local", settings.with_(wait_seconds=1.0), workers=1) as (_, client):
+        started = time.monotonic()
+        reply = client.post("/v1/jobs", json={"fast": True, "image": test_image, "command": ["sleep", "3"]})
+        assert reply.status_code == 202 and reply.json()["state"] in ("queued", "running")
+        assert time.monotonic() - started < 2.5
+        assert wait_done(client, reply.json()["id"])["state"] == "succeeded"
+
+
+def test_standard_job_with_wait_replies_when_done(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    reply = client.post("/v1/jobs", json={"wait": True, "image": test_image,
+                                          "command": ["sh", "-c", "echo x > $OUTPUTS/o"]})
+    assert reply.status_code == 201 and reply.json()["state"] == "succeeded" and reply.json()["outputs"] == ["o"]
+
+
+def test_fast_job_limits(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:
+    local, client = api
+    big = client.post("/v1/jobs", json={"fast": True, "image": "x", "inputs": [{"name": "a", "value": "y" * 1001}]})
+    assert big.status_code == 413 and "fast" in big.json()["error"]
+    url = client.post("/v1/jobs", json={"fast": True, "image": "x",
+                                        "inputs": [{"name": "a", "value": "s3://b/k", "source": "url"}]})
+    assert url.status_code == 400 and "inline inputs only" in url.json()["error"]
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
+def test_standard_inputs_are_not_kept_in_redis(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    local, client = api
+    job = client.post("/v1/jobs", json={"image": test_image, "command": ["cat", "/inputs/secret"],
+                                        "appendStdOut": True,
+                                        "inputs": [{"name": "secret", "value": "only-in-storage"}]}).json()
+    assert "only-in-storage" not in local.service.store.redis.hget(local.service.store.job_key(job["id"]), "spec")
+    assert wait_done(client, job["id"])["stdout"] == "only-in-storage"
+
+
+def test_stats_endpoint(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    for code in (0, 0, 1):
+        client.post("/v1/jobs", json={"fast": True, "image": test_image, "command": ["sh", "-c", f"exit {code}"]})
+    stats = client.get("/v1/stats").json()
+    assert stats["states"]["succeeded"] == 2 and stats["states"]["failed"] == 1
+    assert stats["queues"]["cpu"]["jobs"] == 3 and stats["queues"]["cpu"]["runTime"]["p95"] > 0
+    assert sum(stats["jobsPerWorker"].values()) == 3
