@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcc.errors import InputTooLarge, InvalidJob, JobNotFound, NotReady, ObjectNotFound, StorageError
-from dcc.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobSpec, JobState, check_relative_path
+from dcc.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobSpec, JobState, Parameters, check_relative_path
 from dcc.settings import Settings
 from dcc.storage import Storage, job_prefix
 from dcc.store import JobStore, Page
@@ -204,6 +204,28 @@ class JobService:
         if (spec.fast or spec.wait) and not record.state.terminal:
             record = self.wait(record.id, self.settings.wait_seconds)
         return record, created
+
+    def smoke(self, *, gpu: bool) -> JobRecord:
+        """Run one small fast job and return it as it is when done (or at the wait limit)."""
+        spec = JobSpec(image=self.settings.smoke_image, command=["sh", "-c", "echo ok"], fast=True,
+                       parameters=Parameters(gpu=1 if gpu else 0, maxDuration=60), meta={"smoke": True})
+        return self.submit_and_wait(spec)[0]
+
+    def smoke_load(self, *, gpu: bool, count: int, seconds: int) -> list[str]:
+        """Queue ``count`` jobs that sleep ``seconds``; their ids."""
+        spec = JobSpec(image=self.settings.smoke_image, command=["sleep", str(seconds)],
+                       parameters=Parameters(gpu=1 if gpu else 0, maxDuration=seconds + 60), meta={"smoke": True})
+        return [self.submit(spec)[0].id for _ in range(count)]
+
+    def healthy(self, *, window: float) -> tuple[bool, str]:
+        """Whether jobs run: a job succeeded within ``window`` s, or a probe job succeeds now."""
+        if self.store.succeeded_since(self.clock() - window):
+            return True, f"a job succeeded within the last {window:.0f} s"
+        probe = self.smoke(gpu=False)
+        if probe.state == JobState.SUCCEEDED:
+            return True, f"probe job {probe.id} succeeded"
+        return False, f"probe job {probe.id} is {probe.state.value}" + (
+            f": {probe.error.message}" if probe.error else "")
 
     def stats(self, window: float) -> dict[str, Any]:
         """Counts by state, queue wait and run time percentiles per queue, jobs per worker."""

@@ -275,7 +275,8 @@ class JobStore:
         sample = ""
         if outcome.state != JobState.QUEUED and job.claimed_at is not None:
             run = (outcome.exited_at - outcome.started_at) if outcome.exited_at and outcome.started_at else 0.0
-            sample = f"{finished:.3f},{job.claimed_at - job.submitted_at:.4f},{run:.4f},{job.worker or ''}"
+            sample = (f"{finished:.3f},{job.claimed_at - job.submitted_at:.4f},{run:.4f},{outcome.state.value},"
+                      f"{job.worker or ''}")
         done = self._run(
             "finish",
             [job.id, claim.attempt, outcome.state.value, repr(finished),
@@ -283,6 +284,18 @@ class JobStore:
              repr(job.submitted_at), job.queue, sample, *_outcome_fields(outcome)],
         )
         return bool(done)
+
+    @_translated
+    def succeeded_since(self, since: float) -> bool:
+        """Whether some job succeeded after ``since`` (from the recent samples; cost bounded by their cap)."""
+        for q in QUEUES:
+            for sample in self.redis.lrange(f"{self.prefix}:stats:samples:{q}", 0, 199):
+                finished, _, _, state, _ = sample.split(",", 4)
+                if float(finished) < since:
+                    break
+                if state == JobState.SUCCEEDED.value:
+                    return True
+        return False
 
     @_translated
     def stats(self, *, window: float = 900.0) -> dict[str, Any]:
@@ -303,7 +316,7 @@ class JobStore:
             queued += depth
             waits, runs = [], []
             for sample in samples:
-                finished, wait, run, worker = sample.split(",", 3)
+                finished, wait, run, _, worker = sample.split(",", 4)
                 if float(finished) < since:
                     break  # newest first: the rest are older
                 waits.append(float(wait))

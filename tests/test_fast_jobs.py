@@ -94,3 +94,20 @@ def test_stats_endpoint(api: tuple[LocalDcc, httpx.Client], test_image: str) -> 
     assert stats["states"]["succeeded"] == 2 and stats["states"]["failed"] == 1
     assert stats["queues"]["cpu"]["jobs"] == 3 and stats["queues"]["cpu"]["runTime"]["p95"] > 0
     assert sum(stats["jobsPerWorker"].values()) == 3
+
+
+def test_smoke_paths(settings: Settings, tmp_path: Path, test_image: str) -> None:
+    with serve_local(tmp_path / "local", settings.with_(smoke_image=test_image), workers=1) as (local, client):
+        assert client.get("/test/cpu").json()["stdout"] == "ok\n"
+        ids = client.get("/test/cpu/3/0").json()["ids"]
+        assert len(ids) == 3 and all(wait_done(client, i)["state"] == "succeeded" for i in ids)
+        assert client.get("/test/gpu/2/1").json()["ids"] and client.get("/v1/queues").json()["queues"]["gpu"] == 2
+        assert client.get("/test/cpu/0/1").status_code == 400 and client.get("/test/tpu/1/1").status_code == 400
+        health = client.get("/test")
+        assert health.status_code == 200 and "succeeded within" in health.json()["reason"]
+    broken = settings.with_(smoke_image="dcc-no-such-image:1")
+    local_redis = local.service.store.redis
+    local_redis.flushall()
+    with serve_local(tmp_path / "local2", broken, workers=1) as (_, client):
+        health = client.get("/test")
+        assert health.status_code == 503 and "error" in health.json()["reason"]

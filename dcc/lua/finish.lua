@@ -1,5 +1,5 @@
 -- ARGV: prefix, id, attempt, state, now_s, retention_ms, submitted, queue, sample, field, value, ...
--- sample: "finished,queue_wait,run_time,worker" for the statistics ('' for none).
+-- sample: "finished,queue_wait,run_time,state,worker" for the statistics ('' for none).
 -- Ends attempt `attempt` of the job in a terminal state, or (state 'queued') puts it back in its queue.
 -- Returns 1, or 0 when the attempt no longer holds its lease (reaped, or the job ended otherwise).
 local id, state = ARGV[2], ARGV[4]

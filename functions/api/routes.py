@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from dcc.jobs import JobSpec, JobState
@@ -14,6 +14,7 @@ from dcc.service import JobService
 
 router = APIGatewayRouter()
 MAX_WAIT_SECONDS = 25.0  # under API Gateway's 29 s integration timeout
+SMOKE_WINDOW_SECONDS = 300.0
 
 
 def service() -> JobService:
@@ -104,3 +105,26 @@ def get_queues() -> dict[str, Any]:
 def healthz() -> dict[str, Any]:
     service().store.ping()
     return {"ok": True}
+
+
+# The seed's smoke paths ------------------------------------------------------------------------------
+@router.get("/test/cpu", summary="Run one small CPU job and return its result")
+def smoke_cpu() -> dict[str, Any]:
+    return service().smoke(gpu=False).view()
+
+
+@router.get("/test/gpu", summary="Run one small GPU job and return its result")
+def smoke_gpu() -> dict[str, Any]:
+    return service().smoke(gpu=True).view()
+
+
+@router.get("/test/<kind>/<count>/<seconds>", summary="Queue COUNT jobs of KIND (cpu|gpu) sleeping SECONDS")
+def smoke_load(kind: Literal["cpu", "gpu"], count: Annotated[int, Path(ge=1, le=1000)],
+               seconds: Annotated[int, Path(ge=0, le=3600)]) -> dict[str, Any]:
+    return {"ids": service().smoke_load(gpu=kind == "gpu", count=count, seconds=seconds)}
+
+
+@router.get("/test", summary="Health check: 200 if jobs run (a recent success, else a probe job), else 503")
+def smoke_health() -> Response[Any]:
+    ok, why = service().healthy(window=SMOKE_WINDOW_SECONDS)
+    return _json(200 if ok else 503, {"ok": ok, "reason": why})
