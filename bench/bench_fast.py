@@ -32,7 +32,6 @@ from tests.conftest import TEST_IMAGE, RedisServer  # noqa: E402
 from tests.e2e_support import serve_local  # noqa: E402
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=30)

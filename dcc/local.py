@@ -22,7 +22,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from dcc.bootstrap import build_service
 from dcc.errors import DccError, StoreUnavailable
@@ -80,7 +81,14 @@ def build_app() -> Starlette:
         headers.pop("content-length", None)
         return Response(content=data, status_code=int(reply["statusCode"]), headers=headers)
 
-    return Starlette(routes=[Route("/{path:path}", proxy, methods=METHODS)])
+    async def live(ws: WebSocket) -> None:
+        from dcc.live import LiveSession
+        from functions.api import handler
+
+        service = handler.current_service()
+        await LiveSession(ws, service, service.settings.redis_url).run()
+
+    return Starlette(routes=[WebSocketRoute("/v1/ws", live), Route("/{path:path}", proxy, methods=METHODS)])
 
 
 class RedisProcess:

@@ -13,6 +13,7 @@ end
 local attempt = attempts + 1
 redis.call('HSET', key, 'state', 'running', 'attempts', attempt, 'worker', ARGV[3], 'claimed', ARGV[4])
 redis.call('ZADD', P .. ':leases', ARGV[5], id .. '|' .. attempt)
+redis.call('PUBLISH', P .. ':ev:' .. id, 'running')
 table.insert(record, 1, id)
 table.insert(record, 1, attempt)
 return record

@@ -38,6 +38,11 @@ def configure(service: JobService | None) -> None:
     _service = service
 
 
+def current_service() -> JobService:
+    """The service requests are served with (built from the environment on first use)."""
+    return _get_service()
+
+
 def _get_service() -> JobService:
     global _service
     if _service is None:

@@ -1,0 +1,99 @@
+"""Live job status for websocket clients in local mode: subscribe to job ids, receive every state change.
+
+Protocol (JSON text frames): the client sends ``{"action": "subscribe", "jobIds": [...]}`` (or
+``"unsubscribe"``); the server answers each id at once with ``{"type": "job", "job": <job view>}`` (or
+``{"type": "error", "jobId": ..., "error": "not found"}``), then sends the view again on every change
+(queued, running, and the terminal state with its result summary). Subscriptions end with the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from dcc.errors import DccError
+from dcc.service import JobService, check_job_id
+from dcc.store import record_from_hash
+
+MAX_SUBSCRIPTIONS = 1000
+USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]}'
+
+
+class LiveSession:
+    """One websocket client's subscriptions, fed by the jobs' Redis pub/sub channels."""
+
+    def __init__(self, ws: WebSocket, service: JobService, redis_url: str) -> None:
+        self.ws = ws
+        self.service = service
+        self.store = service.store
+        self.redis: Any = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=3)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.channels: dict[str, str] = {}
+        self.listener: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Serve the client until it disconnects."""
+        await self.ws.accept()
+        try:
+            while True:
+                await self.handle(await self.ws.receive_text())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if self.listener is not None:
+                self.listener.cancel()
+            await self.pubsub.aclose()
+            await self.redis.aclose()
+
+    async def handle(self, text: str) -> None:
+        """Act on one client message."""
+        try:
+            request = json.loads(text)
+            action, ids = request["action"], [check_job_id(str(i)) for i in request["jobIds"]]
+        except (ValueError, KeyError, TypeError, DccError):
+            await self.send({"type": "error", "error": USAGE})
+            return
+        if action == "subscribe":
+            await self.subscribe(ids)
+        elif action == "unsubscribe":
+            gone = [c for c in map(self.store.events_channel, ids) if self.channels.pop(c, None)]
+            if gone:
+                await self.pubsub.unsubscribe(*gone)
+        else:
+            await self.send({"type": "error", "error": USAGE})
+
+    async def subscribe(self, ids: list[str]) -> None:
+        """Watch ``ids``, and send each one's current state at once (a finished job is answered too)."""
+        room = MAX_SUBSCRIPTIONS - len(self.channels)
+        new = [i for i in ids if self.store.events_channel(i) not in self.channels][:room]
+        if new:
+            self.channels.update({self.store.events_channel(i): i for i in new})
+            await self.pubsub.subscribe(*(self.store.events_channel(i) for i in new))
+            if self.listener is None:
+                self.listener = asyncio.create_task(self._listen())
+        for job_id in ids:
+            await self.send_job(job_id)
+
+    async def _listen(self) -> None:
+        async for message in self.pubsub.listen():
+            if message.get("type") == "message" and message["channel"] in self.channels:
+                await self.send_job(self.channels[message["channel"]])
+
+    async def send_job(self, job_id: str) -> None:
+        """Send the job's current view (from Redis, or its result.json once the record expired)."""
+        h = await self.redis.hgetall(self.store.job_key(job_id))
+        if h:
+            await self.send({"type": "job", "job": record_from_hash(job_id, h).view()})
+            return
+        try:
+            view = await asyncio.to_thread(lambda: self.service.get(job_id).view())
+            await self.send({"type": "job", "job": view})
+        except DccError:
+            await self.send({"type": "error", "jobId": job_id, "error": "not found"})
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(message))

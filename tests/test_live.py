@@ -1,0 +1,48 @@
+"""Live status over a websocket in local mode, with a real websocket client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from dcc.settings import Settings
+from tests.e2e_support import serve_local
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+def receive_until(ws, job_id: str, state: str, seen: list[str]) -> dict:  # type: ignore[no-untyped-def]
+    while True:
+        message = json.loads(ws.recv(timeout=30))
+        if message["type"] == "job" and message["job"]["id"] == job_id:
+            seen.append(message["job"]["state"])
+            if message["job"]["state"] == state:
+                return message["job"]
+
+
+def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        busy = client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "1"]}).json()
+        job = client.post("/v1/jobs", json={"image": test_image, "command": ["sh", "-c", "exit 4"]}).json()
+        with connect(ws_url) as first, connect(ws_url) as second:
+            for ws in (first, second):
+                ws.send(json.dumps({"action": "subscribe", "jobIds": [job["id"]]}))
+            seen: list[str] = []
+            seen_by_second: list[str] = []
+            done = receive_until(first, job["id"], "failed", seen)
+            receive_until(second, job["id"], "failed", seen_by_second)
+        assert seen[0] == "queued" and "running" in seen and seen[-1] == "failed"
+        assert seen_by_second[-1] == "failed" and done["exitCode"] == 4
+        # subscribing to a finished job answers with its final state at once; unknown ids say so
+        with connect(ws_url) as late:
+            late.send(json.dumps({"action": "subscribe", "jobIds": [busy["id"], job["id"], "no-such-job"]}))
+            replies = [json.loads(late.recv(timeout=30)) for _ in range(3)]
+            late.send("not json")
+            assert "subscribe" in json.loads(late.recv(timeout=10))["error"]
+        assert replies[1]["job"]["state"] == "failed"
+        assert replies[2] == {"type": "error", "jobId": "no-such-job", "error": "not found"}
