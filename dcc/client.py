@@ -10,6 +10,7 @@ Tests inject an ``httpx.MockTransport`` with ``transport=``.
 from __future__ import annotations
 
 import builtins  # the method DccClient.list shadows list in the class body
+import json
 import os
 import re
 import time
@@ -21,6 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from dcc.errors import DccError
 from dcc.jobs import JOB_ID_PATTERN, TERMINAL_STATES
@@ -85,6 +88,7 @@ class DccClient:
         if url.scheme not in ("http", "https") or not url.host:
             raise DccClientError(f"{base_url!r} is not an http(s) URL")
         self.base_url = base_url.rstrip("/")
+        self.transport = transport  # an injected transport (tests) has no websocket: wait long-polls then
         self.timeout = timeout
         # a server whose long-poll returns at once must not turn wait_until_done into a busy loop
         self.min_poll_interval = min_poll_interval
@@ -153,8 +157,33 @@ class DccClient:
 
     def wait_until_done(self, job_id: str, *, on_change: Callable[[dict[str, Any]], None] | None = None,
                         poll: float = 20.0) -> dict[str, Any]:
-        """Long-poll until the job is terminal; call ``on_change(view)`` first and whenever state, worker
-        or attempt changes. Returns the terminal view."""
+        """Follow the job until it is terminal, over the websocket (else long-polls); call ``on_change(view)``
+        first and whenever state, worker or attempt changes. Returns the terminal view."""
+        if self.transport is None:
+            try:
+                return self._watch_websocket(job_id, on_change)
+            except (OSError, WebSocketException, TimeoutError):
+                pass  # no websocket here (or it dropped): long-poll instead
+        return self._long_poll(job_id, on_change, poll)
+
+    def _watch_websocket(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+        url = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
+        with ws_connect(url, open_timeout=5) as ws:
+            ws.send(json.dumps({"action": "subscribe", "jobIds": [job_id]}))
+            while True:
+                message = json.loads(ws.recv(timeout=3600))
+                if message.get("type") == "error" and message.get("jobId") == job_id:
+                    raise DccApiError(404, f"job {job_id!r} not found")
+                view = message.get("job")
+                if message.get("type") != "job" or not view or view.get("id") != job_id:
+                    continue
+                if on_change is not None:
+                    on_change(view)
+                if is_terminal(view):
+                    return dict(view)
+
+    def _long_poll(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None,
+                   poll: float) -> dict[str, Any]:
         seen: tuple[Any, ...] | None = None
         view = self.get(job_id)
         while True:

@@ -46,3 +46,19 @@ def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_
             assert "subscribe" in json.loads(late.recv(timeout=10))["error"]
         assert replies[1]["job"]["state"] == "failed"
         assert replies[2] == {"type": "error", "jobId": "no-such-job", "error": "not found"}
+
+
+def test_cli_wait_follows_the_websocket(redis_url: str, tmp_path: Path, docker_host: str, test_image: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dcc.client import DccClient
+
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        job = client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "1"]}).json()
+        api = DccClient(str(client.base_url))
+        polled: list[str] = []
+        monkeypatch.setattr(api, "wait", lambda *a, **k: polled.append("poll"))  # long-poll must not be used
+        states: list[str] = []
+        done = api.wait_until_done(job["id"], on_change=lambda view: states.append(view["state"]))
+        assert done["state"] == "succeeded" and states[-1] == "succeeded" and "running" in states
+        assert polled == []
