@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -45,9 +46,14 @@ def build_service(settings: Settings, *, storage: Storage | None = None, store: 
     def check(url: str) -> None:
         check_url(url, allowed_buckets=settings.allowed_buckets, allow_private=settings.allow_private_urls)
 
-    return JobService(
-        store=store or build_store(settings),
-        storage=storage or build_storage(settings.storage_url),
-        settings=settings,
-        check_url=check,
-    )
+    store = store or build_store(settings)
+    notify = None
+    endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT")
+    if endpoint:  # on AWS: state changes the API makes (a cancel) are pushed to WebSocket subscribers
+        import boto3
+
+        from dcc.push import WebsocketPusher
+
+        notify = WebsocketPusher(store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
+    return JobService(store=store, storage=storage or build_storage(settings.storage_url), settings=settings,
+                      check_url=check, notify=notify)

@@ -81,12 +81,15 @@ class JobService:
         storage: Storage,
         settings: Settings,
         check_url: URL_CHECK | None = None,
+        notify: Callable[[str], object] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.storage = storage
         self.settings = settings
         self.check_url = check_url
+        self.notify = notify
+        """Called with a job id after the API changed its state (pushes to websocket clients on AWS)."""
         self.clock = clock
 
     # submit --------------------------------------------------------------------------------------------
@@ -240,9 +243,10 @@ class JobService:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job now; ask for a running one to be killed; leave a finished one as it is."""
         check_job_id(job_id)
-        if self.store.cancel(job_id) is None:
-            return self.get(job_id)  # a finished job whose record expired, or 404
-        return self.get(job_id)
+        state = self.store.cancel(job_id)
+        if state == JobState.CANCELLED and self.notify is not None:
+            self.notify(job_id)
+        return self.get(job_id)  # (None: a finished job whose record expired, or 404)
 
     def result(self, job_id: str) -> dict[str, Any]:
         """The finished job's ``result.json``."""

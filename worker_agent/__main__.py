@@ -47,8 +47,17 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         max_inline_output_bytes=settings.max_inline_output_bytes,
         grace_seconds=float(os.environ.get("DCC_GRACE_SECONDS", "60")),
     )
-    return Worker(store=build_store(settings), storage=build_storage(settings.storage_url), runtime=runtime,
-                  config=config, fetch=fetch)
+    store = build_store(settings)
+    notify = None
+    endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT")
+    if endpoint:  # on AWS: push state changes to the WebSocket API's subscribers
+        import boto3
+
+        from dcc.push import WebsocketPusher
+
+        notify = WebsocketPusher(store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
+    return Worker(store=store, storage=build_storage(settings.storage_url), runtime=runtime, config=config,
+                  fetch=fetch, notify=notify)
 
 
 def main() -> None:

@@ -81,12 +81,15 @@ class Worker:
         runtime: ContainerRuntime,
         config: WorkerConfig,
         fetch: Fetcher | None = None,
+        notify: Callable[[str], object] | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.runtime = runtime
         self.config = config
         self.fetch = fetch
+        self.notify = notify
+        """Called with a job id after this worker changed its state (pushes to websocket clients on AWS)."""
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
@@ -170,6 +173,7 @@ class Worker:
     def _launch(self, claim: Claim) -> None:
         with self._lock:
             self._running[claim.job.id] = _Running(claim)
+        self._notify(claim.job.id)
         t = threading.Thread(target=self._run_job, args=(claim,), name=f"dcc-job-{claim.job.id}", daemon=True)
         t.start()
 
@@ -183,6 +187,7 @@ class Worker:
                 lost = self._running[job.id].lost
             if not lost:
                 self._report(claim, outcome)
+                self._notify(job.id)
         except BaseException:  # never lose the slot; the lease expires and the reaper retries the job
             log.exception("job %s: unexpected failure", job.id)
         finally:
@@ -330,6 +335,14 @@ class Worker:
                 log.warning("job %s: cannot report (%s); retrying", claim.job.id, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _notify(self, job_id: str) -> None:
+        if self.notify is None:
+            return
+        try:
+            self.notify(job_id)
+        except Exception:  # a push that fails must not fail the job; clients can still poll
+            log.warning("could not push the state of %s", job_id, exc_info=True)
 
     # leases, health, cancels, clean-up -----------------------------------------------------------------
     def _lease_loop(self) -> None:

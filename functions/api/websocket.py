@@ -1,0 +1,63 @@
+"""The WebSocket API Lambda: ``$connect``, ``$disconnect`` and ``subscribe`` (live job status on AWS).
+
+A client connects, then sends ``{"action": "subscribe", "jobIds": [...]}``; it gets each job's current
+state at once and every later change, pushed by ``dcc.push.WebsocketPusher``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import boto3
+
+from dcc.errors import DccError
+from dcc.push import WebsocketPusher
+from dcc.service import check_job_id
+from functions.api import handler as api
+
+_pusher: WebsocketPusher | None = None
+
+
+def configure(pusher: WebsocketPusher | None) -> None:
+    """Use ``pusher`` (tests); None: build one from the environment and the event on first use."""
+    global _pusher
+    _pusher = pusher
+
+
+def _get_pusher(event: dict[str, Any]) -> WebsocketPusher:
+    global _pusher
+    if _pusher is None:
+        ctx = event["requestContext"]
+        endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT") or f"https://{ctx['domainName']}/{ctx['stage']}"
+        client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)
+        service = api.current_service()
+        _pusher = WebsocketPusher(service.store, client, find=lambda job_id: _view(service, job_id))
+    return _pusher
+
+
+def _view(service: Any, job_id: str) -> dict[str, Any] | None:
+    try:
+        return dict(service.get(job_id).view())
+    except DccError:
+        return None
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Route a WebSocket API event."""
+    ctx = event["requestContext"]
+    route, connection = ctx["routeKey"], ctx["connectionId"]
+    if route == "$connect":
+        return {"statusCode": 200}
+    pusher = _get_pusher(event)
+    if route == "$disconnect":
+        pusher.disconnect(connection)
+        return {"statusCode": 200}
+    try:
+        body = json.loads(event.get("body") or "{}")
+        ids = [check_job_id(str(i)) for i in body["jobIds"]][:1000]
+    except (ValueError, KeyError, TypeError, DccError):
+        return {"statusCode": 400, "body": 'send {"action": "subscribe", "jobIds": ["<id>", ...]}'}
+    pusher.subscribe(connection, ids)
+    return {"statusCode": 200}

@@ -1,0 +1,100 @@
+"""The WebSocket API Lambda and the pusher, with events from tests/events/, real Redis and a stubbed
+API Gateway management client (botocore Stubber)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from dcc.bootstrap import build_service
+from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
+from dcc.push import WebsocketPusher
+from dcc.settings import Settings
+from functions.api import handler as api
+from functions.api import websocket
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+pytestmark = pytest.mark.redis
+
+
+def event(name: str, **replace: str) -> dict:
+    text = (EVENTS / f"{name}.json").read_text()
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return json.loads(text)
+
+
+@pytest.fixture
+def wired(redis_url: str, tmp_path: Path) -> Iterator[tuple[WebsocketPusher, Stubber]]:
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage")))
+    api.configure(service)
+    client = boto3.client("apigatewaymanagementapi", region_name="eu-west-1",
+                          endpoint_url="https://ws123.execute-api.eu-west-1.amazonaws.com/prod",
+                          aws_access_key_id="t", aws_secret_access_key="t")
+    pusher = WebsocketPusher(service.store, client, find=lambda i: websocket._view(service, i))
+    websocket.configure(pusher)
+    with Stubber(client) as stub:
+        yield pusher, stub
+        stub.assert_no_pending_responses()
+    websocket.configure(None)
+    api.configure(None)
+
+
+def sent(stub_data: bytes) -> dict:
+    return json.loads(stub_data)
+
+
+def test_subscribe_sends_state_at_once_then_every_change(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, stub = wired
+    store = pusher.store
+    store.create(JobRecord(id="job1", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=True)
+    posted: list[tuple[str, dict]] = []
+    original = pusher.client.post_to_connection
+
+    def record(**kwargs: object) -> object:
+        posted.append((str(kwargs["ConnectionId"]), sent(kwargs["Data"])))  # type: ignore[arg-type]
+        return original(**kwargs)
+
+    pusher.client.post_to_connection = record  # type: ignore[method-assign]
+    for _ in range(2):
+        stub.add_response("post_to_connection", {})
+    assert websocket.lambda_handler(event("ws_connect"), None) == {"statusCode": 200}
+    assert websocket.lambda_handler(event("ws_subscribe", JOB_ID="job1"), None) == {"statusCode": 200}
+    assert posted[0] == ("Abc123=", {"type": "job", "job": store.get("job1").view()})
+    assert posted[1] == ("Abc123=", {"type": "error", "jobId": "unknown-job", "error": "not found"})
+    claim = store.claim("cpu", "w")
+    stub.add_response("post_to_connection", {})
+    assert pusher.push("job1") == 1 and posted[-1][1]["job"]["state"] == "running"
+    store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    stub.add_response("post_to_connection", {})
+    assert pusher.push("job1") == 1 and posted[-1][1]["job"]["state"] == "succeeded"
+    assert websocket.lambda_handler(event("ws_disconnect"), None) == {"statusCode": 200}
+    assert pusher.push("job1") == 0  # nobody watches any more: nothing is posted
+    assert store.redis.keys("{dcc}:ws:*") == []
+
+
+def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, stub = wired
+    pusher.store.create(JobRecord(id="job2", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                                  submitted_at=time.time()), only_if_new=True)
+    stub.add_response("post_to_connection", {})
+    stub.add_response("post_to_connection", {})
+    websocket.lambda_handler(event("ws_subscribe", JOB_ID="job2"), None)
+    stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+    assert pusher.push("job2") == 0
+    assert pusher.store.redis.keys("{dcc}:ws:*") == []
+
+
+def test_bad_subscribe_is_a_400(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    bad = event("ws_subscribe", JOB_ID="x")
+    bad["body"] = '{"action": "subscribe", "jobIds": ["../etc"]}'
+    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
+    bad["body"] = "not json"
+    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
