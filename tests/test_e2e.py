@@ -103,7 +103,8 @@ def test_cancel_queued_and_running(settings: Settings, tmp_path: Path, test_imag
 def test_missing_image_is_a_system_error(api: tuple[LocalDcc, httpx.Client]) -> None:
     _, client = api
     job = submit(client, {"image": "dcc-no-such-image:404", "command": ["true"]})
-    done = wait_done(client, job["id"])
+    # no registry answers here: a pull that fails on the network is retried (3 attempts), each waiting on DNS
+    done = wait_done(client, job["id"], timeout=240)
     assert done["state"] == "error"
     assert done["error"]["code"] in ("image_not_found", "image_pull_failed")
     assert done["error"]["message"]
