@@ -1,0 +1,78 @@
+"""Deployment parameters, read from CDK context (``cdk.json`` or ``-c key=value``) with safe defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from constructs import Node
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class DccConfig:
+    """Everything a deployment may choose; ``from_context`` reads each field from the context key in its comment."""
+
+    job_data_retention_days: int = 30  # jobDataRetentionDays
+    bucket_access_logs: bool = False  # bucketAccessLogs: server access logs to a second bucket
+    allowed_buckets: tuple[str, ...] = ()  # allowedBuckets: comma-separated, for s3:// inputs
+    api_keys: bool = False  # apiKeys: require an API key (and a usage plan) on top of IAM
+    api_cloudwatch_role: bool = True  # apiCloudWatchRole: set the account's API Gateway logging role (singleton)
+    api_throttle_rate: float = 50.0  # apiThrottleRate: requests per second, steady
+    api_throttle_burst: int = 100  # apiThrottleBurst
+    nat_gateways: int = 1  # natGateways
+    redis_node_type: str = "cache.t4g.small"  # redisNodeType
+    redis_replicas: int = 1  # redisReplicas: 0 turns Multi-AZ failover off
+    cpu_instance_type: str = "m7g.large"  # cpuInstanceType
+    cpu_arch: str = "arm64"  # cpuArch: arm64 or x86_64 (must match cpuInstanceType)
+    cpu_min: int = 0  # cpuMin
+    cpu_max: int = 4  # cpuMax
+    gpu_instance_type: str = "g5.xlarge"  # gpuInstanceType
+    gpu_min: int = 0  # gpuMin
+    gpu_max: int = 2  # gpuMax
+    worker_volume_gib: int = 100  # workerVolumeGiB
+    worker_ssm: bool = True  # workerSsm: Session Manager access to workers
+    log_level: str = "INFO"  # logLevel
+
+    @classmethod
+    def from_context(cls, node: Node) -> DccConfig:
+        """The config from ``node``'s context; keys not given keep their defaults."""
+        base = cls()
+
+        def get(key: str, default: Any) -> Any:
+            value = node.try_get_context(key)
+            return default if value is None else value
+
+        buckets = get("allowedBuckets", "")
+        if isinstance(buckets, str):
+            buckets = [b.strip() for b in buckets.split(",")]
+        config = cls(
+            job_data_retention_days=int(get("jobDataRetentionDays", base.job_data_retention_days)),
+            bucket_access_logs=_bool(get("bucketAccessLogs", base.bucket_access_logs)),
+            allowed_buckets=tuple(b for b in buckets if b),
+            api_keys=_bool(get("apiKeys", base.api_keys)),
+            api_cloudwatch_role=_bool(get("apiCloudWatchRole", base.api_cloudwatch_role)),
+            api_throttle_rate=float(get("apiThrottleRate", base.api_throttle_rate)),
+            api_throttle_burst=int(get("apiThrottleBurst", base.api_throttle_burst)),
+            nat_gateways=int(get("natGateways", base.nat_gateways)),
+            redis_node_type=str(get("redisNodeType", base.redis_node_type)),
+            redis_replicas=int(get("redisReplicas", base.redis_replicas)),
+            cpu_instance_type=str(get("cpuInstanceType", base.cpu_instance_type)),
+            cpu_arch=str(get("cpuArch", base.cpu_arch)),
+            cpu_min=int(get("cpuMin", base.cpu_min)),
+            cpu_max=int(get("cpuMax", base.cpu_max)),
+            gpu_instance_type=str(get("gpuInstanceType", base.gpu_instance_type)),
+            gpu_min=int(get("gpuMin", base.gpu_min)),
+            gpu_max=int(get("gpuMax", base.gpu_max)),
+            worker_volume_gib=int(get("workerVolumeGiB", base.worker_volume_gib)),
+            worker_ssm=_bool(get("workerSsm", base.worker_ssm)),
+            log_level=str(get("logLevel", base.log_level)),
+        )
+        if config.cpu_arch not in ("arm64", "x86_64"):
+            raise ValueError(f"cpuArch must be arm64 or x86_64, not {config.cpu_arch!r}")
+        return config

@@ -1,0 +1,104 @@
+"""DccStack: wires the network, the job store, the bucket, the functions, the APIs, the scaler and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from stacks.api import RestApi, WebSocketApi
+from stacks.config import DccConfig
+from stacks.functions import DccFunction
+from stacks.nag import acknowledge_findings
+from stacks.network import Network
+from stacks.scaler import ScalerSchedule
+from stacks.state import RedisCache
+from stacks.storage import JobBucket, grant_job_data
+from stacks.workers import GPU_AMI_PARAMETER, FleetSpec, WorkerFleets
+
+API_HANDLER = "functions.api.handler.lambda_handler"
+WEBSOCKET_HANDLER = "functions.api.websocket.lambda_handler"
+SCALER_HANDLER = "functions.scaler.handler.lambda_handler"
+
+
+class DccStack(Stack):
+    """Everything dcc needs in one account and region."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DccConfig | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config = config or DccConfig.from_context(self.node)
+
+        self.network = Network(self, "Network", nat_gateways=config.nat_gateways)
+        vpc, private = self.network.vpc, self.network.private_subnets
+        self.storage = JobBucket(self, "Storage", retention_days=config.job_data_retention_days,
+                                 access_logs=config.bucket_access_logs)
+        self.redis = RedisCache(self, "Redis", vpc=vpc, subnets=self.network.data_subnets,
+                                node_type=config.redis_node_type, replicas=config.redis_replicas)
+        bucket = self.storage.bucket
+        allowed_buckets = ",".join(config.allowed_buckets)
+        dcc_env = {
+            "REDIS_URL": self.redis.url,
+            "DCC_REDIS_SECRET_ARN": self.redis.secret.secret_arn,
+            "DCC_STORAGE": self.storage.storage_url,
+            "DCC_ALLOWED_BUCKETS": allowed_buckets,
+        }
+
+        def function(construct_id: str, *, handler: str, service: str, timeout: Duration,
+                     description: str, env: dict[str, str] | None = None) -> DccFunction:
+            fn = DccFunction(self, construct_id, handler=handler, service=service, vpc=vpc, subnets=private,
+                             environment={**dcc_env, **(env or {})}, log_level=config.log_level,
+                             timeout=timeout, description=description)
+            self.redis.allow_from(fn.security_group, f"dcc {service} function")
+            self.redis.secret.grant_read(fn.role)
+            return fn
+
+        # API Gateway gives up after 29 s; the long-poll routes answer within 25 s.
+        self.api_function = function("ApiFunction", handler=API_HANDLER, service="api",
+                                     timeout=Duration.seconds(29), description="dcc HTTP API")
+        grant_job_data(self.api_function.role, bucket)
+        self.rest_api = RestApi(self, "Api", handler=self.api_function.function,
+                                throttle_rate=config.api_throttle_rate, throttle_burst=config.api_throttle_burst,
+                                api_keys=config.api_keys, cloudwatch_role=config.api_cloudwatch_role)
+
+        self.websocket_function = function("WebSocketFunction", handler=WEBSOCKET_HANDLER, service="websocket",
+                                           timeout=Duration.seconds(29), description="dcc job updates")
+        self.websocket_api = WebSocketApi(self, "WebSocket", handler=self.websocket_function.function,
+                                          throttle_rate=config.api_throttle_rate,
+                                          throttle_burst=config.api_throttle_burst)
+        self.websocket_api.grant_manage_connections(self.websocket_function.function)
+        self.websocket_function.function.add_environment("DCC_WEBSOCKET_CALLBACK_URL",
+                                                         self.websocket_api.callback_url)
+
+        cpu_image = ec2.MachineImage.latest_amazon_linux2023(
+            cpu_type=ec2.AmazonLinuxCpuType.ARM_64 if config.cpu_arch == "arm64" else ec2.AmazonLinuxCpuType.X86_64)
+        gpu_image = ec2.MachineImage.from_ssm_parameter(
+            GPU_AMI_PARAMETER, os=ec2.OperatingSystemType.LINUX)
+        self.workers = WorkerFleets(
+            self, "Workers", vpc=vpc, subnets=private,
+            specs=[FleetSpec("cpu", config.cpu_instance_type, cpu_image, config.cpu_min, config.cpu_max),
+                   FleetSpec("gpu", config.gpu_instance_type, gpu_image, config.gpu_min, config.gpu_max)],
+            bucket=bucket, storage_url=self.storage.storage_url, redis_host=self.redis.host,
+            redis_port=self.redis.port, redis_secret=self.redis.secret, allowed_buckets=allowed_buckets,
+            input_buckets=config.allowed_buckets, volume_gib=config.worker_volume_gib, ssm=config.worker_ssm,
+            log_level=config.log_level)
+        self.redis.allow_from(self.workers.security_group, "dcc workers")
+
+        names = self.workers.group_names
+        self.scaler_function = function(
+            "ScalerFunction", handler=SCALER_HANDLER, service="scaler", timeout=Duration.seconds(50),
+            description="dcc scaler and reaper",
+            env={"DCC_CPU_GROUP": names["cpu"], "DCC_GPU_GROUP": names["gpu"]})
+        # The reaper ends jobs past their last attempt, and that writes their result.json.
+        grant_job_data(self.scaler_function.role, bucket)
+        self.scaler = ScalerSchedule(self, "Scaler", function=self.scaler_function.function,
+                                     group_names=list(names.values()))
+
+        CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="HTTP API (IAM auth)")
+        CfnOutput(self, "WebSocketUrl", value=self.websocket_api.url, description="WebSocket API")
+        CfnOutput(self, "BucketName", value=bucket.bucket_name, description="job data bucket")
+        CfnOutput(self, "CpuGroupName", value=self.workers.groups["cpu"].auto_scaling_group_name)
+        CfnOutput(self, "GpuGroupName", value=self.workers.groups["gpu"].auto_scaling_group_name)
+        acknowledge_findings(self)
