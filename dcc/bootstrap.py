@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import quote, urlparse
 
 from dcc.service import JobService
 from dcc.settings import Settings
@@ -26,9 +27,22 @@ def build_storage(url: str) -> Storage:
     return LocalStorage(path)
 
 
+def redis_url_with_secret(url: str, secret_arn: str | None, *, client: Any = None) -> str:
+    """``url`` with the auth token from Secrets Manager put in, when a secret is named and the URL has none."""
+    parsed = urlparse(url)
+    if not secret_arn or parsed.password:
+        return url
+    import boto3
+
+    token = (client or boto3.client("secretsmanager")).get_secret_value(SecretId=secret_arn)["SecretString"]
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    return parsed._replace(netloc=f":{quote(token, safe='')}@{host}").geturl()
+
+
 def build_store(settings: Settings) -> JobStore:
-    """The Redis job store the settings name."""
-    client = connect(settings.redis_url, socket_timeout=settings.redis_socket_timeout)
+    """The Redis job store the settings name (with its auth token from ``DCC_REDIS_SECRET_ARN`` if set)."""
+    url = redis_url_with_secret(settings.redis_url, os.environ.get("DCC_REDIS_SECRET_ARN"))
+    client = connect(url, socket_timeout=settings.redis_socket_timeout)
     return JobStore(
         client,
         prefix=settings.key_prefix,

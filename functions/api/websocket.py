@@ -30,7 +30,8 @@ def _get_pusher(event: dict[str, Any]) -> WebsocketPusher:
     global _pusher
     if _pusher is None:
         ctx = event["requestContext"]
-        endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT") or f"https://{ctx['domainName']}/{ctx['stage']}"
+        endpoint = (os.environ.get("DCC_WEBSOCKET_ENDPOINT") or os.environ.get("DCC_WEBSOCKET_CALLBACK_URL")
+                    or f"https://{ctx['domainName']}/{ctx['stage']}")
         client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)
         service = api.current_service()
         _pusher = WebsocketPusher(service.store, client, find=lambda job_id: _view(service, job_id))
