@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,41 @@ from dcc.jobs import JOB_ID_PATTERN, TERMINAL_STATES
 LONG_POLL_MAX = 25.0  # the API refuses longer waits (API Gateway's 29 s integration timeout)
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+
+
+class SigV4Auth(httpx.Auth):
+    """Signs each request for an IAM-authorized API Gateway with the caller's AWS credentials (botocore)."""
+
+    requires_request_body = True
+
+    def __init__(self, region: str) -> None:
+        import botocore.session
+
+        self.region = region
+        self.credentials = botocore.session.get_session().get_credentials()
+        if self.credentials is None:
+            raise DccClientError("this API needs AWS credentials (IAM auth): none were found")
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        from botocore.auth import SigV4Auth as BotoSigV4
+        from botocore.awsrequest import AWSRequest
+
+        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content,
+                            headers={"host": request.url.host})
+        BotoSigV4(self.credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(signed)
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            if name in signed.headers:
+                request.headers[name] = signed.headers[name]
+        yield request
+
+
+def aws_auth_for(url: httpx.URL) -> httpx.Auth | None:
+    """SigV4 for ``*.execute-api.<region>.amazonaws.com`` (or when DCC_API_REGION names the region), else none."""
+    match = re.match(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$", url.host or "")
+    region = os.environ.get("DCC_API_REGION") or (match.group(1) if match else None)
+    if region is None or os.environ.get("DCC_API_SIGV4", "1") == "0":
+        return None
+    return SigV4Auth(region)
 
 
 class DccClientError(DccError):
@@ -92,8 +127,9 @@ class DccClient:
         self.timeout = timeout
         # a server whose long-poll returns at once must not turn wait_until_done into a busy loop
         self.min_poll_interval = min_poll_interval
+        headers = {"x-api-key": os.environ["DCC_API_KEY"]} if os.environ.get("DCC_API_KEY") else {}
         self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout,
-                                  follow_redirects=False)
+                                  follow_redirects=False, auth=aws_auth_for(url), headers=headers)
 
     def __enter__(self) -> DccClient:
         return self

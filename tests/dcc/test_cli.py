@@ -452,3 +452,27 @@ def test_worker_runs_the_worker_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert res.exit_code == 0
     assert ran == [True]
+
+
+def test_requests_to_an_iam_api_are_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx as _httpx
+
+    from dcc.client import DccClient
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+                 "AWS_DEFAULT_REGION": "eu-west-1", "DCC_API_KEY": "key-123"}.items():
+        monkeypatch.setenv(k, v)
+    seen: list[_httpx.Request] = []
+
+    def handler(request: _httpx.Request) -> _httpx.Response:
+        seen.append(request)
+        return _httpx.Response(200, json={"workers": []})
+
+    api = DccClient("https://abc123.execute-api.eu-west-2.amazonaws.com/prod", transport=_httpx.MockTransport(handler))
+    api.workers()
+    auth = seen[0].headers["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") and "/eu-west-2/execute-api/" in auth
+    assert seen[0].headers["x-api-key"] == "key-123" and "x-amz-date" in seen[0].headers
+    local = DccClient("http://127.0.0.1:8000", transport=_httpx.MockTransport(handler))
+    local.workers()
+    assert "authorization" not in seen[1].headers
