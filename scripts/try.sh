@@ -8,6 +8,7 @@ export DOCKER_HOST
 # No registry may be reachable: the example uses an image made here from busybox.
 bash scripts/test-image.sh dcc-busybox:latest
 
+export DCC_SMOKE_IMAGE=${DCC_SMOKE_IMAGE:-dcc-busybox:latest}  # for GET /test, /test/cpu
 port=${DCC_PORT:-8000}
 data=${DCC_DATA_DIR:-$PWD/.dcc-try}
 export DCC_API_URL="http://127.0.0.1:$port"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
@@ -13,16 +12,10 @@ from moto import mock_aws
 from dcc.bootstrap import build_service
 from dcc.settings import Settings
 from functions.api import handler
+from tests.lambda_events import event
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 pytestmark = pytest.mark.redis
 
-
-def event(name: str, **replace: str) -> dict:
-    text = (EVENTS / f"{name}.json").read_text()
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    return json.loads(text)
 
 
 @pytest.fixture

@@ -18,16 +18,10 @@ from dcc.push import WebsocketPusher
 from dcc.settings import Settings
 from functions.api import handler as api
 from functions.api import websocket
+from tests.lambda_events import event
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 pytestmark = pytest.mark.redis
 
-
-def event(name: str, **replace: str) -> dict:
-    text = (EVENTS / f"{name}.json").read_text()
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    return json.loads(text)
 
 
 @pytest.fixture
