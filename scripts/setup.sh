@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what dcc needs on a Debian machine with Python 3.11+: system packages (redis-server, a Docker
-# engine, a static busybox for the offline test image) and a virtualenv at .venv with dcc and its test deps.
-# Idempotent: a second run installs nothing new. Prints nothing but errors unless VERBOSE=1.
+# engine, a static busybox for the offline test image, shellcheck, Node.js for the CDK) and a virtualenv
+# at .venv with dcc and its test tools. Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)   # checks deploy/worker-bootstrap.sh
+command -v node >/dev/null 2>&1 || need+=(nodejs)             # aws-cdk-lib (jsii) runs on Node.js
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or install them with apt-get)" >&2; exit 1

@@ -7,6 +7,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -92,6 +93,6 @@ class WebSocketApi(Construct):
         self.url = self.stage.url
         self.callback_url = self.stage.callback_url
 
-    def grant_manage_connections(self, grantee: lambda_.IFunction) -> None:
+    def grant_manage_connections(self, grantee: iam.IGrantable) -> None:
         """Let ``grantee`` post to, read and close this API's connections (execute-api:ManageConnections)."""
         self.api.grant_manage_connections(grantee)

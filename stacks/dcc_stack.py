@@ -83,7 +83,7 @@ class DccStack(Stack):
             bucket=bucket, storage_url=self.storage.storage_url, redis_host=self.redis.host,
             redis_port=self.redis.port, redis_secret=self.redis.secret, allowed_buckets=allowed_buckets,
             input_buckets=config.allowed_buckets, volume_gib=config.worker_volume_gib, ssm=config.worker_ssm,
-            log_level=config.log_level)
+            log_level=config.log_level, websocket_endpoint=self.websocket_api.callback_url)
         self.redis.allow_from(self.workers.security_group, "dcc workers")
 
         names = self.workers.group_names
@@ -95,6 +95,13 @@ class DccStack(Stack):
         grant_job_data(self.scaler_function.role, bucket)
         self.scaler = ScalerSchedule(self, "Scaler", function=self.scaler_function.function,
                                      group_names=list(names.values()))
+
+        # Whoever changes a job's state pushes it to WebSocket subscribers: workers, the API (cancels) and the
+        # scaler's reaper.
+        for pusher in (self.api_function, self.scaler_function):
+            self.websocket_api.grant_manage_connections(pusher.function)
+            pusher.function.add_environment("DCC_WEBSOCKET_ENDPOINT", self.websocket_api.callback_url)
+        self.websocket_api.grant_manage_connections(self.workers.role)
 
         CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="HTTP API (IAM auth)")
         CfnOutput(self, "WebSocketUrl", value=self.websocket_api.url, description="WebSocket API")

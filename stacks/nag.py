@@ -78,9 +78,10 @@ def acknowledge_findings(stack: Any) -> None:
                         "An Auto Scaling group's ARN embeds a random id; the pattern names the group exactly.")
     connections = nag_text(stack, f"arn:{stack.partition}:execute-api:{stack.region}:{stack.account}:"
                                   f"{stack.websocket_api.api.api_id}/*/*/@connections/*")
-    acknowledge(stack.websocket_function.role, f"AwsSolutions-IAM5[Resource::{connections}]",
-                "execute-api:ManageConnections on this WebSocket API's own connections, whose ids are not known "
-                "in advance.")
+    for role in (stack.websocket_function.role, stack.api_function.role, stack.scaler_function.role, workers.role):
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{connections}]",
+                    "execute-api:ManageConnections on this WebSocket API's own connections, whose ids are not known "
+                    "in advance: job state changes are pushed to the clients that subscribed.")
 
     acknowledge(workers.role, "AwsSolutions-IAM5[Resource::*]",
                 "ecr:GetAuthorizationToken supports no resource-level permissions: AWS requires Resource '*'.")

@@ -63,7 +63,7 @@ class WorkerFleets(Construct):
                  specs: list[FleetSpec], bucket: s3.IBucket, storage_url: str, redis_host: str, redis_port: str,
                  redis_secret: secretsmanager.ISecret, allowed_buckets: str,
                  input_buckets: tuple[str, ...], volume_gib: int, ssm: bool,
-                 log_level: str) -> None:
+                 log_level: str, websocket_endpoint: str) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self.group_names = {spec.name: f"{stack.stack_name}-workers-{spec.name}" for spec in specs}
@@ -112,6 +112,7 @@ class WorkerFleets(Construct):
                 "ASSET_URL": self.code.s3_object_url,
                 "GROUP_NAME": self.group_names[spec.name],
                 "LOG_LEVEL": log_level,
+                "WEBSOCKET_ENDPOINT": websocket_endpoint,
             })
             template = ec2.LaunchTemplate(
                 self, f"{spec.name.capitalize()}Template",
