@@ -59,6 +59,8 @@ class Settings:
     """How long a fast (or ``wait``) submit holds the reply before answering 202: under API Gateway's 29 s."""
     max_inline_output_bytes: int = 1024 * 1024
     smoke_image: str = "busybox:latest"
+    max_gpus_per_worker: int = 8
+    """The most GPUs any worker of the deployment has: a job asking for more is refused at submit."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -90,6 +92,7 @@ class Settings:
             "wait_seconds": _env_float("DCC_WAIT_SECONDS", base.wait_seconds),
             "max_inline_output_bytes": _env_int("DCC_MAX_INLINE_OUTPUT_BYTES", base.max_inline_output_bytes),
             "smoke_image": os.environ.get("DCC_SMOKE_IMAGE", base.smoke_image),
+            "max_gpus_per_worker": _env_int("DCC_MAX_GPUS_PER_WORKER", base.max_gpus_per_worker),
         }
         values.update(overrides)
         return cls(**values)

@@ -2,7 +2,9 @@
 
     REDIS_URL, DCC_STORAGE           where jobs and their data live (see dcc.settings)
     DCC_WORKER_ID                    default: <hostname>-<random>
-    DCC_WORKER_SLOTS                 CPU jobs at once (default: the machine's CPU count)
+    DCC_WORKER_SLOTS                 CPU jobs at once (default: CPUs - GPUs, at least 1)
+    DCC_CPUS, DCC_GPUS               override the detected CPUs and GPUs (nvidia-smi); GPU jobs = GPUs
+    DISABLE_NVIDIA_RUNTIME=true      serve the gpu queue without GPU devices (DCC_GPUS slots), for testing
     DCC_WORK_DIR                     scratch space for jobs (default /tmp/dcc-worker)
 
 SIGTERM or SIGINT: stop claiming, let running jobs finish within DCC_GRACE_SECONDS, hand back the rest.
@@ -19,6 +21,7 @@ from pathlib import Path
 from dcc.bootstrap import build_storage, build_store
 from dcc.settings import Settings
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
+from worker_agent.resources import detect
 
 
 def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int | None = None,
@@ -38,9 +41,17 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         pids_limit=settings.pids_limit,
         max_output_bytes=settings.max_output_bytes,
     )
+    machine = detect()
+    gpu_ids = tuple(g.index for g in machine.gpus)
+    disable_nvidia = os.environ.get("DISABLE_NVIDIA_RUNTIME", "").lower() in ("1", "true", "yes")
+    if disable_nvidia and not gpu_ids and os.environ.get("DCC_GPUS"):
+        gpu_ids = tuple(str(i) for i in range(int(os.environ["DCC_GPUS"])))  # pretend GPUs: data flow only
+    cpu_slots = slots or int(os.environ.get("DCC_WORKER_SLOTS") or machine.cpu_slots)
     config = WorkerConfig(
         worker_id=worker_id or os.environ.get("DCC_WORKER_ID") or default_worker_id(),
-        slots={"cpu": slots or int(os.environ.get("DCC_WORKER_SLOTS") or os.cpu_count() or 1)},
+        slots={"cpu": cpu_slots, **({"gpu": len(gpu_ids)} if gpu_ids else {})},
+        gpu_device_ids=gpu_ids,
+        disable_nvidia_runtime=disable_nvidia,
         workdir=workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker")),
         max_attempts=settings.max_attempts,
         append_log_bytes=settings.append_log_bytes,

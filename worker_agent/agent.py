@@ -60,11 +60,15 @@ class WorkerConfig:
     max_consecutive_system_errors: int = 5
     grace_seconds: float = 60.0
     gpu_device_ids: tuple[str, ...] = ()
+    """This machine's GPUs (nvidia-smi indexes); each running GPU job holds its own, passed to Docker."""
+    disable_nvidia_runtime: bool = False
+    """Run GPU-queue jobs without GPU devices (to test a GPU fleet's data flow on CPU machines)."""
 
 
 @dataclass
 class _Running:
     claim: Claim
+    gpus: tuple[str, ...] = ()
     cancel: bool = False
     lost: bool = False
     handed_back: bool = False
@@ -149,7 +153,36 @@ class Worker:
             used: dict[str, int] = {}
             for job in self._running.values():
                 used[job.claim.job.queue] = used.get(job.claim.job.queue, 0) + 1
-        return [q for q, n in self.config.slots.items() if n > used.get(q, 0)]
+            gpus_free = bool(self._free_gpus())
+        free = [q for q, n in self.config.slots.items() if n > used.get(q, 0)]
+        if self._assigns_gpus and "gpu" in free and not gpus_free:
+            free.remove("gpu")  # a GPU job needs a GPU no other job holds
+        return free
+
+    @property
+    def _assigns_gpus(self) -> bool:
+        return bool(self.config.gpu_device_ids) and not self.config.disable_nvidia_runtime
+
+    def _free_gpus(self) -> list[str]:
+        """GPUs no running job holds (call with the lock held)."""
+        held = {g for job in self._running.values() for g in job.gpus}
+        return [g for g in self.config.gpu_device_ids if g not in held]
+
+    def _take_gpus(self, job_id: str, count: int) -> tuple[str, ...]:
+        """Give the job ``count`` GPUs of its own, waiting for running jobs to free them."""
+        if not self._assigns_gpus or count == 0:
+            return ()
+        if count > len(self.config.gpu_device_ids):
+            raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"the job needs {count} GPUs; worker "
+                                 f"{self.config.worker_id} has {len(self.config.gpu_device_ids)}", retryable=True)
+        with self._slot_freed:
+            while len(free := self._free_gpus()) < count:
+                if self.stopping.is_set():
+                    raise JobSystemError(ErrorCode.WORKER_LOST, "worker stopping", retryable=True)
+                self._slot_freed.wait(timeout=1.0)
+            taken = tuple(free[:count])
+            self._running[job_id].gpus = taken
+            return taken
 
     def _claim_loop(self) -> None:
         while not self.stopping.is_set():
@@ -203,7 +236,8 @@ class Worker:
             inputs_dir.mkdir(parents=True)
             self._materialize_inputs(job, inputs_dir)
             (workdir / "run").mkdir()
-            result = self.runtime.run(self._container_job(job, inputs_dir), workdir=workdir / "run")
+            gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
+            result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
                 running = self._running.get(job.id)
             if running is not None and running.handed_back:
@@ -220,7 +254,7 @@ class Worker:
         except JobSystemError as exc:
             return self._system_failure(claim, exc)
 
-    def _container_job(self, job: JobRecord, inputs_dir: Path) -> ContainerJob:
+    def _container_job(self, job: JobRecord, inputs_dir: Path, gpus: tuple[str, ...] = ()) -> ContainerJob:
         p = job.spec.parameters
         return ContainerJob(
             job_id=job.id,
@@ -232,6 +266,7 @@ class Worker:
             max_duration=float(p.maxDuration or 600),
             cpus=p.cpus,
             memory_mb=p.memory,
+            gpu_device_ids=gpus,
             labels={"dcc.worker": self.config.worker_id},
         )
 
@@ -384,12 +419,14 @@ class Worker:
     def _heartbeat(self) -> None:
         with self._lock:
             running = ",".join(self._running)
+            held = ",".join(f"{g}:{j}" for j, r in self._running.items() for g in r.gpus)
         self.store.heartbeat(self.config.worker_id, {
             "health": self.health,
             "slots": ",".join(f"{q}={n}" for q, n in self.config.slots.items()),
             "running": running,
             "host": socket.gethostname(),
             "gpus": ",".join(self.config.gpu_device_ids),
+            "gpusHeld": held,
         }, ttl=self.config.heartbeat_seconds * 3)
 
     def _cancel_loop(self) -> None:

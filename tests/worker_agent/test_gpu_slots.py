@@ -1,0 +1,118 @@
+"""GPU slots and device assignment in the worker, under concurrency (real Redis; a recording runtime).
+
+The device requests themselves are checked against the real Docker engine in test_docker_runtime.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dcc.bootstrap import build_service
+from dcc.errors import InvalidJob
+from dcc.jobs import JobSpec, JobState, Parameters
+from dcc.local_storage import LocalStorage
+from dcc.settings import Settings
+from worker_agent.agent import Worker, WorkerConfig
+from worker_agent.runtime import ContainerJob, ContainerOutcome
+
+pytestmark = pytest.mark.redis
+
+
+class RecordingRuntime:
+    """Runs nothing: holds each job for ``seconds`` and records which GPUs it was given, and when."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.runs: list[tuple[str, tuple[str, ...], float, float]] = []
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        end = time.monotonic()
+        with self.lock:
+            self.runs.append((job.job_id, job.gpu_device_ids, start, end))
+        (workdir / "outputs").mkdir()
+        for name in ("stdout", "stderr"):
+            (workdir / name).write_text("")
+        return ContainerOutcome(exit_code=0, timed_out=False, killed=False, started_at=time.time(),
+                                exited_at=time.time(), stdout_path=workdir / "stdout", stderr_path=workdir / "stderr",
+                                outputs_dir=workdir / "outputs")
+
+    def kill(self, job_id: str) -> bool:
+        return False
+
+    def cleanup(self, job_id: str) -> None:
+        pass
+
+    def remove_leftovers(self, worker_id: str) -> int:
+        return 0
+
+    def ping(self) -> str | None:
+        return None
+
+
+def run_worker(settings: Settings, tmp_path: Path, runtime: RecordingRuntime, **config: object):  # type: ignore[no-untyped-def]
+    service = build_service(settings)
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="gpu-box", workdir=tmp_path / "w", **config))  # type: ignore[arg-type]
+    return service, worker
+
+
+def wait_all(service, ids: list[str], timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(service.get(i).state.terminal for i in ids):
+            return
+        time.sleep(0.05)
+    raise AssertionError({i: service.get(i).state for i in ids})
+
+
+def test_each_gpu_job_gets_gpus_no_other_running_job_holds(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = RecordingRuntime()
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 1, "gpu": 4},
+                                 gpu_device_ids=("0", "1", "2", "3"))
+    needs = [1, 2, 1, 1, 2, 1, 3, 1]
+    ids = [service.submit(JobSpec(image="x", parameters=Parameters(gpu=n)))[0].id for n in needs]
+    worker.start()
+    try:
+        wait_all(service, ids)
+    finally:
+        worker.stop(grace=5)
+    assert {service.get(i).state for i in ids} == {JobState.SUCCEEDED}
+    got = {job_id: gpus for job_id, gpus, _, _ in runtime.runs}
+    assert [len(got[i]) for i in ids] == needs
+    assert all(set(g) <= {"0", "1", "2", "3"} and len(set(g)) == len(g) for g in got.values())
+    overlapping = 0
+    for a in runtime.runs:
+        for b in runtime.runs:
+            if a[0] < b[0] and a[2] < b[3] and b[2] < a[3]:
+                overlapping += 1
+                assert not set(a[1]) & set(b[1]), f"{a[0]} and {b[0]} shared a GPU while both ran"
+    assert overlapping > 0  # they did run at the same time
+
+
+def test_disable_nvidia_runtime_runs_gpu_jobs_without_devices(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = RecordingRuntime(0.05)
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 1, "gpu": 2},
+                                 gpu_device_ids=("0", "1"), disable_nvidia_runtime=True)
+    ids = [service.submit(JobSpec(image="x", parameters=Parameters(gpu=1)))[0].id for _ in range(3)]
+    worker.start()
+    try:
+        wait_all(service, ids)
+    finally:
+        worker.stop(grace=5)
+    assert [gpus for _, gpus, _, _ in runtime.runs] == [(), (), ()]
+
+
+def test_too_many_gpus_is_refused_at_submit(redis_url: str, tmp_path: Path) -> None:
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"), max_gpus_per_worker=4))
+    with pytest.raises(InvalidJob) as info:
+        service.submit(JobSpec(image="x", parameters=Parameters(gpu=5)))
+    assert info.value.field == "parameters.gpu" and "4" in str(info.value)
