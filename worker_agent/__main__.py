@@ -1,7 +1,8 @@
 """Run a worker: ``python -m worker_agent`` (or ``dcc worker``), configured from the environment.
 
     REDIS_URL, DCC_STORAGE           where jobs and their data live (see dcc.settings)
-    DCC_WORKER_ID                    default: <hostname>-<random>
+    DCC_WORKER_ID                    default: with DCC_IMDS=true (set on EC2 workers) the instance id from
+                                     instance metadata (IMDSv2), else <hostname>-<random>
     DCC_WORKER_SLOTS                 CPU jobs at once (default: CPUs - GPUs, at least 1)
     DCC_CPUS, DCC_GPUS               override the detected CPUs and GPUs (nvidia-smi); GPU jobs = GPUs
     DISABLE_NVIDIA_RUNTIME=true      serve the gpu queue without GPU devices (DCC_GPUS slots), for testing
@@ -21,7 +22,7 @@ from pathlib import Path
 from dcc.bootstrap import build_storage, build_store
 from dcc.settings import Settings
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
-from worker_agent.resources import detect
+from worker_agent.resources import detect, ec2_instance_id
 
 
 def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int | None = None,
@@ -48,7 +49,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         gpu_ids = tuple(str(i) for i in range(int(os.environ["DCC_GPUS"])))  # pretend GPUs: data flow only
     cpu_slots = slots or int(os.environ.get("DCC_WORKER_SLOTS") or machine.cpu_slots)
     config = WorkerConfig(
-        worker_id=worker_id or os.environ.get("DCC_WORKER_ID") or default_worker_id(),
+        worker_id=worker_id or os.environ.get("DCC_WORKER_ID") or _instance_id() or default_worker_id(),
         slots={"cpu": cpu_slots, **({"gpu": len(gpu_ids)} if gpu_ids else {})},
         gpu_device_ids=gpu_ids,
         disable_nvidia_runtime=disable_nvidia,
@@ -69,6 +70,13 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         notify = WebsocketPusher(store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
     return Worker(store=store, storage=build_storage(settings.storage_url), runtime=runtime, config=config,
                   fetch=fetch, notify=notify)
+
+
+def _instance_id() -> str | None:
+    """The EC2 instance id, asked of instance metadata only where the worker bootstrap said we are on EC2."""
+    if os.environ.get("DCC_IMDS", "").lower() in ("1", "true", "yes"):
+        return ec2_instance_id()
+    return None
 
 
 def main() -> None:

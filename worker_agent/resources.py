@@ -97,3 +97,25 @@ def detect(*, environ: dict[str, str] | None = None, query: Callable[[], str | N
     if want is not None:
         gpus = gpus[: int(want)]
     return Resources(cpus=cpus, gpus=gpus)
+
+
+IMDS_URL = "http://169.254.169.254"
+
+
+def ec2_instance_id(*, base_url: str | None = None, timeout: float = 1.0) -> str | None:
+    """This EC2 instance's id from instance metadata (IMDSv2: a session token first), or None off EC2."""
+    import httpx
+
+    base = base_url or os.environ.get("DCC_IMDS_URL") or IMDS_URL
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            token = client.put(f"{base}/latest/api/token",
+                               headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+            token.raise_for_status()
+            reply = client.get(f"{base}/latest/meta-data/instance-id",
+                               headers={"X-aws-ec2-metadata-token": token.text})
+            reply.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    instance = reply.text.strip()
+    return instance if instance.startswith("i-") else None

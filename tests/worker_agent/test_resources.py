@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from worker_agent.resources import detect, parse_nvidia_smi, run_nvidia_smi
+from worker_agent.resources import detect, ec2_instance_id, parse_nvidia_smi, run_nvidia_smi
 
 RECORDED = Path(__file__).parent / "nvidia_smi"
 
@@ -63,3 +66,39 @@ def test_garbage_output_is_refused_by_the_parser() -> None:
     with pytest.raises(ValueError):
         parse_nvidia_smi("Failed to initialize NVML: Unknown Error\n")
     assert detect(environ={}, query=lambda: "Failed to initialize NVML: Unknown Error\n").gpus == ()
+
+
+class _Imds(http.server.BaseHTTPRequestHandler):
+    """A stand-in for EC2 instance metadata that, like IMDSv2 with hop limit 1, wants a session token."""
+
+    def do_PUT(self) -> None:  # noqa: N802
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self.send_response(200 if ok else 400)
+        self.end_headers()
+        self.wfile.write(b"tok-123" if ok else b"")
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.headers.get("X-aws-ec2-metadata-token") != "tok-123":
+            self.send_response(401)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"i-0abc123def4567890")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_worker_id_is_the_instance_id_from_imdsv2() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert ec2_instance_id(base_url=f"http://127.0.0.1:{server.server_address[1]}") == "i-0abc123def4567890"
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert ec2_instance_id(base_url=f"http://127.0.0.1:{closed}", timeout=0.5) is None  # not on EC2
