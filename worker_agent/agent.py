@@ -101,6 +101,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._cleanup: SimpleQueue[tuple[str, Path] | None] = SimpleQueue()
         self._system_errors = 0
+        self._idle_since: float | None = time.time()
         self.health = "HEALTHY"
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -420,6 +421,11 @@ class Worker:
         with self._lock:
             running = ",".join(self._running)
             held = ",".join(f"{g}:{j}" for j, r in self._running.items() for g in r.gpus)
+            if self._running:
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = time.time()
+            idle_since = "" if self._idle_since is None else f"{self._idle_since:.3f}"
         self.store.heartbeat(self.config.worker_id, {
             "health": self.health,
             "slots": ",".join(f"{q}={n}" for q, n in self.config.slots.items()),
@@ -427,6 +433,7 @@ class Worker:
             "host": socket.gethostname(),
             "gpus": ",".join(self.config.gpu_device_ids),
             "gpusHeld": held,
+            "idleSince": idle_since,
         }, ttl=self.config.heartbeat_seconds * 3)
 
     def _cancel_loop(self) -> None:
