@@ -1,7 +1,8 @@
 """The scaling policy: from the queues and the fleet, what to do with one worker group. Pure: no I/O.
 
-Scale up at once to what the backlog needs; scale down only instances idle long enough, one per interval,
-never one running a job (busy ones are protected from scale-in); replace workers whose health key is
+Scale up at once to what the backlog needs; scale down only instances idle long enough (at most one
+scale-down per interval, removing every such instance down to what is needed), never one running a job
+(busy ones are protected from scale-in); replace workers whose health key is
 missing or unhealthy past their start-up grace period, requeueing their jobs at once.
 """
 
@@ -114,13 +115,13 @@ def plan(state: GroupState, now: float, config: Config) -> Plan:
         return out
     if target >= state.desired or state.queued:
         return out
-    idle = [i for i in healthy if i.running_jobs == 0 and i.idle_since is not None
-            and now - i.idle_since >= config.idle_seconds]
-    if idle:
-        longest = min(idle, key=lambda i: i.idle_since or now)
-        if longest.protected:
-            out.actions.append(Protect(longest.id, False))
-        out.actions.append(TerminateIdle(longest.id))
+    idle = sorted((i for i in healthy if i.running_jobs == 0 and i.idle_since is not None
+                   and now - i.idle_since >= config.idle_seconds), key=lambda i: i.idle_since or now)
+    # one scale-down per interval: it removes every instance idle long enough, longest idle first, down to min
+    for inst in idle[: max(0, state.desired - max(target, state.min_size))]:
+        if inst.protected:
+            out.actions.append(Protect(inst.id, False))
+        out.actions.append(TerminateIdle(inst.id))
         out.scaled_down = True
     return out
 
