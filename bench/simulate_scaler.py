@@ -88,32 +88,10 @@ def simulate(cls: str, jobs: list[Job], policy: str, hours: float) -> dict[str, 
         if t % 60 == 0:
             running = sum(len(b.running) for b in live)
             if policy == "dcc":
-                state = GroupState(
-                    name=cls, queued=len(queue), running=running, slots_per_instance=slots, min_size=0,
-                    max_size=max_size, desired=desired, last_scale_down=last_down,
-                    instances=tuple(Instance(b.id, launched_at=b.launched, protected=bool(b.running),
-                                             health="HEALTHY", running_jobs=len(b.running),
-                                             idle_since=b.idle_since) for b in live))
-                result = plan(state, t, config)
-                for action in result.actions:
-                    if isinstance(action, SetDesired):
-                        desired = action.desired
-                    elif isinstance(action, TerminateIdle):
-                        next(b for b in live if b.id == action.instance).stopped = t
-                        desired -= 1
-                        last_down = t
-            else:  # the seed: +1 a minute while jobs wait; back to min after a quiet spell
-                if queue:
-                    desired = min(max_size, desired + 1)
-                    empty_since = None
-                elif running == 0:
-                    empty_since = t if empty_since is None else empty_since
-                    if t - empty_since >= seed_idle and desired:
-                        for b in live:
-                            b.stopped = t
-                        desired = 0
-                else:
-                    empty_since = None
+                desired, last_down = _dcc_minute(cls, t, live, queue, running, desired, last_down, config)
+            else:
+                desired, empty_since = _seed_minute(t, live, queue, running, desired, empty_since, seed_idle,
+                                                    max_size)
             live = [b for b in boxes if b.stopped is None]
             for _ in range(desired - len(live)):
                 counter += 1
@@ -132,6 +110,40 @@ def simulate(cls: str, jobs: list[Job], policy: str, hours: float) -> dict[str, 
     }
 
 
+def _dcc_minute(cls: str, t: float, live: list[Box], queue: list[Job], running: int, desired: int,
+                last_down: float, config: Config) -> tuple[int, float]:
+    """Our policy's minute: returns the new desired size and last scale-down time."""
+    slots, _, max_size, _, _ = CLASSES[cls]
+    state = GroupState(
+        name=cls, queued=len(queue), running=running, slots_per_instance=slots, min_size=0, max_size=max_size,
+        desired=desired, last_scale_down=last_down,
+        instances=tuple(Instance(b.id, launched_at=b.launched, protected=bool(b.running), health="HEALTHY",
+                                 running_jobs=len(b.running), idle_since=b.idle_since) for b in live))
+    for action in plan(state, t, config).actions:
+        if isinstance(action, SetDesired):
+            desired = action.desired
+        elif isinstance(action, TerminateIdle):
+            next(b for b in live if b.id == action.instance).stopped = t
+            desired -= 1
+            last_down = t
+    return desired, last_down
+
+
+def _seed_minute(t: float, live: list[Box], queue: list[Job], running: int, desired: int,
+                 empty_since: float | None, seed_idle: float, max_size: int) -> tuple[int, float | None]:
+    """The seed's minute: +1 while jobs wait; back to min after a quiet spell."""
+    if queue:
+        return min(max_size, desired + 1), None
+    if running:
+        return desired, None
+    empty_since = t if empty_since is None else empty_since
+    if t - empty_since >= seed_idle and desired:
+        for b in live:
+            b.stopped = t
+        return 0, empty_since
+    return desired, empty_since
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hours", type=float, default=8)
@@ -144,8 +156,9 @@ def main() -> None:
         for policy in ("dcc", "seed"):
             fresh = [Job(j.submit, j.duration) for j in jobs[cls]]
             r = simulate(cls, fresh, policy, args.hours)
+            ratio = r["instance_hours"] / r["ideal_hours"]
             print(f"| {cls} | {policy} | {r['jobs']} | {r['p50']:.0f} s | {r['p95']:.0f} s | "
-                  f"{r['instance_hours']:.1f} | {r['ideal_hours']:.1f} | {r['instance_hours'] / r['ideal_hours']:.2f} |")
+                  f"{r['instance_hours']:.1f} | {r['ideal_hours']:.1f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
