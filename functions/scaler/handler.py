@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -14,6 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dcc.bootstrap import build_store
+from dcc.jobs import JobState
 from dcc.scaling import (
     Config,
     GroupState,
@@ -76,8 +78,9 @@ def gather(queue: str, group_name: str, *, store: JobStore, autoscaling: Any, ec
         instances=tuple(instances), last_scale_down=float(last_down or 0))
 
 
-def apply(actions: list[Any], *, group_name: str, store: JobStore, autoscaling: Any) -> None:
-    """Carry out the policy's actions on one group."""
+def apply(actions: list[Any], *, group_name: str, store: JobStore, autoscaling: Any) -> dict[str, JobState]:
+    """Carry out the policy's actions on one group; returns the jobs whose state changed."""
+    changed: dict[str, JobState] = {}
     for action in actions:
         logger.info("scaler action", extra={"group": group_name, "action": repr(action)})
         if isinstance(action, SetDesired):
@@ -93,12 +96,16 @@ def apply(actions: list[Any], *, group_name: str, store: JobStore, autoscaling: 
             autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=action.instance,
                                                                  ShouldDecrementDesiredCapacity=False)
         elif isinstance(action, RequeueWorker):
-            store.drop_worker(action.worker)
+            changed.update(store.drop_worker(action.worker))
+    return changed
 
 
 def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, str],
-             now: float | None = None) -> dict[str, list[Any]]:
-    """One scaler pass over ``groups`` (queue → group name); returns the actions taken per queue."""
+             now: float | None = None, notify: Callable[[str], object] | None = None) -> dict[str, list[Any]]:
+    """One scaler pass over ``groups`` (queue → group name); returns the actions taken per queue.
+
+    ``notify`` is called with each job id whose state the pass changed (WebSocket pushes on AWS).
+    """
     reaped = store.reap()
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
@@ -107,7 +114,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     for queue, group_name in groups.items():
         state = gather(queue, group_name, store=store, autoscaling=autoscaling, ec2=ec2, workers=workers)
         result = plan(state, now if now is not None else time.time(), _config(queue))
-        apply(result.actions, group_name=group_name, store=store, autoscaling=autoscaling)
+        reaped.update(apply(result.actions, group_name=group_name, store=store, autoscaling=autoscaling))
         if result.scaled_down:
             store.redis.set(f"{store.prefix}:scaler:last_down:{queue}", repr(time.time()))
         metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
@@ -116,6 +123,13 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
         metrics.add_metric(name=f"{queue}Instances", unit=MetricUnit.Count,
                            value=sum(1 for i in state.instances if i.in_service))
         taken[queue] = result.actions
+    for job_id in reaped:
+        if notify is None:
+            break
+        try:
+            notify(job_id)
+        except Exception:  # a failed push must not stop the scaler; clients can still poll
+            logger.warning("could not push the state of %s", job_id, exc_info=True)
     return taken
 
 
@@ -130,5 +144,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _store is None:
         _store = build_store(Settings.from_env())
     groups = {"cpu": os.environ["DCC_CPU_GROUP"], "gpu": os.environ["DCC_GPU_GROUP"]}
-    taken = run_once(store=_store, autoscaling=boto3.client("autoscaling"), ec2=boto3.client("ec2"), groups=groups)
+    notify = None
+    endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT")
+    if endpoint:
+        from dcc.push import WebsocketPusher
+
+        notify = WebsocketPusher(_store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
+    taken = run_once(store=_store, autoscaling=boto3.client("autoscaling"), ec2=boto3.client("ec2"), groups=groups,
+                     notify=notify)
     return {queue: [repr(a) for a in actions] for queue, actions in taken.items()}

@@ -75,8 +75,10 @@ def test_unhealthy_worker_is_replaced_and_its_jobs_requeued(aws: tuple[Any, Any]
     store.heartbeat(sick, {"health": "UNHEALTHY:docker unreachable", "slots": "cpu=2", "running": claims[0].job.id},
                     ttl=60)
     store.heartbeat(fine, {"health": "HEALTHY", "slots": "cpu=2", "running": claims[1].job.id}, ttl=60)
-    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    pushed: list[str] = []
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS, notify=pushed.append)
     assert any(type(a).__name__ == "TerminateUnhealthy" and a.instance == sick for a in taken["cpu"])
+    assert pushed == [claims[0].job.id]  # websocket subscribers hear of the requeue
     assert store.get(claims[0].job.id).state == JobState.QUEUED  # requeued at once, not at lease expiry
     assert store.get(claims[1].job.id).state == JobState.RUNNING
     ids = {i["InstanceId"] for i in instances(autoscaling, "cpu-group")}
