@@ -4,127 +4,242 @@ A job may name ``s3://bucket/key`` (buckets on the deployment's allow-list) or `
 host resolves only to public addresses, so a job cannot reach instance metadata, Redis or anything else
 on the private network through its inputs. The check runs at submit and again before each fetch and each
 redirect (DNS may change in between).
+
+Fetching closes the gap between checking a name and connecting to it: the worker resolves the host once,
+checks every address, and connects to a checked address itself (the request goes to the IP, with the
+``Host`` header and the TLS server name, SNI and certificate check, still those of the host name), so a
+second, different DNS answer is never used.
+
+``allow_private=True`` (development and tests only) skips the address check, allows plain ``http://`` too
+and connects by name.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
 from dcc.errors import InvalidJob, JobSystemError
 
-Resolver = Callable[..., list[tuple[Any, ...]]]
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo's shape
 MAX_REDIRECTS = 5
+_CHUNK = 1 << 20
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address behind a NAT64 gateway
+_RETRYABLE_STATUS = {408, 429}  # 4xx that another attempt may get past; other 4xx are final
 
 
 def is_public(address: str) -> bool:
-    """Whether an IP address is a public unicast one (not private, loopback, link-local, reserved, ...)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified or (ip.version == 4 and ip in _CGNAT)) and ip.is_global
+    """Whether an IP address is public unicast (not private, loopback, link-local, CGNAT, reserved, ...)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
+        if embedded is not None:  # judged by the IPv4 address it stands for
+            return is_public(str(embedded))
+        if ip.sixtofour is not None and not is_public(str(ip.sixtofour)):
+            return False
+        if ip.is_site_local:
+            return False
+    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+                                 or ip.is_reserved or ip.is_unspecified or ip in _CGNAT)
 
 
 def check_url(url: str, *, allowed_buckets: frozenset[str], allow_private: bool = False,
               resolver: Resolver = socket.getaddrinfo) -> None:
     """Raise ``InvalidJob`` saying why ``url`` may not be fetched for a job."""
-    parsed = urlparse(url)
+    _checked_addresses(url, allowed_buckets=allowed_buckets, allow_private=allow_private, resolver=resolver)
+
+
+def _invalid(message: str) -> InvalidJob:
+    return InvalidJob(message, field="url")
+
+
+def _checked_addresses(url: str, *, allowed_buckets: frozenset[str], allow_private: bool,
+                       resolver: Resolver) -> tuple[str, ...]:
+    """Check ``url``; return the addresses an http(s) fetch may connect to (empty: s3, or by name)."""
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise _invalid(f"{url!r} is not a valid URL: {exc}") from exc
     if parsed.scheme == "s3":
-        if not parsed.netloc or not parsed.path.strip("/"):
-            raise InvalidJob(f"{url!r} is not an s3://bucket/key URL")
-        if parsed.netloc not in allowed_buckets:
-            raise InvalidJob(f"bucket {parsed.netloc!r} is not on this deployment's allow-list")
-        return
+        _check_s3(url, parsed, allowed_buckets)
+        return ()
     schemes = ("https", "http") if allow_private else ("https",)
     if parsed.scheme not in schemes:
-        raise InvalidJob(f"URL scheme {parsed.scheme or 'none'!r} is not allowed (use https:// or s3://)")
-    if parsed.username or parsed.password:
-        raise InvalidJob("URLs with user names or passwords are not allowed")
-    host = parsed.hostname
+        raise _invalid(f"URL scheme {parsed.scheme or 'none'!r} is not allowed (use https:// or s3://)")
+    if "@" in parsed.netloc:
+        raise _invalid("URLs with user names or passwords are not allowed")
+    try:  # the host name as httpx will send it (IDNA 2008), so the name checked is the name fetched
+        host = httpx.URL(url).raw_host.decode("ascii")
+    except httpx.InvalidURL as exc:
+        raise _invalid(f"{url!r} is not a valid URL: {exc}") from exc
     if not host:
-        raise InvalidJob(f"{url!r} has no host")
+        raise _invalid(f"{url!r} has no host")
     if allow_private:
-        return
+        return ()
     try:
-        infos = resolver(host, parsed.port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as exc:
-        raise InvalidJob(f"host {host!r} does not resolve") from exc
-    addresses = {info[4][0] for info in infos}
+        infos = resolver(host, port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise _invalid(f"host {host!r} does not resolve") from exc
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))  # unique, in the resolver's order
     if not addresses:
-        raise InvalidJob(f"host {host!r} does not resolve")
+        raise _invalid(f"host {host!r} does not resolve")
     for address in addresses:
         if not is_public(address):
-            raise InvalidJob(f"host {host!r} resolves to {address}, which is not a public address")
+            raise _invalid(f"host {host!r} resolves to {address}, which is not a public address")
+    return addresses
+
+
+def _check_s3(url: str, parsed: SplitResult, allowed_buckets: frozenset[str]) -> None:
+    if not parsed.netloc or len(parsed.path) < 2:
+        raise _invalid(f"{url!r} is not an s3://bucket/key URL")
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise _invalid(f"{url!r}: an s3:// URL may not contain '?' or '#'")
+    if parsed.netloc not in allowed_buckets:
+        raise _invalid(f"bucket {parsed.netloc!r} is not on this deployment's allow-list")
 
 
 def fetch_url(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_private: bool = False,
-              s3_client: Any = None, max_bytes: int, timeout: float = 60) -> int:
-    """Download ``url`` to ``dest`` (at most ``max_bytes``); raise ``JobSystemError`` on failure."""
-    try:
-        check_url(url, allowed_buckets=allowed_buckets, allow_private=allow_private)
-    except InvalidJob as exc:
-        raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=False) from exc
-    if url.startswith("s3://"):
+              s3_client: Any = None, max_bytes: int, timeout: float = 60,
+              resolver: Resolver = socket.getaddrinfo) -> int:
+    """Download ``url`` to ``dest`` (at most ``max_bytes``); return the size; ``JobSystemError`` on failure."""
+    if url.split(":", 1)[0].lower() == "s3":
+        try:
+            check_url(url, allowed_buckets=allowed_buckets, allow_private=allow_private, resolver=resolver)
+        except InvalidJob as exc:
+            raise _failed(f"{url}: {exc}", retryable=False) from exc
         return _fetch_s3(url, dest, s3_client=s3_client, max_bytes=max_bytes)
-    def check_hop(location: str) -> None:
-        check_url(location, allowed_buckets=frozenset(), allow_private=allow_private)
 
-    return fetch_http(url, dest, check=check_hop, max_bytes=max_bytes, timeout=timeout)
+    def check(location: str) -> tuple[str, ...]:
+        # no buckets: a web server cannot redirect the worker into reading S3 on its behalf
+        return _checked_addresses(location, allowed_buckets=frozenset(), allow_private=allow_private,
+                                  resolver=resolver)
+
+    return fetch_http(url, dest, check=check, max_bytes=max_bytes, timeout=timeout)
+
+
+def _failed(message: str, *, retryable: bool) -> JobSystemError:
+    return JobSystemError("input_fetch_failed", message, retryable=retryable)
 
 
 def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
     import boto3
     import botocore.exceptions
 
-    parsed = urlparse(url)
-    client = s3_client or boto3.client("s3")
+    parsed = urlsplit(url)
+    client = boto3.client("s3") if s3_client is None else s3_client
     try:
-        body = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
-        return _copy(body.iter_chunks(1 << 20), dest, max_bytes, url)
+        reply = client.get_object(Bucket=parsed.netloc, Key=parsed.path[1:])
+        body = reply["Body"]
+        try:
+            if int(reply.get("ContentLength") or 0) > max_bytes:
+                raise _failed(f"{url}: {reply['ContentLength']} bytes, over the limit of {max_bytes}",
+                              retryable=False)
+            return _save(body.iter_chunks(_CHUNK), dest, max_bytes=max_bytes, url=url)
+        finally:
+            body.close()
     except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
-        raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=status >= 500) from exc
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
+        raise _failed(f"{url}: {exc}", retryable=status >= 500 or status in _RETRYABLE_STATUS) from exc
     except botocore.exceptions.BotoCoreError as exc:
-        raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=True) from exc
+        raise _failed(f"{url}: {exc}", retryable=True) from exc
 
 
-def fetch_http(url: str, dest: Path, *, check: Callable[[str], None], max_bytes: int, timeout: float = 60) -> int:
-    """Download over HTTP(S), following at most a few redirects, each of which must pass ``check``."""
-    with httpx.Client(follow_redirects=False, timeout=timeout) as client:
-        for _ in range(MAX_REDIRECTS + 1):
+def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], max_bytes: int,
+               timeout: float = 60, verify: ssl.SSLContext | bool = True) -> int:
+    """Download over HTTP(S), following at most ``MAX_REDIRECTS`` redirects.
+
+    ``check(url)`` runs on the URL and on every redirect target: it raises ``InvalidJob`` to refuse one,
+    or returns the addresses to connect to (empty: connect by name). Each hop gets a client of its own, so
+    no connection made for one host name is reused for another name on the same address.
+    """
+    for hop in range(MAX_REDIRECTS + 1):
+        try:
+            addresses = check(url)
+        except InvalidJob as exc:
+            what = "redirect refused" if hop else "URL refused"
+            raise _failed(f"{what}: {url}: {exc}", retryable=False) from exc
+        outcome = _get(url, addresses, dest, max_bytes=max_bytes, timeout=timeout, verify=verify)
+        if isinstance(outcome, int):
+            return outcome
+        url = outcome
+    raise _failed(f"more than {MAX_REDIRECTS} redirects, the last to {url}", retryable=False)
+
+
+def _get(url: str, addresses: Sequence[str], dest: Path, *, max_bytes: int, timeout: float,
+         verify: ssl.SSLContext | bool) -> str | int:
+    """GET ``url`` into ``dest`` and return its size, or return a redirect's target (``dest`` untouched)."""
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise _failed(f"{url}: {exc}", retryable=False) from exc
+    # trust_env=False: a proxy from the environment would resolve the name itself (undoing the pinning)
+    with httpx.Client(follow_redirects=False, timeout=timeout, verify=verify, trust_env=False) as client:
+        for i, address in enumerate(addresses or [None]):
             try:
-                with client.stream("GET", url) as reply:
-                    if reply.is_redirect:
-                        url = urljoin(url, reply.headers.get("location", ""))
-                        try:
-                            check(url)
-                        except InvalidJob as exc:
-                            raise JobSystemError("input_fetch_failed", f"redirect refused: {exc}",
-                                                 retryable=False) from exc
-                        continue
-                    if reply.status_code >= 400:
-                        raise JobSystemError("input_fetch_failed", f"{url}: HTTP {reply.status_code}",
-                                             retryable=reply.status_code >= 500 or reply.status_code == 429)
-                    return _copy(reply.iter_bytes(1 << 20), dest, max_bytes, url)
+                request_url, options = _pinned(target, address)
+                with client.stream("GET", request_url, **options) as reply:
+                    return _handle(url, target, reply, dest, max_bytes=max_bytes)
+            except httpx.ConnectError as exc:
+                if i + 1 < len(addresses):
+                    continue  # e.g. an IPv6 address on a host without IPv6: try the next checked one
+                raise _failed(f"{url}: {exc}", retryable=True) from exc
             except httpx.HTTPError as exc:
-                raise JobSystemError("input_fetch_failed", f"{url}: {exc}", retryable=True) from exc
-    raise JobSystemError("input_fetch_failed", f"more than {MAX_REDIRECTS} redirects", retryable=False)
+                raise _failed(f"{url}: {exc}", retryable=True) from exc
+    raise AssertionError("unreachable")
 
 
-def _copy(chunks: Any, dest: Path, max_bytes: int, url: str) -> int:
+def _pinned(target: httpx.URL, address: str | None) -> tuple[httpx.URL, dict[str, Any]]:
+    """The request URL and options that reach ``address`` while speaking to ``target``'s host name."""
+    if address is None:
+        return target, {}
+    # Host keeps the name (and a non-default port); the TLS server name (SNI and the certificate check)
+    # comes from the sni_hostname extension, which httpcore uses instead of the URL's host
+    options: dict[str, Any] = {"headers": {"Host": target.netloc.decode("ascii")}}
+    if target.scheme == "https":
+        options["extensions"] = {"sni_hostname": target.raw_host.decode("ascii")}
+    return target.copy_with(host=address.split("%", 1)[0]), options
+
+
+def _handle(url: str, target: httpx.URL, reply: httpx.Response, dest: Path, *, max_bytes: int) -> str | int:
+    if reply.is_redirect and "location" in reply.headers:
+        try:
+            return str(target.join(reply.headers["location"]).copy_with(fragment=None))
+        except httpx.InvalidURL as exc:
+            raise _failed(f"{url}: bad redirect location: {exc}", retryable=False) from exc
+    if not reply.is_success:
+        status = reply.status_code
+        raise _failed(f"{url}: HTTP {status}", retryable=status >= 500 or status in _RETRYABLE_STATUS)
+    length = reply.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes and not reply.headers.get("content-encoding"):
+        raise _failed(f"{url}: {length} bytes, over the limit of {max_bytes}", retryable=False)
+    return _save(reply.iter_bytes(_CHUNK), dest, max_bytes=max_bytes, url=url)
+
+
+def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str) -> int:
+    """Write ``chunks`` to ``dest``, stopping past ``max_bytes``; a failed download leaves no file."""
     total = 0
-    with dest.open("wb") as f:
-        for chunk in chunks:
-            total += len(chunk)
-            if total > max_bytes:
-                raise JobSystemError("input_fetch_failed", f"{url}: larger than {max_bytes} bytes", retryable=False)
-            f.write(chunk)
+    try:
+        with dest.open("wb") as f:
+            for chunk in chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _failed(f"{url}: larger than the limit of {max_bytes} bytes", retryable=False)
+                f.write(chunk)
+    except BaseException as exc:
+        dest.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # the worker's disk, not the source
+            raise _failed(f"{url}: cannot write {dest}: {exc}", retryable=True) from exc
+        raise
     return total
