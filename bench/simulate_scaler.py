@@ -1,10 +1,14 @@
-"""Discrete-event simulation of the scaler: our policy (dcc.scaling.plan) vs the seed's, on one bursty trace.
+"""Discrete-event simulation of the scaler: our policy (``dcc.scaling.plan``) vs the seed's, on one bursty trace.
 
-    python bench/simulate_scaler.py [--hours 8] [--seed 7]
+    python bench/simulate_scaler.py [--hours 8] [--seed 7] [--cpu-max 100] [--gpu-max 8]
 
 Jobs arrive in bursts (hundreds of CPU jobs of 30 s–10 min, a few GPU jobs) between quiet periods.
-Instances boot in 90 s (CPU) or 240 s (GPU) and then run 4 CPU jobs or 1 GPU job at once; the policy runs
-every minute. Reports p50/p95 queue wait and instance-hours against the ideal (job-hours over slots).
+Instances boot in 90 s (CPU) or 240 s (GPU), then run 4 CPU jobs or 1 GPU job at once; the policy runs
+every minute on what the handler would gather (queue, running jobs, instances with their health,
+protection, running jobs and idle-since time) and its actions are applied as the handler applies them.
+Time advances in 5-second ticks: jobs end and start on ticks. Reports p50/p95 queue wait and
+instance-hours against the ideal (job-hours over slots), and where the instance-hours went: booting,
+busy (at least one job running) and idle.
 """
 
 from __future__ import annotations
@@ -19,13 +23,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dcc.scaling import Config, GroupState, Instance, SetDesired, TerminateIdle, plan  # noqa: E402
+from dcc.scaling import (  # noqa: E402
+    Config,
+    GroupState,
+    Instance,
+    Protect,
+    SetDesired,
+    TerminateIdle,
+    TerminateUnhealthy,
+    plan,
+)
 
 TICK = 5.0
-CLASSES = {  # slots per instance, boot seconds, max instances, idle time before our scale-down, seed idle time
-    "cpu": (4, 90.0, 60, 15 * 60.0, 10 * 60.0),
-    "gpu": (1, 240.0, 8, 30 * 60.0, 15 * 60.0),
-}
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """One class's machines and the seed policy's idle time."""
+
+    slots: int
+    boot: float
+    max_size: int
+    seed_idle: float
 
 
 @dataclass
@@ -42,7 +61,11 @@ class Box:
     ready_at: float
     running: list[Job] = field(default_factory=list)
     idle_since: float | None = None
+    protected: bool = False
     stopped: float | None = None
+    booting_s: float = 0.0
+    busy_s: float = 0.0
+    idle_s: float = 0.0
 
 
 def trace(hours: float, rng: random.Random) -> dict[str, list[Job]]:
@@ -58,107 +81,148 @@ def trace(hours: float, rng: random.Random) -> dict[str, list[Job]]:
     return {k: sorted(v, key=lambda j: j.submit) for k, v in jobs.items()}
 
 
-def simulate(cls: str, jobs: list[Job], policy: str, hours: float) -> dict[str, float]:
-    slots, boot, max_size, idle, seed_idle = CLASSES[cls]
-    config = Config(idle_seconds=idle, health_grace_seconds=0, scale_down_interval=300)
-    boxes: list[Box] = []
-    queue: list[Job] = []
-    pending = list(jobs)
-    desired = 0
-    last_down = 0.0
-    empty_since: float | None = 0.0
-    counter = 0
-    t = 0.0
-    end = hours * 3600
-    while t < end or queue or any(b.running for b in boxes if b.stopped is None):
-        while pending and pending[0].submit <= t:
-            queue.append(pending.pop(0))
-        live = [b for b in boxes if b.stopped is None]
-        for b in live:
-            for job in [j for j in b.running if j.start is not None and j.start + j.duration <= t]:
-                b.running.remove(job)
-            if not b.running and b.idle_since is None:
+class Sim:
+    """One class's fleet under one policy (``config`` None: the seed's)."""
+
+    def __init__(self, cls: str, fleet: Fleet, config: Config | None) -> None:
+        self.cls, self.fleet, self.config = cls, fleet, config
+        self.boxes: list[Box] = []
+        self.queue: list[Job] = []
+        self.desired = 0
+        self.last_down = 0.0
+        self.quiet_since: float | None = 0.0
+        self.launches = 0
+
+    def live(self) -> list[Box]:
+        return [b for b in self.boxes if b.stopped is None]
+
+    def run(self, jobs: list[Job], hours: float) -> dict[str, float]:
+        pending = list(jobs)
+        t = 0.0
+        while t < hours * 3600 or self.queue or pending or any(b.running for b in self.live()):
+            while pending and pending[0].submit <= t:
+                self.queue.append(pending.pop(0))
+            self._step_boxes(t)
+            if t % 60 == 0:
+                self._dcc_minute(t) if self.config is not None else self._seed_minute(t)
+                for _ in range(self.desired - len(self.live())):
+                    self.launches += 1
+                    self.boxes.append(Box(f"{self.cls}-{self.launches}", launched=t, ready_at=t + self.fleet.boot))
+            self._account(t)
+            t += TICK
+        for b in self.boxes:
+            b.stopped = t if b.stopped is None else b.stopped
+        return self._report(jobs)
+
+    def _step_boxes(self, t: float) -> None:
+        for b in self.live():
+            b.running = [j for j in b.running if j.start is None or j.start + j.duration > t]
+            if b.ready_at > t:
+                continue
+            while self.queue and len(b.running) < self.fleet.slots:
+                job = self.queue.pop(0)
+                job.start = t
+                b.running.append(job)
+            if b.running:
+                b.idle_since = None
+            elif b.idle_since is None:
                 b.idle_since = t
-            if b.ready_at <= t:
-                while queue and len(b.running) < slots:
-                    job = queue.pop(0)
-                    job.start = t
-                    b.running.append(job)
-                    b.idle_since = None
-        if t % 60 == 0:
-            running = sum(len(b.running) for b in live)
-            if policy == "dcc":
-                desired, last_down = _dcc_minute(cls, t, live, queue, running, desired, last_down, config)
+
+    def _account(self, t: float) -> None:
+        for b in self.live():
+            if b.ready_at > t:
+                b.booting_s += TICK
+            elif b.running:
+                b.busy_s += TICK
             else:
-                desired, empty_since = _seed_minute(t, live, queue, running, desired, empty_since, seed_idle,
-                                                    max_size)
-            live = [b for b in boxes if b.stopped is None]
-            for _ in range(desired - len(live)):
-                counter += 1
-                boxes.append(Box(f"{cls}-{counter}", launched=t, ready_at=t + boot, idle_since=t + boot))
-        t += TICK
-    for b in boxes:
-        b.stopped = b.stopped if b.stopped is not None else t
-    waits = sorted((j.start or 0) - j.submit for j in jobs)
-    job_hours = sum(j.duration for j in jobs) / 3600
-    return {
-        "jobs": len(jobs),
-        "p50": statistics.median(waits) if waits else 0.0,
-        "p95": waits[max(0, math.ceil(0.95 * len(waits)) - 1)] if waits else 0.0,
-        "instance_hours": sum((b.stopped or 0) - b.launched for b in boxes) / 3600,
-        "ideal_hours": job_hours / slots,
-    }
+                b.idle_s += TICK
+
+    def _dcc_minute(self, t: float) -> None:
+        """Our policy's minute: the very ``plan`` the scaler Lambda calls, on what it would gather."""
+        assert self.config is not None
+        live = self.live()
+        state = GroupState(
+            name=self.cls, queued=len(self.queue), running=sum(len(b.running) for b in live),
+            slots_per_instance=self.fleet.slots, min_size=0, max_size=self.fleet.max_size, desired=self.desired,
+            last_scale_down=self.last_down,
+            instances=tuple(Instance(b.id, launched_at=b.launched, protected=b.protected,
+                                     health="HEALTHY" if b.ready_at <= t else None,  # no key while booting
+                                     running_jobs=len(b.running), idle_since=b.idle_since) for b in live))
+        by_id = {b.id: b for b in live}
+        for action in plan(state, t, self.config):
+            if isinstance(action, SetDesired):
+                self.desired = action.desired
+            elif isinstance(action, Protect):
+                by_id[action.instance].protected = action.protected
+            elif isinstance(action, TerminateIdle):
+                by_id[action.instance].stopped = t
+                self.desired -= 1
+                self.last_down = t
+            elif isinstance(action, TerminateUnhealthy):  # never happens here: every worker is healthy
+                raise AssertionError(action)
+
+    def _seed_minute(self, t: float) -> None:
+        """The seed's minute: +1 instance while jobs wait; back to min after a quiet spell."""
+        if self.queue:
+            self.desired = min(self.fleet.max_size, self.desired + 1)
+            self.quiet_since = None
+        elif any(b.running for b in self.live()):
+            self.quiet_since = None
+        else:
+            self.quiet_since = t if self.quiet_since is None else self.quiet_since
+            if t - self.quiet_since >= self.fleet.seed_idle and self.desired:
+                for b in self.live():
+                    b.stopped = t
+                self.desired = 0
+
+    def _report(self, jobs: list[Job]) -> dict[str, float]:
+        waits = sorted((j.start if j.start is not None else math.inf) - j.submit for j in jobs)
+        hours = {k: sum(getattr(b, f"{k}_s") for b in self.boxes) / 3600 for k in ("booting", "busy", "idle")}
+        return {
+            "jobs": len(jobs),
+            "p50": statistics.median(waits) if waits else 0.0,
+            "p95": waits[max(0, math.ceil(0.95 * len(waits)) - 1)] if waits else 0.0,
+            "instance_hours": sum(hours.values()),
+            "ideal_hours": sum(j.duration for j in jobs) / 3600 / self.fleet.slots,
+            "launches": self.launches,
+            **hours,
+        }
 
 
-def _dcc_minute(cls: str, t: float, live: list[Box], queue: list[Job], running: int, desired: int,
-                last_down: float, config: Config) -> tuple[int, float]:
-    """Our policy's minute: returns the new desired size and last scale-down time."""
-    slots, _, max_size, _, _ = CLASSES[cls]
-    state = GroupState(
-        name=cls, queued=len(queue), running=running, slots_per_instance=slots, min_size=0, max_size=max_size,
-        desired=desired, last_scale_down=last_down,
-        instances=tuple(Instance(b.id, launched_at=b.launched, protected=bool(b.running), health="HEALTHY",
-                                 running_jobs=len(b.running), idle_since=b.idle_since) for b in live))
-    for action in plan(state, t, config).actions:
-        if isinstance(action, SetDesired):
-            desired = action.desired
-        elif isinstance(action, TerminateIdle):
-            next(b for b in live if b.id == action.instance).stopped = t
-            desired -= 1
-            last_down = t
-    return desired, last_down
-
-
-def _seed_minute(t: float, live: list[Box], queue: list[Job], running: int, desired: int,
-                 empty_since: float | None, seed_idle: float, max_size: int) -> tuple[int, float | None]:
-    """The seed's minute: +1 while jobs wait; back to min after a quiet spell."""
-    if queue:
-        return min(max_size, desired + 1), None
-    if running:
-        return desired, None
-    empty_since = t if empty_since is None else empty_since
-    if t - empty_since >= seed_idle and desired:
-        for b in live:
-            b.stopped = t
-        return 0, empty_since
-    return desired, empty_since
+def variants(cls: str) -> list[tuple[str, Config | None]]:
+    """The policies compared: the seed's, ours with its defaults, and ours with shorter idle times."""
+    return [
+        ("seed", None),
+        ("dcc (defaults)", Config.for_class(cls)),
+        ("dcc, idle 5 min", Config.for_class(cls, idle_seconds=300)),
+        ("dcc, idle 2 min", Config.for_class(cls, idle_seconds=120)),
+        ("dcc, idle 0, no interval", Config.for_class(cls, idle_seconds=0, scale_down_interval=0)),
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cpu-max", type=int, default=100)
+    parser.add_argument("--gpu-max", type=int, default=8)
     args = parser.parse_args()
+    fleets = {"cpu": Fleet(slots=4, boot=90.0, max_size=args.cpu_max, seed_idle=600.0),
+              "gpu": Fleet(slots=1, boot=240.0, max_size=args.gpu_max, seed_idle=900.0)}
     jobs = trace(args.hours, random.Random(args.seed))
-    print("| class | policy | jobs | p50 wait | p95 wait | instance-hours | ideal | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for cls in ("cpu", "gpu"):
-        for policy in ("dcc", "seed"):
+    print("| class | policy | jobs | p50 wait | p95 wait | instance-h | ideal | ratio | booting / busy / idle h"
+          " | launches | aim |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for cls, fleet in fleets.items():
+        for name, config in variants(cls):
             fresh = [Job(j.submit, j.duration) for j in jobs[cls]]
-            r = simulate(cls, fresh, policy, args.hours)
+            r = Sim(cls, fleet, config).run(fresh, args.hours)
             ratio = r["instance_hours"] / r["ideal_hours"]
-            print(f"| {cls} | {policy} | {r['jobs']} | {r['p50']:.0f} s | {r['p95']:.0f} s | "
-                  f"{r['instance_hours']:.1f} | {r['ideal_hours']:.1f} | {ratio:.2f} |")
+            wait_ok = r["p95"] <= fleet.boot + 60
+            aim = "met" if wait_ok and ratio <= 1.2 else ("wait only" if wait_ok else "no")
+            print(f"| {cls} | {name} | {r['jobs']:.0f} | {r['p50']:.0f} s | {r['p95']:.0f} s | "
+                  f"{r['instance_hours']:.1f} | {r['ideal_hours']:.1f} | {ratio:.2f} | "
+                  f"{r['booting']:.1f} / {r['busy']:.1f} / {r['idle']:.1f} | {r['launches']:.0f} | {aim} |")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,51 @@
 """The scaling policy: from the queues and the fleet, what to do with one worker group. Pure: no I/O.
 
-Scale up at once to what the backlog needs; scale down only instances idle long enough (at most one
-scale-down per interval, removing every such instance down to what is needed), never one running a job
-(busy ones are protected from scale-in); replace workers whose health key is
-missing or unhealthy past their start-up grace period, requeueing their jobs at once.
+One call of ``plan`` looks at one class (``cpu`` or ``gpu``) and returns the actions to take, in order:
+
+- **Replace the sick.** An in-service instance past its start-up grace period whose worker has no health
+  key, or reports ``UNHEALTHY:<reason>``, is terminated without decrementing the desired capacity (the
+  group launches a replacement) and its worker's jobs are requeued at once (not at lease expiry).
+- **Protect the busy.** A worker running a job is protected from scale-in, an idle one is not, so that
+  nothing the group does on its own (a lower maximum, a rebalance) can kill a running job.
+- **Scale up at once** to ``ceil((queued + running) / slots_per_instance)`` within min and max. Desired
+  capacity is never lowered by ``SetDesired``: it only goes down with the specific idle instances removed.
+- **Scale down** only instances in service, healthy, running no job and idle for at least
+  ``Config.idle_seconds``, longest idle first, never below the minimum nor below what the backlog needs,
+  never while jobs are queued, and at most one scale-down per ``Config.scale_down_interval`` (one
+  scale-down removes every instance that qualifies at that moment).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+
+IN_SERVICE = "InService"
+DEFAULT_IDLE_SECONDS = {"cpu": 15 * 60.0, "gpu": 30 * 60.0}
+"""Idle time before an instance may be removed, per class: GPU instances are slower to boot, so kept longer."""
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One instance of the group and what its worker reports (health None: no health key)."""
+    """One instance of the group and what its worker reports (``health`` None: no health key)."""
 
     id: str
     launched_at: float
+    lifecycle_state: str = IN_SERVICE
     protected: bool = False
     health: str | None = None
     running_jobs: int = 0
     idle_since: float | None = None
-    in_service: bool = True
+
+    @property
+    def in_service(self) -> bool:
+        """Whether the group counts it as serving (not pending, terminating, on standby, ...)."""
+        return self.lifecycle_state == IN_SERVICE
 
 
 @dataclass(frozen=True)
 class GroupState:
-    """What the policy sees of one class (cpu or gpu)."""
+    """What the policy sees of one class: its queue, its group's bounds and its instances."""
 
     name: str
     queued: int
@@ -42,50 +60,57 @@ class GroupState:
 
 @dataclass(frozen=True)
 class Config:
-    """Policy knobs (seconds)."""
+    """Policy knobs, in seconds."""
 
-    idle_seconds: float = 15 * 60
-    health_grace_seconds: float = 5 * 60
-    scale_down_interval: float = 5 * 60
+    idle_seconds: float = DEFAULT_IDLE_SECONDS["cpu"]
+    health_grace_seconds: float = 5 * 60.0
+    scale_down_interval: float = 5 * 60.0
+
+    @classmethod
+    def for_class(cls, name: str, **overrides: float) -> Config:
+        """The defaults for class ``name`` (its idle time), with ``overrides`` applied."""
+        return replace(cls(idle_seconds=DEFAULT_IDLE_SECONDS.get(name, cls.idle_seconds)), **overrides)
 
 
 @dataclass(frozen=True)
 class SetDesired:
+    """Raise the group's desired capacity to ``desired`` (never used to lower it)."""
+
     group: str
     desired: int
 
 
 @dataclass(frozen=True)
 class Protect:
+    """Set the instance's scale-in protection."""
+
     instance: str
     protected: bool
 
 
 @dataclass(frozen=True)
 class TerminateIdle:
+    """Remove an idle instance and decrement the desired capacity with it."""
+
     instance: str
 
 
 @dataclass(frozen=True)
 class TerminateUnhealthy:
+    """Terminate a sick instance and keep the desired capacity, so that the group replaces it."""
+
     instance: str
     reason: str
 
 
 @dataclass(frozen=True)
 class RequeueWorker:
+    """Take back at once every job the worker holds."""
+
     worker: str
 
 
 Action = SetDesired | Protect | TerminateIdle | TerminateUnhealthy | RequeueWorker
-
-
-@dataclass
-class Plan:
-    """The actions for one group, and the scale-down it made (if any)."""
-
-    actions: list[Action] = field(default_factory=list)
-    scaled_down: bool = False
 
 
 def needed_instances(state: GroupState) -> int:
@@ -94,43 +119,55 @@ def needed_instances(state: GroupState) -> int:
     return max(state.min_size, min(state.max_size, want))
 
 
-def plan(state: GroupState, now: float, config: Config) -> Plan:
-    """What to do with the group now."""
-    out = Plan()
-    live = [i for i in state.instances if i.in_service]
-    for inst in live:
-        sick = _sickness(inst, now, config)
-        if sick is not None:
-            out.actions += [TerminateUnhealthy(inst.id, sick), RequeueWorker(inst.id)]
-    healthy = [i for i in live if _sickness(i, now, config) is None]
-    for inst in healthy:
-        busy = inst.running_jobs > 0
-        if busy != inst.protected:
-            out.actions.append(Protect(inst.id, busy))
-    target = needed_instances(state)
-    if target > state.desired:
-        out.actions.append(SetDesired(state.name, target))
-        return out
-    if now - state.last_scale_down < config.scale_down_interval or state.desired <= state.min_size:
-        return out
-    if target >= state.desired or state.queued:
-        return out
-    idle = sorted((i for i in healthy if i.running_jobs == 0 and i.idle_since is not None
-                   and now - i.idle_since >= config.idle_seconds), key=lambda i: i.idle_since or now)
-    # one scale-down per interval: it removes every instance idle long enough, longest idle first, down to min
-    for inst in idle[: max(0, state.desired - max(target, state.min_size))]:
-        if inst.protected:
-            out.actions.append(Protect(inst.id, False))
-        out.actions.append(TerminateIdle(inst.id))
-        out.scaled_down = True
-    return out
-
-
-def _sickness(inst: Instance, now: float, config: Config) -> str | None:
-    if now - inst.launched_at < config.health_grace_seconds:
+def sickness(inst: Instance, now: float, config: Config) -> str | None:
+    """Why the instance should be replaced, or None: no health key or unhealthy, once past its grace period."""
+    if not inst.in_service or now - inst.launched_at < config.health_grace_seconds:
         return None  # still booting: no health key yet is normal
     if inst.health is None:
         return "no health key"
     if inst.health != "HEALTHY":
         return inst.health
     return None
+
+
+def plan(state: GroupState, now: float, config: Config) -> list[Action]:
+    """The actions to take on the group now, in the order to apply them."""
+    actions: list[Action] = []
+    healthy: list[Instance] = []
+    for inst in state.instances:
+        reason = sickness(inst, now, config)
+        if reason is not None:
+            if inst.protected:  # so that nothing about the termination depends on how protection is read
+                actions.append(Protect(inst.id, False))
+            actions += [TerminateUnhealthy(inst.id, reason), RequeueWorker(inst.id)]
+        elif inst.in_service:
+            healthy.append(inst)
+    removable = _removable(state, healthy, now, config)
+    for inst in healthy:
+        busy = inst.running_jobs > 0
+        if busy != inst.protected and inst not in removable:
+            actions.append(Protect(inst.id, busy))
+    target = needed_instances(state)
+    if target > state.desired:
+        actions.append(SetDesired(state.name, target))
+    for inst in removable:
+        if inst.protected:
+            actions.append(Protect(inst.id, False))
+        actions.append(TerminateIdle(inst.id))
+    return actions
+
+
+def scaled_down(actions: list[Action]) -> bool:
+    """Whether ``actions`` hold a scale-down (what starts the next scale-down interval)."""
+    return any(isinstance(a, TerminateIdle) for a in actions)
+
+
+def _removable(state: GroupState, healthy: list[Instance], now: float, config: Config) -> list[Instance]:
+    """The idle instances one scale-down removes now (none if a rule forbids it)."""
+    target = needed_instances(state)
+    if state.queued or target >= state.desired or now - state.last_scale_down < config.scale_down_interval:
+        return []
+    idle = [i for i in healthy if i.running_jobs == 0 and i.idle_since is not None
+            and now - i.idle_since >= config.idle_seconds]
+    idle.sort(key=lambda i: (i.idle_since or now, i.id))
+    return idle[: max(0, state.desired - target)]

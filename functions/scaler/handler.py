@@ -1,22 +1,27 @@
 """The scaler Lambda, every minute: reap expired leases, then size both worker groups by ``dcc.scaling``.
 
-It only gathers inputs (Redis, Auto Scaling, EC2) and applies the policy's actions.
+It only gathers inputs (Redis, Auto Scaling, EC2), calls the policy and applies its actions. Environment:
+``DCC_CPU_GROUP`` / ``DCC_GPU_GROUP`` (group names), ``DCC_CPU_IDLE_SECONDS`` / ``DCC_GPU_IDLE_SECONDS``,
+``DCC_HEALTH_GRACE_SECONDS``, ``DCC_SCALE_DOWN_INTERVAL``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per
+instance until a worker reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dcc.bootstrap import build_store
 from dcc.jobs import JobState
 from dcc.scaling import (
+    Action,
     Config,
     GroupState,
     Instance,
@@ -32,97 +37,155 @@ from dcc.store import JobStore
 
 logger = Logger(service="dcc-scaler")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "dcc"), service="scaler")
+
+GROUP_ENV = {"cpu": "DCC_CPU_GROUP", "gpu": "DCC_GPU_GROUP"}
 DEFAULT_SLOTS = {"cpu": 2, "gpu": 1}
-IDLE_DEFAULTS = {"cpu": 15 * 60.0, "gpu": 30 * 60.0}
+PROTECT_BATCH = 50
+"""SetInstanceProtection takes at most 50 instance ids per call."""
 
 
-def _config(queue: str) -> Config:
-    return Config(
-        idle_seconds=float(os.environ.get(f"DCC_{queue.upper()}_IDLE_SECONDS", IDLE_DEFAULTS[queue])),
-        health_grace_seconds=float(os.environ.get("DCC_HEALTH_GRACE_SECONDS", 300)),
-        scale_down_interval=float(os.environ.get("DCC_SCALE_DOWN_INTERVAL", 300)),
-    )
+def config_for(queue: str, environ: dict[str, str] | None = None) -> Config:
+    """The policy's knobs for ``queue``: its defaults, overridden by the environment."""
+    env = os.environ if environ is None else environ
+    overrides: dict[str, float] = {}
+    for key, name in ((f"DCC_{queue.upper()}_IDLE_SECONDS", "idle_seconds"),
+                      ("DCC_HEALTH_GRACE_SECONDS", "health_grace_seconds"),
+                      ("DCC_SCALE_DOWN_INTERVAL", "scale_down_interval")):
+        if env.get(key):
+            overrides[name] = float(env[key])
+    return Config.for_class(queue, **overrides)
 
 
-def gather(queue: str, group_name: str, *, store: JobStore, autoscaling: Any, ec2: Any,
-           workers: dict[str, dict[str, str]]) -> GroupState:
-    """The policy's view of one group."""
+def last_down_key(store: JobStore, queue: str) -> str:
+    """Where the time of ``queue``'s last scale-down is kept (under the store's hash tag)."""
+    return f"{store.prefix}:scaler:last_down:{queue}"
+
+
+def worker_slots(worker: dict[str, str], queue: str) -> int | None:
+    """The slots a worker's heartbeat offers for ``queue`` (``slots`` is like ``cpu=2,gpu=1``)."""
+    for part in worker.get("slots", "").split(","):
+        name, _, n = part.partition("=")
+        if name.strip() == queue and n.strip().isdigit():
+            return int(n)
+    return None
+
+
+def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str]) -> Instance:
+    running = [j for j in worker.get("running", "").split(",") if j]
+    idle_since = worker.get("idleSince")
+    return Instance(
+        id=asg_instance["InstanceId"], launched_at=launched_at, lifecycle_state=asg_instance["LifecycleState"],
+        protected=bool(asg_instance.get("ProtectedFromScaleIn")), health=worker.get("health"),
+        running_jobs=len(running), idle_since=float(idle_since) if idle_since else None)
+
+
+def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
+           queued: int, running: int, last_scale_down: float, now: float) -> GroupState:
+    """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats."""
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0]
     ids = [i["InstanceId"] for i in group["Instances"]]
     launched: dict[str, float] = {}
     if ids:
-        for reservation in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
-            for inst in reservation["Instances"]:
-                launched[inst["InstanceId"]] = inst["LaunchTime"].timestamp()
-    instances = []
-    slots: list[int] = []
-    for i in group["Instances"]:
-        worker = workers.get(i["InstanceId"], {})
-        running = [j for j in worker.get("running", "").split(",") if j]
-        for part in worker.get("slots", "").split(","):
-            name, _, n = part.partition("=")
-            if name == queue and n.isdigit():
-                slots.append(int(n))
-        instances.append(Instance(
-            id=i["InstanceId"], launched_at=launched.get(i["InstanceId"], time.time()),
-            protected=bool(i.get("ProtectedFromScaleIn")), health=worker.get("health"),
-            running_jobs=len(running), idle_since=float(worker["idleSince"]) if worker.get("idleSince") else None,
-            in_service=i["LifecycleState"] == "InService"))
-    depths = store.queue_depths()
-    last_down = store.redis.get(f"{store.prefix}:scaler:last_down:{queue}")
-    return GroupState(
-        name=group_name, queued=depths["queues"][queue], running=store.running_by_queue().get(queue, 0),
-        slots_per_instance=min(slots) if slots else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS",
-                                                                       DEFAULT_SLOTS[queue])),
-        min_size=group["MinSize"], max_size=group["MaxSize"], desired=group["DesiredCapacity"],
-        instances=tuple(instances), last_scale_down=float(last_down or 0))
+        for page in ec2.get_paginator("describe_instances").paginate(InstanceIds=ids):
+            for reservation in page["Reservations"]:
+                for inst in reservation["Instances"]:
+                    launched[inst["InstanceId"]] = inst["LaunchTime"].timestamp()
+    instances = tuple(_instance(i, launched.get(i["InstanceId"], now), workers.get(i["InstanceId"], {}))
+                      for i in group["Instances"])
+    reported = [s for s in (worker_slots(workers[i], queue) for i in ids if i in workers) if s]
+    slots = min(reported) if reported else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS", DEFAULT_SLOTS[queue]))
+    return GroupState(name=group_name, queued=queued, running=running, slots_per_instance=slots,
+                      min_size=group["MinSize"], max_size=group["MaxSize"], desired=group["DesiredCapacity"],
+                      instances=instances, last_scale_down=last_scale_down)
 
 
-def apply(actions: list[Any], *, group_name: str, store: JobStore, autoscaling: Any) -> dict[str, JobState]:
-    """Carry out the policy's actions on one group; returns the jobs whose state changed."""
+def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any
+          ) -> tuple[list[Action], dict[str, JobState]]:
+    """Carry out the policy's actions on one group, in order.
+
+    Returns the actions that took effect and the jobs whose state changed. An AWS error fails only its
+    own action (logged; the next pass sees the group as it is and plans again).
+    """
+    done: list[Action] = []
     changed: dict[str, JobState] = {}
+    protect = {flag: [a for a in actions if isinstance(a, Protect) and a.protected is flag] for flag in (False, True)}
+    for flag, batch in protect.items():  # batched: one call per 50 instances, unprotecting first
+        for start in range(0, len(batch), PROTECT_BATCH):
+            chunk = batch[start:start + PROTECT_BATCH]
+            if _call(autoscaling.set_instance_protection, chunk, InstanceIds=[a.instance for a in chunk],
+                     AutoScalingGroupName=group_name, ProtectedFromScaleIn=flag):
+                done += chunk
     for action in actions:
-        logger.info("scaler action", extra={"group": group_name, "action": repr(action)})
         if isinstance(action, SetDesired):
-            autoscaling.set_desired_capacity(AutoScalingGroupName=group_name, DesiredCapacity=action.desired,
-                                             HonorCooldown=False)
-        elif isinstance(action, Protect):
-            autoscaling.set_instance_protection(InstanceIds=[action.instance], AutoScalingGroupName=group_name,
-                                                ProtectedFromScaleIn=action.protected)
+            ok = _call(autoscaling.set_desired_capacity, [action], AutoScalingGroupName=group_name,
+                       DesiredCapacity=action.desired, HonorCooldown=False)
         elif isinstance(action, TerminateIdle):
-            autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=action.instance,
-                                                                 ShouldDecrementDesiredCapacity=True)
+            ok = _call(autoscaling.terminate_instance_in_auto_scaling_group, [action], InstanceId=action.instance,
+                       ShouldDecrementDesiredCapacity=True)
         elif isinstance(action, TerminateUnhealthy):  # the group starts a replacement
-            autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=action.instance,
-                                                                 ShouldDecrementDesiredCapacity=False)
-        elif isinstance(action, RequeueWorker):
+            ok = _call(autoscaling.terminate_instance_in_auto_scaling_group, [action], InstanceId=action.instance,
+                       ShouldDecrementDesiredCapacity=False)
+        elif isinstance(action, RequeueWorker):  # even if the termination failed: the worker is not serving
             changed.update(store.drop_worker(action.worker))
-    return changed
+            ok = True
+        else:
+            continue  # Protect: applied above
+        if ok:
+            done.append(action)
+    for action in done:
+        logger.info("scaler action", extra={"group": group_name, "action": repr(action)})
+    return done, changed
+
+
+def _call(fn: Callable[..., Any], actions: Sequence[Action], **kwargs: Any) -> bool:
+    try:
+        fn(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("scaler action failed", extra={"actions": [repr(a) for a in actions], "error": str(exc)})
+        return False
+    return True
+
+
+def _desired_after(state: GroupState, done: list[Action]) -> int:
+    desired = state.desired
+    for action in done:
+        if isinstance(action, SetDesired):
+            desired = action.desired
+        elif isinstance(action, TerminateIdle):
+            desired -= 1
+    return desired
 
 
 def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, str],
-             now: float | None = None, notify: Callable[[str], object] | None = None) -> dict[str, list[Any]]:
-    """One scaler pass over ``groups`` (queue → group name); returns the actions taken per queue.
+             now: float | None = None, notify: Callable[[str], object] | None = None) -> dict[str, list[Action]]:
+    """One scaler pass over ``groups`` (queue → group name); returns the actions that took effect per queue.
 
     ``notify`` is called with each job id whose state the pass changed (WebSocket pushes on AWS).
     """
+    now = time.time() if now is None else now
     reaped = store.reap()
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
     workers = {w["id"]: w for w in store.workers()}
-    taken: dict[str, list[Any]] = {}
+    depths = store.queue_depths()["queues"]
+    running = store.running_by_queue()
+    taken: dict[str, list[Action]] = {}
     for queue, group_name in groups.items():
-        state = gather(queue, group_name, store=store, autoscaling=autoscaling, ec2=ec2, workers=workers)
-        result = plan(state, now if now is not None else time.time(), _config(queue))
-        reaped.update(apply(result.actions, group_name=group_name, store=store, autoscaling=autoscaling))
-        if result.scaled_down:
-            store.redis.set(f"{store.prefix}:scaler:last_down:{queue}", repr(time.time()))
+        last_down = store.redis.get(last_down_key(store, queue))
+        state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
+                       queued=depths.get(queue, 0), running=running.get(queue, 0),
+                       last_scale_down=float(last_down or 0), now=now)
+        done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
+                              autoscaling=autoscaling)
+        reaped.update(changed)
+        if any(isinstance(a, TerminateIdle) for a in done):
+            store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
         metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
         metrics.add_metric(name=f"{queue}Running", unit=MetricUnit.Count, value=state.running)
-        metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=state.desired)
-        metrics.add_metric(name=f"{queue}Instances", unit=MetricUnit.Count,
+        metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=_desired_after(state, done))
+        metrics.add_metric(name=f"{queue}InService", unit=MetricUnit.Count,
                            value=sum(1 for i in state.instances if i.in_service))
-        taken[queue] = result.actions
+        taken[queue] = done
     for job_id in reaped:
         if notify is None:
             break
@@ -143,7 +206,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _store
     if _store is None:
         _store = build_store(Settings.from_env())
-    groups = {"cpu": os.environ["DCC_CPU_GROUP"], "gpu": os.environ["DCC_GPU_GROUP"]}
+    groups = {queue: os.environ[env] for queue, env in GROUP_ENV.items() if os.environ.get(env)}
     notify = None
     endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT")
     if endpoint:

@@ -1,10 +1,13 @@
-"""The scaling policy, table-driven (pure)."""
+"""The scaling policy, table-driven (pure: no Redis, no AWS)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from dcc.scaling import (
+    Action,
     Config,
     GroupState,
     Instance,
@@ -15,69 +18,147 @@ from dcc.scaling import (
     TerminateUnhealthy,
     needed_instances,
     plan,
+    scaled_down,
 )
 
 NOW = 100_000.0
 CFG = Config(idle_seconds=900, health_grace_seconds=300, scale_down_interval=300)
 
 
-def group(**kw: object) -> GroupState:
-    base: dict = dict(name="cpu", queued=0, running=0, slots_per_instance=4, min_size=0, max_size=10, desired=0)
+def group(**kw: Any) -> GroupState:
+    base: dict[str, Any] = dict(name="cpu", queued=0, running=0, slots_per_instance=4, min_size=0, max_size=10,
+                                desired=0)
     base.update(kw)
+    if "instances" in base and "desired" not in kw:
+        base["desired"] = len(base["instances"])
     return GroupState(**base)
 
 
-def healthy(id_: str, *, running: int = 0, idle_for: float | None = None, protected: bool = False) -> Instance:
-    return Instance(id=id_, launched_at=NOW - 3600, protected=protected, health="HEALTHY", running_jobs=running,
-                    idle_since=None if idle_for is None else NOW - idle_for)
+def healthy(id_: str, *, running: int = 0, idle_for: float | None = None, protected: bool | None = None,
+            state: str = "InService") -> Instance:
+    """A healthy worker long past its boot; protected as the policy would have left it unless told."""
+    return Instance(id=id_, launched_at=NOW - 3600, lifecycle_state=state,
+                    protected=running > 0 if protected is None else protected, health="HEALTHY",
+                    running_jobs=running, idle_since=None if idle_for is None else NOW - idle_for)
 
 
-@pytest.mark.parametrize(("queued", "running", "desired", "max_size", "expected"), [
-    (0, 0, 0, 10, []),
-    (1, 0, 0, 10, [SetDesired("cpu", 1)]),
-    (300, 0, 0, 10, [SetDesired("cpu", 10)]),        # a burst: all it needs at once, capped by max
-    (17, 3, 2, 10, [SetDesired("cpu", 5)]),          # (17 + 3) / 4 = 5
-    (4, 4, 2, 10, []),                               # already enough
+def of(kind: type, actions: list[Action]) -> list[Action]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+# scale up ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("queued", "running", "desired", "min_size", "max_size", "expected"), [
+    (0, 0, 0, 0, 10, []),                             # nothing to do
+    (1, 0, 0, 0, 10, [SetDesired("cpu", 1)]),         # from zero
+    (300, 0, 0, 0, 10, [SetDesired("cpu", 10)]),      # a burst: all it needs at once, capped by max
+    (17, 3, 2, 0, 10, [SetDesired("cpu", 5)]),        # ceil((17 + 3) / 4) = 5, in one step
+    (18, 3, 2, 0, 10, [SetDesired("cpu", 6)]),        # ceil(21 / 4) = 6
+    (4, 4, 2, 0, 10, []),                             # already enough
+    (0, 0, 0, 2, 10, [SetDesired("cpu", 2)]),         # raised to the minimum
+    (1, 0, 6, 0, 10, []),                             # more than needed: SetDesired never lowers
+    (50, 0, 12, 0, 10, []),                           # above a lowered max: left to the group
 ])
-def test_scale_up_at_once(queued: int, running: int, desired: int, max_size: int, expected: list) -> None:
+def test_scale_up_at_once(queued: int, running: int, desired: int, min_size: int, max_size: int,
+                          expected: list[Action]) -> None:
     instances = tuple(healthy(f"i-{n}", running=1) for n in range(desired))
-    actions = plan(group(queued=queued, running=running, desired=desired, max_size=max_size,
-                         instances=tuple(i for i in instances)), NOW, CFG).actions
-    assert [a for a in actions if isinstance(a, SetDesired)] == expected
+    state = group(queued=queued, running=running, desired=desired, min_size=min_size, max_size=max_size,
+                  instances=instances)
+    assert of(SetDesired, plan(state, NOW, CFG)) == expected
 
 
-def test_never_below_min() -> None:
-    assert needed_instances(group(min_size=2)) == 2
-    state = group(min_size=1, desired=1, instances=(healthy("i-1", idle_for=5000),))
-    assert plan(state, NOW, CFG).actions == []
+def test_booting_instances_count_towards_desired() -> None:
+    booting = tuple(Instance(f"i-{n}", launched_at=NOW - 30, lifecycle_state="Pending") for n in range(3))
+    assert plan(group(queued=12, desired=3, instances=booting), NOW, CFG) == []
 
 
-def test_busy_instances_are_protected_and_survive_scale_down() -> None:
-    state = group(desired=2, running=1, last_scale_down=0.0,
-                  instances=(healthy("i-busy", running=1), healthy("i-idle", idle_for=1000, protected=True)))
-    result = plan(state, NOW, CFG)
-    assert Protect("i-busy", True) in result.actions
-    assert TerminateIdle("i-idle") in result.actions and result.scaled_down
-    assert not any(isinstance(a, TerminateIdle) and a.instance == "i-busy" for a in result.actions)
-
-
-@pytest.mark.parametrize(("idle_for", "last_down", "queued", "terminated"), [
-    (1000, 0.0, 0, True),
-    (600, 0.0, 0, False),             # not idle long enough
-    (1000, NOW - 60, 0, False),       # one scale-down per interval
-    (1000, 0.0, 1, False),            # work is waiting
+# protection ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("running", "protected", "expected"), [
+    (2, False, [Protect("i-1", True)]),   # busy: protect
+    (2, True, []),                         # already protected
+    (0, True, [Protect("i-1", False)]),   # idle (not yet long enough to remove): unprotect
+    (0, False, []),
 ])
-def test_scale_down_rules(idle_for: float, last_down: float, queued: int, terminated: bool) -> None:
-    state = group(desired=2, queued=queued, running=1, last_scale_down=last_down,
+def test_busy_instances_are_protected_and_idle_ones_not(running: int, protected: bool,
+                                                        expected: list[Action]) -> None:
+    inst = healthy("i-1", running=running, idle_for=None if running else 60, protected=protected)
+    state = group(running=running, desired=1, instances=(inst,))
+    assert plan(state, NOW, CFG) == expected
+
+
+def test_pending_instances_are_left_alone() -> None:
+    pending = Instance("i-p", launched_at=NOW - 3600, lifecycle_state="Pending:Wait", health=None)
+    leaving = healthy("i-t", idle_for=5000, state="Terminating")
+    assert plan(group(desired=2, instances=(pending, leaving)), NOW, CFG) == []
+
+
+# scale down -----------------------------------------------------------------------------------------------
+def test_busy_instance_survives_scale_down_and_idle_one_goes() -> None:
+    state = group(running=1, instances=(healthy("i-busy", running=1), healthy("i-idle", idle_for=1000,
+                                                                              protected=True)))
+    actions = plan(state, NOW, CFG)
+    assert actions == [Protect("i-idle", False), TerminateIdle("i-idle")]
+    assert scaled_down(actions)
+
+
+@pytest.mark.parametrize(("idle_for", "last_down", "queued", "min_size", "terminated"), [
+    (1000, 0.0, 0, 0, True),
+    (900, 0.0, 0, 0, True),             # exactly the idle time
+    (600, 0.0, 0, 0, False),            # not idle long enough
+    (1000, NOW - 60, 0, 0, False),      # one scale-down per interval
+    (1000, NOW - 300, 0, 0, True),      # the interval has passed
+    (1000, 0.0, 1, 0, False),           # work is waiting
+    (1000, 0.0, 0, 2, False),           # never below min
+])
+def test_scale_down_rules(idle_for: float, last_down: float, queued: int, min_size: int,
+                          terminated: bool) -> None:
+    state = group(queued=queued, running=1, last_scale_down=last_down, min_size=min_size,
                   instances=(healthy("i-a", running=1), healthy("i-b", idle_for=idle_for)))
-    assert (TerminateIdle("i-b") in plan(state, NOW, CFG).actions) == terminated
+    assert (TerminateIdle("i-b") in plan(state, NOW, CFG)) == terminated
 
 
+@pytest.mark.parametrize(("min_size", "running", "expected"), [
+    (0, 0, ["i-4", "i-3", "i-2", "i-1"]),   # longest idle first, all of them in one scale-down
+    (1, 0, ["i-4", "i-3", "i-2"]),          # down to the minimum
+    (0, 6, ["i-4", "i-3", "i-2", "i-1"]),   # the busy two hold the running jobs
+    (0, 14, ["i-4", "i-3"]),                # down to what the running jobs need, wherever they run: 4
+])
+def test_one_scale_down_removes_every_idle_instance_down_to_the_floor(min_size: int, running: int,
+                                                                      expected: list[str]) -> None:
+    idle = tuple(healthy(f"i-{n}", idle_for=900 + 100 * n) for n in range(1, 5))
+    busy = tuple(healthy(f"i-b{n}", running=3) for n in range(2 if running else 0))
+    state = group(min_size=min_size, running=running, instances=idle + busy)
+    assert [a.instance for a in plan(state, NOW, CFG) if isinstance(a, TerminateIdle)] == expected
+
+
+def test_unknown_idle_time_is_never_removed() -> None:
+    state = group(instances=(healthy("i-1"),))   # an older worker reporting no idleSince
+    assert not scaled_down(plan(state, NOW, CFG))
+
+
+# health -------------------------------------------------------------------------------------------------
 def test_unhealthy_or_silent_workers_are_replaced_and_their_jobs_requeued() -> None:
-    sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:disk 95% full", running_jobs=2)
+    sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:disk 95% full", running_jobs=2,
+                    protected=True)
     silent = Instance("i-silent", launched_at=NOW - 3600, health=None)
     booting = Instance("i-new", launched_at=NOW - 60, health=None)
-    actions = plan(group(desired=3, running=2, instances=(sick, silent, booting)), NOW, CFG).actions
-    assert TerminateUnhealthy("i-sick", "UNHEALTHY:disk 95% full") in actions and RequeueWorker("i-sick") in actions
-    assert TerminateUnhealthy("i-silent", "no health key") in actions and RequeueWorker("i-silent") in actions
-    assert not any(getattr(a, "instance", None) == "i-new" for a in actions)
+    booting_sick = Instance("i-new2", launched_at=NOW - 60, health="UNHEALTHY:docker unreachable")
+    actions = plan(group(running=2, instances=(sick, silent, booting, booting_sick)), NOW, CFG)
+    assert actions == [
+        Protect("i-sick", False), TerminateUnhealthy("i-sick", "UNHEALTHY:disk 95% full"), RequeueWorker("i-sick"),
+        TerminateUnhealthy("i-silent", "no health key"), RequeueWorker("i-silent"),
+    ]
+
+
+def test_sick_instances_are_not_scaled_down_as_idle() -> None:
+    sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:x", idle_since=NOW - 5000)
+    actions = plan(group(instances=(sick,)), NOW, CFG)
+    assert of(TerminateIdle, actions) == [] and TerminateUnhealthy("i-sick", "UNHEALTHY:x") in actions
+
+
+# config -------------------------------------------------------------------------------------------------
+def test_class_defaults() -> None:
+    assert Config.for_class("cpu").idle_seconds == 15 * 60
+    assert Config.for_class("gpu").idle_seconds == 30 * 60
+    assert Config.for_class("gpu", scale_down_interval=60).scale_down_interval == 60
+    assert needed_instances(group(min_size=2)) == 2
+    assert needed_instances(group(queued=3, slots_per_instance=0)) == 3   # a bad slot count never divides by 0

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from dcc.jobs import JobRecord, JobSpec, JobState
+from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
+from dcc.scaling import Protect, SetDesired, TerminateIdle, TerminateUnhealthy
 from dcc.store import JobStore, connect
-from functions.scaler.handler import run_once
+from functions.scaler import handler
+from functions.scaler.handler import config_for, last_down_key, run_once, worker_slots
 
 pytestmark = pytest.mark.redis
+
+GROUPS = {"cpu": "cpu-group", "gpu": "gpu-group"}
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
     for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1",
-                 "DCC_HEALTH_GRACE_SECONDS": "0", "DCC_CPU_IDLE_SECONDS": "0", "DCC_SCALE_DOWN_INTERVAL": "0"}.items():
+                 "DCC_HEALTH_GRACE_SECONDS": "0", "DCC_CPU_IDLE_SECONDS": "600",
+                 "DCC_SCALE_DOWN_INTERVAL": "0"}.items():
         monkeypatch.setenv(k, v)
     with mock_aws():
         ec2 = boto3.client("ec2")
@@ -32,6 +40,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
                 AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "workers"}, MinSize=0, MaxSize=6,
                 DesiredCapacity=size, AvailabilityZones=["us-east-1a"])
         yield autoscaling, ec2
+    handler.metrics.clear_metrics()  # run_once adds metrics that only the Lambda entry point flushes
 
 
 @pytest.fixture
@@ -39,84 +48,181 @@ def store(redis_url: str) -> JobStore:
     return JobStore(connect(redis_url), lease_seconds=60)
 
 
-GROUPS = {"cpu": "cpu-group", "gpu": "gpu-group"}
+def describe(autoscaling: Any, name: str) -> dict[str, Any]:
+    groups: list[dict[str, Any]] = autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return groups[0]
 
 
-def instances(autoscaling: Any, group: str) -> list[dict]:
-    return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["Instances"]
+def instance_ids(autoscaling: Any, name: str) -> list[str]:
+    return [i["InstanceId"] for i in describe(autoscaling, name)["Instances"]]
 
 
 def queue_jobs(store: JobStore, n: int, *, prefix: str = "j", queue: str = "cpu") -> None:
     gpu = {"parameters": {"gpu": 1}} if queue == "gpu" else {}
     for i in range(n):
         store.create(JobRecord(id=f"{prefix}{i}", spec=JobSpec.model_validate({"image": "x", **gpu}),
-                               state=JobState.QUEUED, queue=queue, submitted_at=time.time()), only_if_new=True)
+                               state=JobState.QUEUED, queue=queue, submitted_at=time.time()), only_if_new=False)
 
 
-def test_a_burst_scales_up_at_once(aws: tuple[Any, Any], store: JobStore) -> None:
+def claim(store: JobStore, worker: str) -> Claim:
+    got = store.claim("cpu", worker)
+    assert got is not None
+    return got
+
+
+def beat(store: JobStore, worker: str, *, health: str = "HEALTHY", running: str = "",
+         idle_for: float | None = None) -> None:
+    idle = "" if idle_for is None else repr(time.time() - idle_for)
+    store.heartbeat(worker, {"health": health, "slots": "cpu=2", "running": running, "idleSince": idle}, ttl=60)
+
+
+def state_of(store: JobStore, job_id: str) -> JobState:
+    record = store.get(job_id)
+    assert record is not None
+    return record.state
+
+
+def test_a_burst_sets_desired_to_several_instances_at_once(aws: tuple[Any, Any], store: JobStore) -> None:
     autoscaling, ec2 = aws
-    busy, other = [i["InstanceId"] for i in instances(autoscaling, "cpu-group")]
-    for worker in (busy, other):
-        store.heartbeat(worker, {"health": "HEALTHY", "slots": "cpu=2", "running": "x", "idleSince": ""}, ttl=60)
+    for worker in instance_ids(autoscaling, "cpu-group"):
+        beat(store, worker, running="x")
     queue_jobs(store, 9)
     queue_jobs(store, 3, prefix="g", queue="gpu")
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert SetDesired("cpu-group", 5) in taken["cpu"]        # 9 queued over 2 slots each: 2 → 5 in one step
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 5
+    assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 3   # 1 slot per GPU instance by default
+
+
+def test_a_burst_is_capped_by_the_group_maximum(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    for worker in instance_ids(autoscaling, "cpu-group"):
+        beat(store, worker, running="x")
+    queue_jobs(store, 300)
     run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
-    cpu = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["cpu-group"])["AutoScalingGroups"][0]
-    gpu = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["gpu-group"])["AutoScalingGroups"][0]
-    assert cpu["DesiredCapacity"] == 5  # 9 queued over 2 slots each: 5 instances, in one step
-    assert gpu["DesiredCapacity"] == 3  # 1 slot per GPU instance by default
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 6
 
 
 def test_unhealthy_worker_is_replaced_and_its_jobs_requeued(aws: tuple[Any, Any], store: JobStore) -> None:
     autoscaling, ec2 = aws
-    sick, fine = [i["InstanceId"] for i in instances(autoscaling, "cpu-group")]
+    sick, fine = instance_ids(autoscaling, "cpu-group")
     queue_jobs(store, 2)
-    claims = [store.claim("cpu", sick), store.claim("cpu", fine)]
-    store.heartbeat(sick, {"health": "UNHEALTHY:docker unreachable", "slots": "cpu=2", "running": claims[0].job.id},
-                    ttl=60)
-    store.heartbeat(fine, {"health": "HEALTHY", "slots": "cpu=2", "running": claims[1].job.id}, ttl=60)
+    claims = [claim(store, sick), claim(store, fine)]
+    beat(store, sick, health="UNHEALTHY:docker unreachable", running=claims[0].job.id)
+    beat(store, fine, running=claims[1].job.id)
     pushed: list[str] = []
     taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS, notify=pushed.append)
-    assert any(type(a).__name__ == "TerminateUnhealthy" and a.instance == sick for a in taken["cpu"])
-    assert pushed == [claims[0].job.id]  # websocket subscribers hear of the requeue
-    assert store.get(claims[0].job.id).state == JobState.QUEUED  # requeued at once, not at lease expiry
-    assert store.get(claims[1].job.id).state == JobState.RUNNING
-    ids = {i["InstanceId"] for i in instances(autoscaling, "cpu-group")}
+    assert TerminateUnhealthy(sick, "UNHEALTHY:docker unreachable") in taken["cpu"]
+    assert pushed == [claims[0].job.id]                     # websocket subscribers hear of the requeue
+    assert state_of(store, claims[0].job.id) == JobState.QUEUED   # at once, not at lease expiry
+    assert state_of(store, claims[1].job.id) == JobState.RUNNING
+    group = describe(autoscaling, "cpu-group")
+    ids = {i["InstanceId"] for i in group["Instances"]}
     assert sick not in ids and fine in ids
+    assert group["DesiredCapacity"] == 2                     # not decremented: the group replaces it
 
 
-def test_busy_worker_survives_scale_down_and_idle_one_goes(aws: tuple[Any, Any], store: JobStore) -> None:
+def test_a_silent_worker_is_replaced_only_after_the_grace_period(aws: tuple[Any, Any], store: JobStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     autoscaling, ec2 = aws
-    busy, idle = [i["InstanceId"] for i in instances(autoscaling, "cpu-group")]
+    silent, fine = instance_ids(autoscaling, "cpu-group")
+    beat(store, fine, idle_for=0)
+    monkeypatch.setenv("DCC_HEALTH_GRACE_SECONDS", "300")   # moto's instances were launched just now
+    assert run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)["cpu"] == []
+    monkeypatch.setenv("DCC_HEALTH_GRACE_SECONDS", "0")
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert TerminateUnhealthy(silent, "no health key") in taken["cpu"]
+    assert silent not in instance_ids(autoscaling, "cpu-group")
+
+
+def test_busy_worker_survives_scale_down_and_idle_one_goes(aws: tuple[Any, Any], store: JobStore,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    autoscaling, ec2 = aws
+    monkeypatch.setenv("DCC_SCALE_DOWN_INTERVAL", "300")
+    busy, idle = instance_ids(autoscaling, "cpu-group")
     queue_jobs(store, 1)
-    claim = store.claim("cpu", busy)
-    store.heartbeat(busy, {"health": "HEALTHY", "slots": "cpu=2", "running": claim.job.id, "idleSince": ""}, ttl=60)
-    store.heartbeat(idle, {"health": "HEALTHY", "slots": "cpu=2", "running": "",
-                           "idleSince": repr(time.time() - 3600)}, ttl=60)
-    run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
-    left = {i["InstanceId"]: i for i in instances(autoscaling, "cpu-group")}
-    assert busy in left and left[busy]["ProtectedFromScaleIn"] is True
-    assert idle not in left
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["cpu-group"])["AutoScalingGroups"][0]
-    assert group["DesiredCapacity"] == 1
+    held = claim(store, busy)
+    job = held.job.id
+    beat(store, busy, running=job)
+    beat(store, idle, idle_for=3600)
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert taken["cpu"] == [Protect(busy, True), TerminateIdle(idle)]
+    left = {i["InstanceId"]: i for i in describe(autoscaling, "cpu-group")["Instances"]}
+    assert set(left) == {busy} and left[busy]["ProtectedFromScaleIn"] is True
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 1
+    assert state_of(store, job) == JobState.RUNNING
+    assert float(store.redis.get("{dcc}:scaler:last_down:cpu")) == pytest.approx(time.time(), abs=30)
+
+    # the job ends; the worker has been idle long enough, but the scale-down interval has not passed
+    assert store.finish(held, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    beat(store, busy, idle_for=3600)
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert taken["cpu"] == [Protect(busy, False)]
+    assert instance_ids(autoscaling, "cpu-group") == [busy]
+    store.redis.set(last_down_key(store, "cpu"), repr(time.time() - 301))
+    assert run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)["cpu"] == [TerminateIdle(busy)]
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 0
+
+
+def test_an_instance_idle_for_less_than_the_idle_time_stays(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    for worker in instance_ids(autoscaling, "cpu-group"):
+        beat(store, worker, idle_for=300)                    # idle time is 600 s here
+    assert run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)["cpu"] == []
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 2
+
+
+class DeniedProtection:
+    """The moto client, but SetInstanceProtection is refused (as with a role missing the permission)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def set_instance_protection(self, **kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SetInstanceProtection")
+
+
+def test_a_failed_action_does_not_stop_the_others(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    busy, idle = instance_ids(autoscaling, "cpu-group")
+    queue_jobs(store, 1)
+    beat(store, busy, running=claim(store, busy).job.id)
+    beat(store, idle, idle_for=3600)
+    taken = run_once(store=store, autoscaling=DeniedProtection(autoscaling), ec2=ec2, groups=GROUPS)
+    assert taken["cpu"] == [TerminateIdle(idle)]             # the refused Protect is not reported as done
+    assert instance_ids(autoscaling, "cpu-group") == [busy]
+
+
+def test_config_and_slots_from_the_environment() -> None:
+    assert config_for("gpu", {}).idle_seconds == 1800
+    assert config_for("cpu", {"DCC_CPU_IDLE_SECONDS": "60", "DCC_SCALE_DOWN_INTERVAL": "30"}) == \
+        config_for("cpu", {}).__class__(idle_seconds=60, health_grace_seconds=300, scale_down_interval=30)
+    assert worker_slots({"slots": "cpu=3,gpu=1"}, "gpu") == 1
+    assert worker_slots({"slots": "cpu=3"}, "gpu") is None
 
 
 def test_lambda_entry_point_emits_metrics(aws: tuple[Any, Any], store: JobStore, redis_url: str,
                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-    from types import SimpleNamespace
-
-    from functions.scaler import handler
-
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("DCC_CPU_GROUP", "cpu-group")
     monkeypatch.setenv("DCC_GPU_GROUP", "gpu-group")
     monkeypatch.setattr(handler, "_store", None)
-    handler.metrics.clear_metrics()  # run_once in the other tests added metrics without a Lambda to flush them
+    for worker in instance_ids(aws[0], "cpu-group"):
+        beat(store, worker, idle_for=0)
     queue_jobs(store, 9)
     context = SimpleNamespace(function_name="scaler", memory_limit_in_mb=256, aws_request_id="req-1",
                               invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:scaler")
     reply = handler.lambda_handler({}, context)
-    assert any("SetDesired" in a for a in reply["cpu"])
+    assert reply["cpu"] == [repr(SetDesired("cpu-group", 5))] and reply["gpu"] == []
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert emf and emf[-1]["cpuQueueDepth"] in (9, 9.0, [9.0]) and emf[-1]["gpuQueueDepth"] in (0, 0.0, [0.0])
+    assert emf, "no EMF blob printed"
+    blob = {k: v[0] if isinstance(v, list) else v for k, v in emf[-1].items()}  # Powertools may emit [value]
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "dcc"
+    assert {m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]} >= {
+        "cpuQueueDepth", "cpuRunning", "cpuDesired", "cpuInService", "gpuQueueDepth", "gpuDesired"}
+    assert blob["cpuQueueDepth"] == 9 and blob["cpuDesired"] == 5 and blob["cpuInService"] == 2
+    assert blob["gpuQueueDepth"] == 0 and blob["gpuDesired"] == 0
