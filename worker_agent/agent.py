@@ -218,7 +218,8 @@ class Worker:
         try:
             outcome = self._attempt(claim, workdir)
             with self._lock:
-                lost = self._running[job.id].lost
+                mine = self._running.get(job.id)
+                lost = mine is None or mine.claim.attempt != claim.attempt or mine.lost
             if not lost:
                 self._report(claim, outcome)
                 self._notify(job.id)
@@ -226,7 +227,10 @@ class Worker:
             log.exception("job %s: unexpected failure", job.id)
         finally:
             with self._slot_freed:
-                self._running.pop(job.id, None)
+                # A requeued job may already be running here again as a new attempt: free only our own entry.
+                mine = self._running.get(job.id)
+                if mine is not None and mine.claim.attempt == claim.attempt:
+                    del self._running[job.id]
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir))
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from dcc.bootstrap import build_service
-from dcc.errors import InvalidJob
-from dcc.jobs import JobSpec, JobState, Parameters
+from dcc.errors import InvalidJob, JobSystemError
+from dcc.jobs import ErrorCode, JobSpec, JobState, Parameters
 from dcc.local_storage import LocalStorage
 from dcc.settings import Settings
 from worker_agent.agent import Worker, WorkerConfig
@@ -116,3 +116,46 @@ def test_too_many_gpus_is_refused_at_submit(redis_url: str, tmp_path: Path) -> N
     with pytest.raises(InvalidJob) as info:
         service.submit(JobSpec(image="x", parameters=Parameters(gpu=5)))
     assert info.value.field == "parameters.gpu" and "4" in str(info.value)
+
+
+class FailsOnceRuntime(RecordingRuntime):
+    """The first run fails with a retryable system error; later runs succeed."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)  # the second attempt outlives the first one's ending
+        self.calls = 0
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        self.calls += 1
+        if self.calls == 1:
+            raise JobSystemError(ErrorCode.RUNTIME_FAILED, "the engine hiccuped", retryable=True)
+        return super().run(job, workdir=workdir)
+
+
+def test_a_requeued_job_reclaimed_by_the_same_worker_keeps_its_new_attempt(redis_url: str, tmp_path: Path) -> None:
+    # With two slots, the first attempt's thread is still ending (held in its notify hook) when the worker claims the requeued
+    # job again: ending it must not free the second attempt's slot or lose its record.
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = FailsOnceRuntime()
+    service = build_service(settings)
+    notified: list[str] = []
+
+    def slow_notify(job_id: str) -> None:
+        notified.append(job_id)
+        if len(notified) == 2:  # the first attempt's end: claimed (1), requeued (2)
+            time.sleep(0.3)
+
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="box", workdir=tmp_path / "w", slots={"cpu": 2}), notify=slow_notify)
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    worker.start()
+    try:
+        wait_all(service, [job_id], timeout=20)
+        record = service.get(job_id)
+        time.sleep(0.4)  # both attempts' threads have ended
+        assert worker.running_count() == 0
+    finally:
+        worker.stop(grace=5)
+    assert record.state is JobState.SUCCEEDED
+    assert record.attempts == 2
+    assert runtime.calls == 2
