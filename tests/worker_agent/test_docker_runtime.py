@@ -85,15 +85,19 @@ def test_missing_image_is_a_system_error(runtime: DockerRuntime, tmp_path: Path)
 def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str,
                                  tmp_path: Path) -> None:
     spec = job(tmp_path, test_image, ["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
-                                                  "ls /sys/class/net; ls /var/run/docker.sock 2>&1"], memory_mb=64)
+                                                  "ls /sys/class/net; ls /var/run/docker.sock 2>&1; "
+                                                  "grep -c localhost /etc/hosts"], memory_mb=64)
     out = run(runtime, spec, tmp_path)
     text = out.stdout_path.read_text()
     assert "CapEff:\t0000000000000000" in text and "NoNewPrivs:\t1" in text
     assert text.split().count("lo") == 1 and "eth0" not in text  # no network but loopback
     assert "No such file" in text  # no Docker socket inside
+    assert text.split()[-1] == "2"  # the engine writes no /etc/hosts with networking disabled: dcc mounts one
     created = docker_client.api.create_container(**_low_level(runtime, spec))
     try:
-        host = docker_client.api.inspect_container(created["Id"])["HostConfig"]
+        inspected = docker_client.api.inspect_container(created["Id"])
+        assert inspected["Config"]["NetworkDisabled"] is True  # no network sandbox to set up at start
+        host = inspected["HostConfig"]
         assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
         assert host["NetworkMode"] == "none" and host["PidsLimit"] == 1024 and host["Memory"] == 64 << 20
         assert not host.get("Binds") and not host.get("Privileged")
@@ -112,7 +116,7 @@ def _low_level(runtime: DockerRuntime, spec: ContainerJob) -> dict:
         pids_limit=kw["pids_limit"], mem_limit=kw["mem_limit"], memswap_limit=kw["memswap_limit"],
         device_requests=kw.get("device_requests"), mounts=kw["mounts"])
     return {"image": kw["image"], "command": kw["command"], "environment": kw["environment"],
-            "labels": kw["labels"], "host_config": host_config}
+            "labels": kw["labels"], "host_config": host_config, "network_disabled": kw["network_disabled"]}
 
 
 def test_links_in_outputs_are_dropped(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
