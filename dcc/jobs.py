@@ -93,6 +93,18 @@ def check_relative_path(name: str) -> str:
     return name
 
 
+def check_env(env: dict[str, str], *, reserved: frozenset[str] = RESERVED_ENV) -> dict[str, str]:
+    """Return ``env`` if every name is a valid variable name that dcc does not set, else raise ValueError."""
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid variable name")
+        if name in reserved:
+            raise ValueError(f"{name!r} is set by dcc")
+        if "\x00" in value:
+            raise ValueError(f"value of {name!r} contains NUL")
+    return env
+
+
 class Input(BaseModel):
     """One input file, placed at ``/inputs/<name>`` in the container."""
 
@@ -166,14 +178,7 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid variable name")
-            if name in RESERVED_ENV:
-                raise ValueError(f"{name!r} is set by dcc")
-            if "\x00" in value:
-                raise ValueError(f"value of {name!r} contains NUL")
-        return env
+        return check_env(env)
 
     @field_validator("workingDir")
     @classmethod
@@ -259,6 +264,11 @@ class JobRecord:
     stderr: str | None = None
     cancel_requested: bool = False
     inline_outputs: dict[str, dict[str, Any]] | None = None
+    task: dict[str, Any] | None = None
+    """GA4GH TES tasks: the task as created (``dcc.tes``); the job runs its executors."""
+    task_log: dict[str, Any] | None = None
+    """GA4GH TES tasks: the TES task log of the latest attempt (``attempt``, executor logs, outputs), as the worker
+    last wrote it."""
 
     def timings(self) -> dict[str, float | None]:
         """Timestamps (epoch seconds) and the derived queue wait and run time."""
@@ -323,6 +333,8 @@ class Outcome:
     """When the worker finished the attempt (stamped once, for both result.json and the record)."""
     inline_outputs: dict[str, dict[str, Any]] | None = None
     """Fast jobs: each output's content, ``{"encoding": "utf8"|"base64", "content": ..., "truncated": bool}``."""
+    task_log: dict[str, Any] | None = None
+    """GA4GH TES tasks: the final TES task log of this attempt."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ def result_document(record: JobRecord) -> dict[str, Any]:
     for item in spec["inputs"]:
         if item["source"] == "inline":
             item.pop("value", None)
-    return {**record.view(), "job": spec, "inputsPrefix": record.inputs_prefix}
+    doc = {**record.view(), "job": spec, "inputsPrefix": record.inputs_prefix}
+    if record.task is not None:
+        doc["task"] = record.task
+        doc["taskLog"] = record.task_log
+    return doc
 
 
 def record_from_result(doc: dict[str, Any]) -> JobRecord:
@@ -60,6 +64,8 @@ def record_from_result(doc: dict[str, Any]) -> JobRecord:
         outputs_truncated=doc.get("outputsTruncated", False),
         stdout=doc.get("stdout"),
         stderr=doc.get("stderr"),
+        task=doc.get("task"),
+        task_log=doc.get("taskLog"),
     )
 
 
@@ -93,8 +99,11 @@ class JobService:
         self.clock = clock
 
     # submit --------------------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> tuple[JobRecord, bool]:
-        """Queue a job; returns it and whether it was created (False: a job with its client id exists)."""
+    def submit(self, spec: JobSpec, *, task: dict[str, Any] | None = None) -> tuple[JobRecord, bool]:
+        """Queue a job; returns it and whether it was created (False: a job with its client id exists).
+
+        ``task``: the GA4GH TES task the job runs (``dcc.tes``); its inputs are fetched by the worker.
+        """
         spec = self._normalized(spec)
         if spec.id is not None:
             existing = self._find(spec.id)
@@ -113,6 +122,7 @@ class JobService:
             id=job_id, spec=spec.without_inline_values(), state=JobState.QUEUED, queue=spec.queue,
             submitted_at=self.clock(),
             inputs_prefix=inputs_prefix if any(i.source == "inline" for i in spec.inputs) else None,
+            task=task,
         )
         written = self._write_inputs(spec, inputs_prefix)
         try:

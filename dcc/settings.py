@@ -61,6 +61,10 @@ class Settings:
     smoke_image: str = "busybox:latest"
     max_gpus_per_worker: int = 8
     """The most GPUs any worker of the deployment has: a job asking for more is refused at submit."""
+    tes_locations: tuple[str, ...] = ()
+    """GA4GH TES: where tasks may read inputs and write outputs, as ``s3://bucket/prefix/`` or ``file:///dir/``."""
+    organization_url: str | None = None
+    """GA4GH service-info ``organization.url`` (default: the API's own address)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -93,6 +97,8 @@ class Settings:
             "max_inline_output_bytes": _env_int("DCC_MAX_INLINE_OUTPUT_BYTES", base.max_inline_output_bytes),
             "smoke_image": os.environ.get("DCC_SMOKE_IMAGE", base.smoke_image),
             "max_gpus_per_worker": _env_int("DCC_MAX_GPUS_PER_WORKER", base.max_gpus_per_worker),
+            "tes_locations": tuple(x.strip() for x in os.environ.get("DCC_TES_LOCATIONS", "").split(",") if x.strip()),
+            "organization_url": os.environ.get("DCC_ORGANIZATION_URL") or None,
         }
         values.update(overrides)
         return cls(**values)

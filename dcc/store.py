@@ -7,6 +7,7 @@ Keys (all under one hash tag, so scripts work on a cluster-mode or serverless ca
     P:sig:<queue>   list    wake-up tokens, one pushed per job queued; idle workers block on them
     P:leases        zset    ``<id>|<attempt>`` of running jobs, scored by lease deadline (ms)
     P:all           zset    every job id, scored by submit time (ms), for listing
+    P:tes           zset    ids of the jobs that are GA4GH TES tasks, scored by submit time (ms)
     P:st:<state>    zset    ids of jobs that ended in <state>, scored by submit time (ms)
     P:workers       zset    worker ids scored by last heartbeat (ms); P:worker:<id> hash, TTL'd
     P:ev:<id>       channel the job's state changes; P:cancel: ids whose cancel was asked
@@ -72,7 +73,7 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
 def _load_scripts() -> dict[str, str]:
     lua = resources.files("dcc") / "lua"
     common = (lua / "common.lua").read_text()
-    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker")
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "task_log")
     return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
 
 
@@ -105,6 +106,8 @@ def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         stderr=h.get("stderr"),
         cancel_requested=h.get("cancel") == "1",
         inline_outputs=json.loads(h["inline_outputs"]) if h.get("inline_outputs") else None,
+        task=json.loads(h["task"]) if h.get("task") else None,
+        task_log=json.loads(h["task_log"]) if h.get("task_log") else None,
     )
 
 
@@ -128,6 +131,8 @@ def _outcome_fields(outcome: Outcome) -> list[str]:
         fields["stderr"] = outcome.stderr
     if outcome.inline_outputs is not None:
         fields["inline_outputs"] = json.dumps(outcome.inline_outputs)
+    if outcome.task_log is not None:
+        fields["task_log"] = json.dumps(outcome.task_log)
     return [x for kv in fields.items() for x in kv]
 
 
@@ -182,6 +187,10 @@ class JobStore:
         return f"{self.prefix}:cancel"
 
     @property
+    def tasks_key(self) -> str:
+        return f"{self.prefix}:tes"
+
+    @property
     def leases_key(self) -> str:
         return f"{self.prefix}:leases"
 
@@ -206,6 +215,8 @@ class JobStore:
             fields["max_attempts"] = "2"  # a fast job whose worker dies is retried once
         if record.inputs_prefix:
             fields["inputs_prefix"] = record.inputs_prefix
+        if record.task is not None:
+            fields["task"] = json.dumps(record.task)  # a GA4GH TES task: also indexed in P:tes
         flat = [x for kv in fields.items() for x in kv]
         created = self._run(
             "submit",
@@ -358,7 +369,7 @@ class JobStore:
         # (the longest a job can stay queued and running is not bounded, so listing also skips misses).
         cutoff_ms = int((now * 1000) - self.retention_ms - 86_400_000)
         pipe = self.redis.pipeline(transaction=False)
-        for key in [f"{self.prefix}:all", *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
+        for key in [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
             pipe.zremrangebyscore(key, "-inf", cutoff_ms)
         pipe.execute()
 
@@ -404,6 +415,18 @@ class JobStore:
             last_member, last_score = entries[-1]
             next_cursor = _encode_cursor(last_score, last_member)
         return Page(jobs=jobs, cursor=next_cursor)
+
+    @_translated
+    def task_entries(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        """Up to ``limit`` TES task ids, newest first, after the cursor ``after``, each with the cursor that
+        resumes after it; and whether more follow."""
+        entries = list(self._entries_after(self.tasks_key, True, _decode_cursor(after), limit + 1))
+        return [(member, _encode_cursor(score, member)) for member, score in entries[:limit]], len(entries) > limit
+
+    @_translated
+    def write_task_log(self, claim: Claim, log: dict[str, Any]) -> bool:
+        """Record a running TES task's log so far; False (nothing written) if the attempt no longer holds the job."""
+        return bool(self._run("task_log", [claim.job.id, claim.attempt, claim.job.worker or "", json.dumps(log)]))
 
     def _page_entries(
         self, sources: list[tuple[str, bool]], after: tuple[float, str] | None, limit: int

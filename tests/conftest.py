@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "dcc-busybox:latest"
@@ -116,3 +118,17 @@ def docker_client(docker_host: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def test_image(docker_host: str) -> str:
     return TEST_IMAGE
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3").create_bucket(Bucket="dcc-data")
+    yield endpoint
+    server.stop()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -17,14 +18,17 @@ from tests.conftest import free_port
 
 
 @contextmanager
-def serve_local(data_dir: Path, settings: Settings, *, workers: int | None = 2,
-                reap_seconds: float = 0.5) -> Iterator[tuple[LocalDcc, httpx.Client]]:
-    """Start local mode (API over HTTP, worker, reaper) and yield it with an HTTP client for its API."""
+def serve_local(data_dir: Path, settings: Settings, *, workers: int | None = 2, reap_seconds: float = 0.5,
+                wrap: Callable[[Any], Any] | None = None) -> Iterator[tuple[LocalDcc, httpx.Client]]:
+    """Start local mode (API over HTTP, worker, reaper) and yield it with an HTTP client for its API.
+
+    ``wrap``: applied to the ASGI app (e.g. middleware that checks every response).
+    """
     local = LocalDcc(data_dir, workers=workers, settings=settings, reap_seconds=reap_seconds)
     local.start()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    app = wrap(build_app()) if wrap else build_app()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from dcc.settings import Settings
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 from tests.e2e_support import serve_local, wait_done, wait_state
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
@@ -63,20 +61,6 @@ def test_expired_record_is_served_from_result_json(redis_url: str, tmp_path: Pat
         # its id stays taken: a resubmission returns the finished job instead of running a second one
         reply = client.post("/v1/jobs", json={"id": "keep-me", "image": test_image, "command": ["false"]})
         assert reply.status_code == 200 and reply.json()["state"] == "succeeded"
-
-
-@pytest.fixture
-def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3").create_bucket(Bucket="dcc-data")
-    yield endpoint
-    server.stop()
 
 
 def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, test_image: str, moto_s3: str) -> None:

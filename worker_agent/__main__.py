@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dcc.bootstrap import build_storage, build_store
 from dcc.settings import Settings
+from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 from worker_agent.resources import detect, ec2_instance_id
 
@@ -58,6 +59,8 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         append_log_bytes=settings.append_log_bytes,
         max_inline_output_bytes=settings.max_inline_output_bytes,
         grace_seconds=float(os.environ.get("DCC_GRACE_SECONDS", "60")),
+        tes_locations=parse_locations(settings.tes_locations),
+        max_output_bytes=settings.max_output_bytes,
     )
     store = build_store(settings)
     notify = None

@@ -63,6 +63,10 @@ class WorkerConfig:
     """This machine's GPUs (nvidia-smi indexes); each running GPU job holds its own, passed to Docker."""
     disable_nvidia_runtime: bool = False
     """Run GPU-queue jobs without GPU devices (to test a GPU fleet's data flow on CPU machines)."""
+    tes_locations: tuple[str, ...] = ()
+    """GA4GH TES tasks read inputs from and write outputs to these ``s3://`` / ``file://`` locations."""
+    max_output_bytes: int = 1 << 30
+    """GA4GH TES tasks: the most bytes of output files kept (past it, files are left out)."""
 
 
 @dataclass
@@ -237,6 +241,8 @@ class Worker:
     def _attempt(self, claim: Claim, workdir: Path) -> Outcome:
         job = claim.job
         try:
+            if job.task is not None:
+                return self._run_task(claim, workdir)
             inputs_dir = workdir / "inputs"
             inputs_dir.mkdir(parents=True)
             self._materialize_inputs(job, inputs_dir)
@@ -259,7 +265,30 @@ class Worker:
         except JobSystemError as exc:
             return self._system_failure(claim, exc)
 
-    def _container_job(self, job: JobRecord, inputs_dir: Path, gpus: tuple[str, ...] = ()) -> ContainerJob:
+    def _run_task(self, claim: Claim, workdir: Path) -> Outcome:
+        """A GA4GH TES task: its executors in order in one sandbox (``worker_agent.tes_runner``)."""
+        from worker_agent.tes_runner import TaskRunner
+
+        job = claim.job
+        workdir.mkdir(parents=True)
+        gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
+        runner = TaskRunner(runtime=self.runtime, store=self.store, fetch=self.fetch,
+                            locations=self.config.tes_locations, max_output_bytes=self.config.max_output_bytes)
+
+        def cancelled() -> bool:
+            with self._lock:
+                running = self._running.get(job.id)
+                return running is not None and running.claim.attempt == claim.attempt and running.cancel
+
+        outcome = runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=cancelled)
+        with self._lock:
+            running = self._running.get(job.id)
+        if running is not None and running.handed_back:
+            return Outcome(state=JobState.QUEUED)
+        self._system_errors = 0
+        return self._write_result(claim, outcome)
+
+    def _container_job(self, job: JobRecord, inputs_dir: Path | None, gpus: tuple[str, ...] = ()) -> ContainerJob:
         p = job.spec.parameters
         return ContainerJob(
             job_id=job.id,

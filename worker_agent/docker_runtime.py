@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 import threading
 import time
@@ -67,16 +68,21 @@ class DockerRuntime:
         self, job: ContainerJob, outputs_dir: Path | None = None, hosts_file: Path | None = None
     ) -> dict[str, Any]:
         """Arguments of ``containers.create`` for ``job``: the job's own settings inside dcc's hardening."""
-        mounts = [Mount(target="/inputs", source=str(job.inputs_dir.resolve()), type="bind", read_only=True)]
-        if outputs_dir is not None:
-            mounts.append(Mount(target="/outputs", source=str(outputs_dir.resolve()), type="bind"))
+        mounts = [Mount(target=m.target, source=str(m.source.resolve()), type="bind", read_only=m.read_only)
+                  for m in job.mounts]
+        env = {**job.env, "DCC_JOB_ID": job.job_id}
+        if job.inputs_dir is not None:
+            mounts.append(Mount(target="/inputs", source=str(job.inputs_dir.resolve()), type="bind", read_only=True))
+            env.update(INPUTS="/inputs", OUTPUTS="/outputs")
+            if outputs_dir is not None:
+                mounts.append(Mount(target="/outputs", source=str(outputs_dir.resolve()), type="bind"))
         if hosts_file is not None and self._no_network:
             mounts.append(Mount(target="/etc/hosts", source=str(hosts_file.resolve()), type="bind", read_only=True))
         memory = min(job.memory_mb or self.default_memory_mb, self.max_memory_mb)
         kwargs: dict[str, Any] = {
             "image": job.image,
             "command": job.command,
-            "environment": {**job.env, "DCC_JOB_ID": job.job_id, "INPUTS": "/inputs", "OUTPUTS": "/outputs"},
+            "environment": env,
             "working_dir": job.working_dir,
             "labels": {**job.labels, "dcc.job": job.job_id},
             "mounts": mounts,
@@ -89,6 +95,8 @@ class DockerRuntime:
             "memswap_limit": f"{memory}m",
             "detach": True,
         }
+        if job.stdin_path is not None:  # attached before the start; closed once the file is sent (StdinOnce)
+            kwargs.update(stdin_open=True, detach=None)
         if job.cpus:
             kwargs["nano_cpus"] = int(job.cpus * 1e9)
         if job.gpu_device_ids:
@@ -122,8 +130,14 @@ class DockerRuntime:
             raise JobSystemError("runtime_failed", f"Docker engine unreachable: {exc}", retryable=True) from exc
 
     def _run_created(self, job: ContainerJob, container: Any, workdir: Path, outputs: Path) -> ContainerOutcome:
+        stdin = None
+        if job.stdin_path is not None:
+            stdin = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
         container.start()
         started_at = time.time()
+        if stdin is not None and job.stdin_path is not None:
+            threading.Thread(target=_feed, args=(stdin, job.stdin_path), name=f"dcc-stdin-{job.job_id}",
+                             daemon=True).start()
         with self._lock:
             killed_early = job.job_id in self._killed
         if killed_early:  # a kill that came before the start found nothing running to stop
@@ -236,6 +250,22 @@ class DockerRuntime:
             return None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             return f"docker unreachable: {type(exc).__name__}"
+
+
+def _feed(attached: Any, path: Path) -> None:
+    """Send the file to the container's attached stdin, then close it (the container sees end of file)."""
+    raw = getattr(attached, "_sock", attached)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 16):
+                raw.sendall(chunk)
+        raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the container exited without reading it all
+    finally:
+        attached.close()
+        if raw is not attached:
+            raw.close()
 
 
 def _exit_code(reply: dict[str, Any]) -> int | None:

@@ -12,6 +12,15 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class BindMount:
+    """A host path shown in the container (GA4GH TES tasks: inputs, volumes and output folders)."""
+
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class ContainerJob:
     """What to run: everything the runtime needs, already validated and resolved."""
 
@@ -20,14 +29,18 @@ class ContainerJob:
     command: list[str] | None
     env: dict[str, str]
     working_dir: str | None
-    inputs_dir: Path
-    """Local directory whose files (subfolders allowed) appear under ``/inputs`` in the container."""
+    inputs_dir: Path | None
+    """Local directory whose files (subfolders allowed) appear under ``/inputs`` in the container, with an
+    ``/outputs`` folder beside it; None for a job that names its own ``mounts`` instead."""
     max_duration: float
     """Seconds from container start; past it the container is killed and the outcome is ``timed_out``."""
     cpus: float | None = None
     memory_mb: int | None = None
     gpu_device_ids: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[BindMount, ...] = ()
+    stdin_path: Path | None = None
+    """A file whose bytes are the container's standard input."""
 
 
 @dataclass(frozen=True)

@@ -6,5 +6,6 @@ if ARGV[6] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
 redis.call('HSET', key, unpack(ARGV, 7))
 redis.call('ZADD', P .. ':q:' .. queue, ARGV[4], id)
 redis.call('ZADD', P .. ':all', ARGV[5], id)
+if redis.call('HEXISTS', key, 'task') == 1 then redis.call('ZADD', P .. ':tes', ARGV[5], id) end
 redis.call('LPUSH', P .. ':sig:' .. queue, '1')
 return 1

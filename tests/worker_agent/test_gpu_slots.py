@@ -133,8 +133,8 @@ class FailsOnceRuntime(RecordingRuntime):
 
 
 def test_a_requeued_job_reclaimed_by_the_same_worker_keeps_its_new_attempt(redis_url: str, tmp_path: Path) -> None:
-    # With two slots, the first attempt's thread is still ending (held in its notify hook) when the worker claims the requeued
-    # job again: ending it must not free the second attempt's slot or lose its record.
+    # With two slots, the first attempt's thread is still ending (held in its notify hook) when the worker claims
+    # the requeued job again: ending it must not free the second attempt's slot or lose its record.
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
     runtime = FailsOnceRuntime()
     service = build_service(settings)

@@ -1,0 +1,479 @@
+"""GA4GH TES 1.1 on dcc: the task document, its checks, how it maps onto a job, and the views the API serves.
+
+Pure data and rules; no I/O. A TES task is one dcc job: ``JobRecord.task`` holds the task as created (checked
+and normalized here), the job's spec carries the first executor and the resources (so queues, limits, GPUs,
+cancel and statistics work unchanged), and the worker runs every executor in the job's sandbox
+(``worker_agent.tes_runner``). ``JobRecord.task_log`` holds the TES task log the worker writes.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dcc.errors import InputTooLarge, InvalidJob
+from dcc.jobs import RESERVED_ENV, JobRecord, JobSpec, JobState, Parameters, check_env
+
+API_PREFIX = "/ga4gh/tes/v1"
+TES_VERSION = "1.1.0"
+BACKEND_PARAMETERS = {
+    "gpu": "GPUs for the task (an integer; > 0 sends it to the GPU queue)",
+    "max_duration": "seconds before the task is stopped (an integer)",
+    "priority": "high, normal or low",
+}
+"""The ``resources.backend_parameters`` keys dcc supports (keys are case-insensitive), and what they mean."""
+MAX_PATH = 4096
+MAX_CONTENT_BYTES = 1024 * 1024
+"""Inline ``content`` of all inputs together (kept in the task record)."""
+_WILDCARD = re.compile(r"[*?\[]")
+_FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+
+View = Literal["MINIMAL", "BASIC", "FULL"]
+
+
+def check_container_path(path: str, *, what: str) -> str:
+    """``path`` normalized (no trailing ``/``) if it is a usable absolute path in the container, else ValueError."""
+    if not path.startswith("/"):
+        raise ValueError(f"{what} {path!r} must be an absolute path")
+    if "\x00" in path or len(path) > MAX_PATH:
+        raise ValueError(f"{what} must not contain NUL and must be at most {MAX_PATH} characters")
+    if any(part == ".." for part in path.split("/")):
+        raise ValueError(f"{what} {path!r} must not contain '..'")
+    normal = posixpath.normpath(path)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    if normal == "/":
+        raise ValueError(f"{what} must not be '/'")
+    if any(normal == root or normal.startswith(root + "/") for root in _FORBIDDEN_ROOTS):
+        raise ValueError(f"{what} {path!r} lies in {normal.split('/')[1]!r}, which the container runtime owns")
+    return normal
+
+
+def has_wildcard(path: str) -> bool:
+    """Whether ``path`` holds a POSIX pattern character (``*``, ``?`` or ``[``)."""
+    return bool(_WILDCARD.search(path))
+
+
+class _Strict(BaseModel):
+    """Unknown keys are refused; a null is taken as an absent key (some clients send every field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class TesExecutor(_Strict):
+    """One command of a task; executors run in order in the task's sandbox."""
+
+    image: str = Field(min_length=1, max_length=512)
+    command: list[str] = Field(min_length=1)
+    workdir: str | None = None
+    stdin: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    ignore_error: bool = False
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if any(c.isspace() for c in image):
+            raise ValueError("must not contain white space")
+        return image
+
+    @field_validator("workdir", "stdin", "stdout", "stderr")
+    @classmethod
+    def _paths(cls, path: str | None) -> str | None:
+        return None if path is None else check_container_path(path, what="path")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        return check_env(env, reserved=RESERVED_ENV - {"INPUTS", "OUTPUTS"})
+
+
+class TesInput(_Strict):
+    """A file or folder put at ``path`` before the first executor runs."""
+
+    name: str | None = None
+    description: str | None = None
+    url: str | None = None
+    path: str
+    type: Literal["FILE", "DIRECTORY"] = "FILE"
+    content: str | None = None
+    streamable: bool | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return check_container_path(path, what="path")
+
+    @model_validator(mode="after")
+    def _source(self) -> TesInput:
+        if self.content:  # the spec: with content, the url is ignored
+            if self.type == "DIRECTORY":
+                raise ValueError("a DIRECTORY input cannot have content")
+            self.url = None
+        elif not self.url:
+            if self.content is None:
+                raise ValueError("needs a url or content")
+        return self
+
+
+class TesOutput(_Strict):
+    """A file, folder or pattern under which files are uploaded to ``url`` after the executors."""
+
+    name: str | None = None
+    description: str | None = None
+    url: str = Field(min_length=1)
+    path: str
+    path_prefix: str | None = None
+    type: Literal["FILE", "DIRECTORY"] = "FILE"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return check_container_path(path, what="path")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> TesOutput:
+        if has_wildcard(self.path):
+            if not self.path_prefix:
+                raise ValueError("path_prefix is required when path has wildcards")
+            prefix = self.path_prefix.rstrip("/") or "/"
+            if has_wildcard(prefix) or not (self.path == prefix or self.path.startswith(prefix.rstrip("/") + "/")):
+                raise ValueError(f"path_prefix {self.path_prefix!r} must be a plain folder that path starts with")
+        return self
+
+    def folder(self) -> str:
+        """The container folder the executors write this output into (mounted read-write)."""
+        if self.type == "DIRECTORY" and not has_wildcard(self.path):
+            return self.path
+        plain = self.path.split("/")
+        for i, part in enumerate(plain):
+            if has_wildcard(part):
+                return "/".join(plain[:i]) or "/"
+        return posixpath.dirname(self.path) or "/"
+
+
+class TesResources(_Strict):
+    """What the task asks for."""
+
+    cpu_cores: int | None = Field(default=None, gt=0, le=256)
+    preemptible: bool | None = None
+    ram_gb: float | None = Field(default=None, gt=0)
+    disk_gb: float | None = Field(default=None, gt=0)
+    zones: list[str] | None = None
+    backend_parameters: dict[str, str] | None = None
+    backend_parameters_strict: bool | None = None
+
+
+class TesTask(_Strict):
+    """A task as ``POST /tasks`` takes it. Read-only fields a client echoes back are accepted and ignored."""
+
+    id: str | None = None
+    state: str | None = None
+    name: str | None = None
+    description: str | None = None
+    inputs: list[TesInput] = Field(default_factory=list, max_length=10000)
+    outputs: list[TesOutput] = Field(default_factory=list, max_length=10000)
+    resources: TesResources | None = None
+    executors: list[TesExecutor] = Field(min_length=1, max_length=100)
+    volumes: list[Annotated[str, AfterValidator(lambda v: check_container_path(v, what="volume"))]] = Field(
+        default_factory=list, max_length=100)
+    tags: dict[str, str] = Field(default_factory=dict)
+    logs: list[Any] | None = None
+    creation_time: str | None = None
+
+    @model_validator(mode="after")
+    def _paths_agree(self) -> TesTask:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(self.inputs):
+            if item.path in seen:
+                raise ValueError(f"inputs.{i}.path {item.path!r} is also inputs.{seen[item.path]}.path")
+            seen[item.path] = i
+        files = {item.path for item in self.inputs if item.type == "FILE"}
+        for i, item in enumerate(self.inputs):
+            parent = posixpath.dirname(item.path)
+            while parent != "/":
+                if parent in files:
+                    raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {parent!r}")
+                parent = posixpath.dirname(parent)
+        for i, out in enumerate(self.outputs):
+            if out.folder() in files:
+                raise ValueError(f"outputs.{i}.path {out.path!r}: its folder {out.folder()!r} is an input file")
+        return self
+
+
+def parse_task(body: Any) -> TesTask:
+    """The task in a create request, or ``InvalidJob`` naming the first thing wrong with it."""
+    if not isinstance(body, dict):
+        raise InvalidJob("the body must be a JSON object (a tesTask)")
+    try:
+        return TesTask.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "task"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "is not a field of this object in TES 1.1"
+        raise InvalidJob(f"{where}: {message}", field=where) from exc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# locations
+
+
+def parse_locations(raw: tuple[str, ...]) -> tuple[str, ...]:
+    """Configured locations, normalized to end in ``/``; ValueError for one that is not s3:// or file://."""
+    out = []
+    for item in raw:
+        normal = normalize_url(item)
+        if normal is None:
+            raise ValueError(f"TES location {item!r} is not an s3://bucket/prefix or file:///folder URL")
+        out.append(normal.rstrip("/") + "/")
+    return tuple(out)
+
+
+def url_location(url: str, locations: tuple[str, ...], *, folder: bool = False) -> str | None:
+    """The configured location (``s3://bucket/prefix/`` or ``file:///dir/``) that ``url`` lies in (a folder
+    URL may also be the location itself), or None."""
+    normal = normalize_url(url)
+    if normal is None:
+        return None
+    for loc in locations:
+        if normal.startswith(loc) or (folder and normal + "/" == loc):
+            return loc
+    return None
+
+
+def normalize_url(url: str) -> str | None:
+    """``url`` with its path normalized (``s3://b/k``, ``file:///p``), or None if it cannot be a location."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("s3", "file") or parts.query or parts.fragment or "\x00" in url:
+        return None
+    path = parts.path
+    if any(seg == ".." for seg in path.split("/")) or "\\" in path:
+        return None
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            return None
+        return "file://" + posixpath.normpath(path)
+    if not parts.netloc:
+        return None
+    key = posixpath.normpath(path.lstrip("/")) if path.strip("/") else ""
+    return f"s3://{parts.netloc}/{key}".rstrip("/") if key != "." else f"s3://{parts.netloc}"
+
+
+def check_locations(task: TesTask, *, locations: tuple[str, ...], check_url: Any) -> None:
+    """Every input and output URL is one dcc may read or write, else ``InvalidJob`` naming it.
+
+    Inputs: ``content``; ``https://`` (public addresses, checked by ``check_url``); ``s3://`` in an allowed
+    bucket (``check_url``) or a configured location; ``file://`` in a configured location. Outputs: ``s3://``
+    or ``file://`` in a configured location.
+    """
+    for i, item in enumerate(task.inputs):
+        if item.url is None:
+            continue
+        where = f"inputs.{i}.url"
+        scheme = urlsplit(item.url).scheme.lower()
+        if url_location(item.url, locations, folder=item.type == "DIRECTORY") is not None:
+            continue
+        if scheme in ("http", "https") and item.type == "DIRECTORY":
+            raise InvalidJob(f"{where}: a DIRECTORY input cannot come from an {scheme} URL", field=where)
+        if scheme in ("http", "https", "s3") and item.type == "FILE" and check_url is not None:
+            try:
+                check_url(item.url)
+            except InvalidJob as exc:
+                raise InvalidJob(f"{where}: {exc}", field=where) from exc
+            continue
+        raise InvalidJob(f"{where}: {item.url!r} is not in a location this service reads "
+                         f"({', '.join(locations) or 'none configured'}; https:// for public files)", field=where)
+    for i, out in enumerate(task.outputs):
+        if url_location(out.url, locations, folder=out.type == "DIRECTORY" or has_wildcard(out.path)) is None:
+            where = f"outputs.{i}.url"
+            raise InvalidJob(f"{where}: {out.url!r} is not in a location this service writes "
+                             f"({', '.join(locations) or 'none configured'})", field=where)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# task → job
+
+
+def backend_parameters(task: TesTask) -> dict[str, str]:
+    """The supported backend parameters (lower-cased keys), checked; ``InvalidJob`` for a bad value, or for an
+    unsupported key when ``backend_parameters_strict`` is set. Unsupported keys are otherwise dropped."""
+    res = task.resources
+    given = (res.backend_parameters or {}) if res else {}
+    strict = bool(res and res.backend_parameters_strict)
+    kept: dict[str, str] = {}
+    for key, value in given.items():
+        name = key.lower()
+        where = f"resources.backend_parameters.{key}"
+        if name not in BACKEND_PARAMETERS:
+            if strict:
+                raise InvalidJob(f"{where}: unsupported key (this service supports "
+                                 f"{', '.join(sorted(BACKEND_PARAMETERS))}) and backend_parameters_strict is set",
+                                 field=where)
+            continue
+        if name in ("gpu", "max_duration") and not (value.isdigit() and (name == "gpu" or int(value) > 0)):
+            raise InvalidJob(f"{where}: {value!r} is not a {'non-negative' if name == 'gpu' else 'positive'} integer",
+                             field=where)
+        if name == "priority" and value not in ("high", "normal", "low"):
+            raise InvalidJob(f"{where}: {value!r} is not high, normal or low", field=where)
+        kept[name] = value
+    return kept
+
+
+def task_document(task: TesTask, backend: dict[str, str]) -> dict[str, Any]:
+    """The task as stored: the client's fields without read-only ones, nulls and unsupported backend keys."""
+    doc = task.model_dump(mode="json", exclude_none=True, exclude={"id", "state", "logs", "creation_time"})
+    resources = doc.get("resources")
+    if resources is not None:
+        resources.pop("backend_parameters", None)
+        if backend:
+            resources["backend_parameters"] = {k: v for k, v in (task.resources.backend_parameters or {}).items()
+                                               if k.lower() in backend} if task.resources else {}
+    for key in ("inputs", "outputs", "volumes"):
+        if not doc.get(key):
+            doc.pop(key, None)
+    if not doc.get("tags"):
+        doc.pop("tags", None)
+    size = sum(len((i.content or "").encode()) for i in task.inputs)
+    if size > MAX_CONTENT_BYTES:
+        raise InputTooLarge(f"inputs: content totals {size} bytes, over this service's limit of "
+                            f"{MAX_CONTENT_BYTES} bytes (put large inputs in storage and give their url)",
+                            field="inputs")
+    return doc
+
+
+def job_spec(task: TesTask, backend: dict[str, str]) -> JobSpec:
+    """The job that runs ``task``: its first executor (for display) and its resources as the job's limits."""
+    res = task.resources
+    first = task.executors[0]
+    memory = math.ceil(res.ram_gb * 1024) if res and res.ram_gb else None
+    return JobSpec(
+        image=first.image,
+        command=first.command,
+        parameters=Parameters(
+            cpus=float(res.cpu_cores) if res and res.cpu_cores else None,
+            memory=memory,
+            gpu=int(backend.get("gpu", "0")),
+            maxDuration=int(backend["max_duration"]) if "max_duration" in backend else None,
+        ),
+        priority=backend.get("priority", "normal"),  # type: ignore[arg-type]
+        meta={"tes": {"name": task.name} if task.name else {}},
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# job → task views
+
+
+def rfc3339(t: float | None) -> str | None:
+    """Epoch seconds as an RFC 3339 UTC time."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def tes_state(record: JobRecord) -> str:
+    """The TES state of the job behind a task."""
+    state = record.state
+    if state == JobState.QUEUED:
+        return "QUEUED"
+    if state == JobState.RUNNING:
+        if record.cancel_requested:
+            return "CANCELING"
+        log = record.task_log or {}
+        started = log.get("attempt") == record.attempts and ("running" in log or log.get("logs"))
+        return "RUNNING" if started else "INITIALIZING"
+    return {
+        JobState.SUCCEEDED: "COMPLETE",
+        JobState.FAILED: "EXECUTOR_ERROR",
+        JobState.TIMED_OUT: "SYSTEM_ERROR",
+        JobState.ERROR: "SYSTEM_ERROR",
+        JobState.CANCELLED: "CANCELED",
+    }[state]
+
+
+def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
+    stored = dict(record.task_log or {})
+    stored.pop("attempt", None)
+    stored.pop("running", None)
+    system = list(stored.pop("system_logs", []))
+    if record.error is not None and record.error.message not in system:
+        system.append(f"{record.error.code}: {record.error.message}")
+    if record.state == JobState.TIMED_OUT:
+        system.append("the task ran past its time limit and was stopped")
+    if not stored and not system:
+        return []
+    log: dict[str, Any] = {"logs": [], "outputs": [], **stored}
+    if view == "FULL" and system:
+        log["system_logs"] = system
+    if view != "FULL":
+        log["logs"] = [{k: v for k, v in e.items() if k not in ("stdout", "stderr")} for e in log["logs"]]
+    return [log]
+
+
+def task_view(record: JobRecord, view: View = "MINIMAL") -> dict[str, Any]:
+    """The task as ``GET /tasks/{id}`` shows it in ``view``: exactly the spec's fields, no nulls."""
+    state = tes_state(record)
+    if view == "MINIMAL" or record.task is None:
+        return {"id": record.id, "state": state}
+    task = record.task
+    out: dict[str, Any] = {"id": record.id, "state": state}
+    for key in ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags"):
+        if key in task:
+            out[key] = task[key]
+    if view != "FULL" and "inputs" in out:
+        out["inputs"] = [{k: v for k, v in i.items() if k != "content"} for i in out["inputs"]]
+    out["logs"] = _task_log(record, view)
+    out["creation_time"] = rfc3339(record.submitted_at)
+    return out
+
+
+def tag_filter(keys: list[str], values: list[str]) -> dict[str, str]:
+    """``tag_key``/``tag_value`` query pairs zipped as the spec says (a missing value matches any value)."""
+    if len(values) > len(keys):
+        raise InvalidJob("tag_value: more tag_value than tag_key parameters", field="tag_value")
+    return {k: values[i] if i < len(values) else "" for i, k in enumerate(keys)}
+
+
+def matches(record: JobRecord, *, name_prefix: str | None, state: str | None, tags: dict[str, str]) -> bool:
+    """Whether the task passes ``GET /tasks``'s filters."""
+    task = record.task or {}
+    if name_prefix and not str(task.get("name", "")).startswith(name_prefix):
+        return False
+    if state and tes_state(record) != state:
+        return False
+    have = task.get("tags", {})
+    return all(k in have and (v == "" or have[k] == v) for k, v in tags.items())
+
+
+def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...], created: float) -> dict[str, Any]:
+    """``GET /service-info``."""
+    stamp = rfc3339(created)
+    return {
+        "id": "org.dcc.tes",
+        "name": name,
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": TES_VERSION},
+        "description": "dcc runs container images as jobs; this is its GA4GH Task Execution Service API.",
+        "organization": {"name": "dcc", "url": url},
+        "documentationUrl": url,
+        "createdAt": stamp,
+        "updatedAt": stamp,
+        "environment": "prod",
+        "version": version,
+        "storage": list(locations),
+        "tesResources_backend_parameters": sorted(BACKEND_PARAMETERS),
+    }

@@ -1,0 +1,128 @@
+"""The GA4GH TES use cases over ``JobService``: create, get, list, cancel a task, and the service's description."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any
+
+from dcc.errors import InvalidJob, JobNotFound
+from dcc.jobs import JobRecord
+from dcc.service import JobService, check_job_id
+from dcc.tes import (
+    View,
+    backend_parameters,
+    check_locations,
+    job_spec,
+    matches,
+    parse_locations,
+    parse_task,
+    service_info,
+    tag_filter,
+    task_document,
+    task_view,
+)
+
+DEFAULT_PAGE_SIZE = 256
+MAX_PAGE_SIZE = 2047
+MAX_SCANNED = 5000
+"""Task records one list request reads at most while filtering; past it the page ends early, with a token."""
+VIEWS = ("MINIMAL", "BASIC", "FULL")
+TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
+              "CANCELED", "PREEMPTED", "CANCELING")
+_STARTED = time.time()
+
+
+class TesService:
+    """Tasks are jobs: each create submits one job that runs the task's executors."""
+
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+        self.locations = parse_locations(jobs.settings.tes_locations)
+
+    def create(self, body: Any) -> str:
+        """Check and queue a task; its id."""
+        task = parse_task(body)
+        backend = backend_parameters(task)
+        check_locations(task, locations=self.locations, check_url=self.jobs.check_url)
+        record, _ = self.jobs.submit(job_spec(task, backend), task=task_document(task, backend))
+        return record.id
+
+    def _task(self, task_id: str) -> JobRecord:
+        check_job_id(task_id)
+        record = self.jobs.get(task_id)
+        if record.task is None:  # a plain dcc job is not a task
+            raise JobNotFound(task_id)
+        return record
+
+    def get(self, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
+        """The task in ``view``."""
+        return task_view(self._task(task_id), _view(view))
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a queued task now, ask a running one to stop; a finished one stays as it is."""
+        self._task(task_id)
+        self.jobs.cancel(task_id)
+        return {}
+
+    def list(
+        self,
+        *,
+        name_prefix: str | None = None,
+        state: str | None = None,
+        tag_keys: list[str] | None = None,
+        tag_values: list[str] | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        view: str = "MINIMAL",
+    ) -> dict[str, Any]:
+        """A page of tasks, newest first, that pass the filters; ``next_page_token`` unless it is the last."""
+        size = DEFAULT_PAGE_SIZE if page_size is None else page_size
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidJob(f"page_size: must be from 1 to {MAX_PAGE_SIZE}", field="page_size")
+        chosen = _view(view)
+        tags = tag_filter(tag_keys or [], tag_values or [])
+        if state is not None and state not in TES_STATES:
+            raise InvalidJob(f"state: {state!r} is not a TES state ({', '.join(TES_STATES)})", field="state")
+        tasks: list[dict[str, Any]] = []
+        token, scanned = page_token, 0
+        while True:
+            entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
+            records = self.jobs.store.get_many(task_id for task_id, _ in entries)
+            for n, ((task_id, cursor), record) in enumerate(zip(entries, records, strict=True), start=1):
+                scanned += 1
+                token = cursor
+                if record is None:  # expired in Redis: its result.json keeps it a while longer
+                    try:
+                        record = self.jobs.get(task_id)
+                    except JobNotFound:
+                        continue
+                if record.task is not None and matches(record, name_prefix=name_prefix, state=state, tags=tags):
+                    tasks.append(task_view(record, chosen))
+                    if len(tasks) == size:
+                        last = n == len(entries) and not more
+                        return {"tasks": tasks} if last else {"tasks": tasks, "next_page_token": cursor}
+            if not more:
+                return {"tasks": tasks}
+            if scanned >= MAX_SCANNED and token:
+                return {"tasks": tasks, "next_page_token": token}
+
+    def service_info(self, base_url: str) -> dict[str, Any]:
+        """``GET /service-info``; ``base_url`` is the API's own address."""
+        try:
+            version = metadata.version("dcc")
+        except metadata.PackageNotFoundError:
+            version = "0"
+        return service_info(
+            name="dcc",
+            url=self.jobs.settings.organization_url or base_url,
+            version=version,
+            locations=self.locations,
+            created=_STARTED,
+        )
+
+
+def _view(view: str) -> View:
+    if view not in VIEWS:
+        raise InvalidJob(f"view: {view!r} is not one of {', '.join(VIEWS)}", field="view")
+    return view  # type: ignore[return-value]

@@ -1,0 +1,248 @@
+"""GA4GH TES 1.1 end to end with real clients (py-tes, pydantic-tes): local dcc, real Redis and Docker, moto S3.
+
+Every TES reply in these tests is also checked against the spec's schemas (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+import tes
+from pydantictes.api import TesClient
+from pydantictes.models import TesExecutor as PtExecutor
+from pydantictes.models import TesInput as PtInput
+from pydantictes.models import TesTask as PtTask
+
+from tests.tes.conftest import BUCKET, TesServer
+from tests.tes.spec_check import PREFIX
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+def test_service_info_names_the_standard_the_storage_and_the_backend_parameters(tes_server: TesServer) -> None:
+    info = tes.HTTPClient(tes_server.url).get_service_info()
+    assert info.type == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
+    assert info.storage == [f"file://{tes_server.files}/", f"s3://{BUCKET}/shared/"]
+    raw = tes_server.http.get(f"{PREFIX}/service-info").json()
+    assert raw["tesResources_backend_parameters"] == ["gpu", "max_duration", "priority"]
+    assert raw["organization"]["url"] == tes_server.url + "/"  # a real URL: this service's own address
+
+
+def test_two_executors_share_a_volume_and_a_wildcard_output_goes_to_s3(tes_server: TesServer, test_image: str) -> None:
+    (tes_server.files / "in").mkdir()
+    (tes_server.files / "in" / "words.txt").write_text("alpha\nbeta\n")
+    client = tes.HTTPClient(tes_server.url, timeout=30)
+    task = tes.Task(
+        name="pipeline-1",
+        tags={"run": "r1"},
+        inputs=[tes.Input(path="/data/words.txt", url=f"file://{tes_server.files}/in/words.txt"),
+                tes.Input(path="/data/greeting", content="hello")],
+        outputs=[tes.Output(path="/out/*.txt", path_prefix="/out", url=f"s3://{BUCKET}/shared/run1", type="FILE"),
+                 tes.Output(path="/out/log", url=f"file://{tes_server.files}/results/log", type="FILE")],
+        volumes=["/vol"],
+        executors=[
+            tes.Executor(image=test_image, command=["sh", "-c", "wc -l < /data/words.txt > /vol/count; "
+                                                                 "cat /data/greeting; mkdir -p /out/sub"],
+                         stdout="/out/log"),
+            tes.Executor(image=test_image, command=["sh", "-c", "echo lines=$(cat /vol/count) > /out/report.txt; "
+                                                                 "echo two > /out/b.txt; echo deep > /out/sub/c.txt"],
+                         workdir="/vol"),
+        ],
+    )
+    task_id = client.create_task(task)  # py-tes hands back the id
+    done = client.wait(task_id, timeout=60)
+    assert done.state == "COMPLETE", tes_server.wait(task_id)
+    s3 = boto3.client("s3")
+    assert s3.get_object(Bucket=BUCKET, Key="shared/run1/report.txt")["Body"].read() == b"lines=2\n"
+    assert s3.get_object(Bucket=BUCKET, Key="shared/run1/b.txt")["Body"].read() == b"two\n"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="shared/run1/")["Contents"]}
+    assert keys == {"shared/run1/report.txt", "shared/run1/b.txt"}  # `*` does not cross '/'
+    assert (tes_server.files / "results" / "log").read_text() == "hello"  # executor 0's stdout, as an output
+    full = tes_server.wait(task_id)
+    log = full["logs"][0]
+    assert [e["exit_code"] for e in log["logs"]] == [0, 0]
+    assert log["logs"][0]["stdout"] == "hello"
+    assert sorted((o["url"], o["path"], o["size_bytes"]) for o in log["outputs"]) == [
+        (f"file://{tes_server.files}/results/log", "/out/log", "5"),
+        (f"s3://{BUCKET}/shared/run1/b.txt", "/out/b.txt", "4"),
+        (f"s3://{BUCKET}/shared/run1/report.txt", "/out/report.txt", "8"),
+    ]
+    basic = client.get_task(task_id, view="BASIC")
+    assert basic.logs[0].logs[0].stdout is None and basic.inputs[1].content is None
+    assert client.get_task(task_id, view="FULL").inputs[1].content == "hello"
+
+
+def test_views_have_exactly_the_spec_fields(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "name": "views", "inputs": [{"path": "/in/a", "content": "secret"}],
+        "executors": [{"image": test_image, "command": ["cat", "/in/a"]}]}).json()["id"]
+    tes_server.wait(task_id)
+    get = lambda view: tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": view}).json()  # noqa: E731
+    assert get("MINIMAL") == {"id": task_id, "state": "COMPLETE"}
+    assert tes_server.http.get(f"{PREFIX}/tasks/{task_id}").json() == get("MINIMAL")  # MINIMAL is the default
+    basic, full = get("BASIC"), get("FULL")
+    assert set(basic) == {"id", "state", "name", "inputs", "executors", "logs", "creation_time"}
+    assert basic["inputs"] == [{"path": "/in/a", "type": "FILE"}]  # no content in BASIC
+    assert basic["logs"][0]["logs"][0].keys() == {"start_time", "end_time", "exit_code"}
+    assert full["inputs"][0]["content"] == "secret" and full["logs"][0]["logs"][0]["stdout"] == "secret"
+    assert basic["logs"][0]["outputs"] == [] and full["logs"][0]["outputs"] == []
+    assert "null" not in tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": "FULL"}).text
+    bad = tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": "EVERYTHING"})
+    assert bad.status_code == 400 and "view" in bad.json()["error"]
+
+
+def test_the_first_failing_executor_stops_the_task_but_outputs_are_still_uploaded(tes_server: TesServer,
+                                                                                  test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "outputs": [{"path": "/out", "url": f"file://{tes_server.files}/partial", "type": "DIRECTORY"}],
+        "executors": [
+            {"image": test_image, "command": ["sh", "-c", "echo first > /out/one; exit 3"], "ignore_error": True},
+            {"image": test_image, "command": ["sh", "-c", "echo second > /out/two; exit 4"]},
+            {"image": test_image, "command": ["sh", "-c", "echo never > /out/three"]},
+        ]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "EXECUTOR_ERROR"
+    assert [e["exit_code"] for e in task["logs"][0]["logs"]] == [3, 4]  # ignore_error went on; 4 stopped it
+    assert sorted(p.name for p in (tes_server.files / "partial").iterdir()) == ["one", "two"]
+    assert any("executor 1 exited with code 4" in line for line in task["logs"][0]["system_logs"])
+
+
+def test_stdin_comes_from_an_input_file(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "inputs": [{"path": "/in/numbers", "content": "3\n1\n2\n"}],
+        "executors": [{"image": test_image, "command": ["sort"], "stdin": "/in/numbers"}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "COMPLETE" and task["logs"][0]["logs"][0]["stdout"] == "1\n2\n3\n"
+
+
+def test_list_filters_and_pages_newest_first(tes_server: TesServer, test_image: str) -> None:
+    def create(name: str, tags: dict[str, str]) -> str:
+        return tes_server.http.post(f"{PREFIX}/tasks", json={
+            "name": name, "tags": tags, "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+
+    ids = [create("align-1", {"project": "p1", "run": "a"}), create("align-2", {"project": "p1"}),
+           create("call-1", {"project": "p2", "run": "a"}), create("xalign", {})]
+    for task_id in ids:
+        tes_server.wait(task_id)
+    client = tes.HTTPClient(tes_server.url)
+    seen, token = [], None
+    while True:  # py-tes pages with the tokens; the last page has none
+        page = client.list_tasks(view="MINIMAL", page_size=3, page_token=token)
+        seen += [t.id for t in page.tasks]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]  # newest first, each once
+
+    def listed(**params: object) -> list[str]:
+        reply = tes_server.http.get(f"{PREFIX}/tasks", params=params)
+        assert reply.status_code == 200, reply.text
+        return [t["id"] for t in reply.json()["tasks"]]
+
+    assert listed(name_prefix="align") == [ids[1], ids[0]]  # a prefix, not a substring ("xalign")
+    assert listed(tag_key="project", tag_value="p1") == [ids[1], ids[0]]
+    assert listed(tag_key=["project", "run"], tag_value=["p1", "a"]) == [ids[0]]
+    assert listed(tag_key="run") == [ids[2], ids[0]]  # no value: any value
+    assert listed(state="COMPLETE", name_prefix="call") == [ids[2]]
+    assert listed(state="QUEUED") == []
+    full = tes_server.http.get(f"{PREFIX}/tasks", params={"view": "BASIC", "page_size": 1}).json()
+    assert full["tasks"][0]["executors"] and full["next_page_token"]
+    assert tes_server.http.get(f"{PREFIX}/tasks", params={"page_size": 2048}).status_code == 400
+    assert tes_server.http.get(f"{PREFIX}/tasks", params={"page_token": "garbage!"}).status_code == 400
+    assert tes_server.http.get(f"{PREFIX}/tasks", params={"state": "DONE"}).status_code == 400
+
+
+def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_image: str) -> None:
+    http = tes_server.http
+    # no GPU worker here: a GPU task stays queued, and cancelling it ends it at once
+    queued = http.post(f"{PREFIX}/tasks", json={
+        "resources": {"backend_parameters": {"gpu": "1"}},
+        "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+    assert http.get(f"{PREFIX}/tasks/{queued}").json()["state"] == "QUEUED"
+    reply = http.post(f"{PREFIX}/tasks/{queued}:cancel")
+    assert (reply.status_code, reply.json()) == (200, {})
+    assert http.get(f"{PREFIX}/tasks/{queued}").json()["state"] == "CANCELED"
+
+    running = http.post(f"{PREFIX}/tasks", json={
+        "executors": [{"image": test_image, "command": ["sleep", "30"]},
+                      {"image": test_image, "command": ["true"]}]}).json()["id"]
+    deadline = time.monotonic() + 30
+    while http.get(f"{PREFIX}/tasks/{running}").json()["state"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert http.post(f"{PREFIX}/tasks/{running}:cancel").status_code == 200
+    assert http.get(f"{PREFIX}/tasks/{running}").json()["state"] in ("CANCELING", "CANCELED")
+    ended = tes_server.wait(running, timeout=20)
+    assert ended["state"] == "CANCELED" and len(ended["logs"][0]["logs"]) == 1  # the second executor never ran
+
+    done = http.post(f"{PREFIX}/tasks", json={"executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+    before = tes_server.wait(done)
+    assert http.post(f"{PREFIX}/tasks/{done}:cancel").status_code == 200
+    assert tes_server.wait(done) == before  # a finished task is left as it was
+    assert http.post(f"{PREFIX}/tasks/no-such-task:cancel").status_code == 404
+    assert http.get(f"{PREFIX}/tasks/no-such-task").status_code == 404
+
+
+@pytest.mark.parametrize(("task", "says"), [
+    ({"executors": []}, "executors"),
+    ({"inputs": [{"path": "/a", "content": "x"}]}, "executors: Field required"),
+    ({"executors": [{"image": "x"}]}, "executors.0.command"),
+    ({"executors": [{"image": "x", "command": ["a"], "workdir": "rel"}]}, "must be an absolute path"),
+    ({"executors": [{"image": "x", "command": ["a"], "stdout": "/a/../../etc/x"}]}, "must not contain '..'"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "volumes": ["/proc/x"]}, "volumes.0"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "bogus": 1}, "bogus: is not a field"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "inputs": [{"path": "/a"}]}, "needs a url or content"),
+    ({"executors": [{"image": "x", "command": ["a"]}],
+      "outputs": [{"path": "/o/*.txt", "url": "file:///tmp/x"}]}, "path_prefix is required"),
+    ({"executors": [{"image": "x", "command": ["a"]}],
+      "outputs": [{"path": "/o/a", "url": "s3://elsewhere/a"}]}, "outputs.0.url"),
+    ({"executors": [{"image": "x", "command": ["a"]}],
+      "inputs": [{"path": "/i", "url": "file:///etc/passwd"}]}, "inputs.0.url"),
+    ({"executors": [{"image": "x", "command": ["a"]}],
+      "resources": {"backend_parameters": {"VmSize": "big"}, "backend_parameters_strict": True}}, "VmSize"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "two"}}},
+     "backend_parameters.gpu"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores"),
+])
+def test_invalid_tasks_get_400_naming_what_is_wrong(tes_server: TesServer, task: dict, says: str) -> None:
+    reply = tes_server.http.post(f"{PREFIX}/tasks", json=task)
+    assert reply.status_code == 400, reply.text
+    assert says in reply.json()["error"]
+    assert tes_server.http.get(f"{PREFIX}/tasks").json() == {"tasks": []}  # nothing was created
+
+
+def test_unsupported_backend_parameters_are_dropped_unless_strict(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "resources": {"cpu_cores": 1, "ram_gb": 0.25, "backend_parameters": {"VmSize": "big", "Priority": "high"}},
+        "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["resources"] == {"cpu_cores": 1, "ram_gb": 0.25, "backend_parameters": {"Priority": "high"}}
+    job = tes_server.http.get(f"/v1/jobs/{task_id}").json()
+    assert job["priority"] == "high"
+
+
+def test_a_failure_after_create_ends_in_system_error_with_a_reason(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "inputs": [{"path": "/in/x", "url": f"file://{tes_server.files}/missing.txt"}],
+        "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "SYSTEM_ERROR"
+    assert any("missing.txt" in line for line in task["logs"][0]["system_logs"])
+
+
+def test_pydantic_tes_client(tes_server: TesServer, test_image: str) -> None:
+    client = TesClient(f"{tes_server.url}/ga4gh/tes/")  # it appends v1/tasks, as Funnel serves them
+    info = client.service_info()
+    assert info.type.artifact == "tes"
+    created = client.create_task(PtTask(
+        name="from-pydantic-tes",
+        inputs=[PtInput(path="/in/msg", content="hi from pydantic-tes", type="FILE")],
+        executors=[PtExecutor(image=test_image, command=["cat", "/in/msg"])]))
+    tes_server.wait(created.id)
+    task = client.get_task(created.id, "FULL")
+    assert task.state.value == "COMPLETE" and task.logs[0].logs[0].stdout == "hi from pydantic-tes"
+    assert created.id in [t.id for t in client.list_tasks().tasks]
+    client.cancel_task(created.id)
+    assert client.get_task(created.id, "BASIC").state.value == "COMPLETE"  # (it cannot read MINIMAL: no executors)

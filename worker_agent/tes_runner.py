@@ -1,0 +1,350 @@
+"""Running a GA4GH TES task on a worker: its sandbox, its executors in order, its outputs.
+
+The task's container paths live under one host folder, the sandbox (``<workdir>/sandbox``), at the same
+relative paths: ``/data/in.txt`` is ``sandbox/data/in.txt``. Volumes and output folders are mounted
+read-write, inputs not under them read-only, every executor sees the same mounts. Nothing the containers
+leave is followed on the host: logs and stdin go through ``LocalStorage`` (no link is followed), and links,
+devices and hard links are dropped from the mounted folders before any output is read.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dcc.errors import JobSystemError, ObjectNotFound, StorageError
+from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
+from dcc.local_storage import LocalStorage
+from dcc.storage import Storage
+from dcc.store import JobStore
+from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
+from worker_agent.docker_runtime import clean_outputs
+from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
+
+log = logging.getLogger("dcc.worker.tes")
+
+LOG_TAIL_BYTES = 64 * 1024
+"""Of each executor's stdout and stderr, the task log keeps the last this many bytes."""
+
+
+def plan_mounts(task: TesTask, sandbox: Path) -> list[BindMount]:
+    """The bind mounts of a task: the outermost of its volumes, output folders and inputs, each read-write if
+    anything inside it must be written."""
+    writable = {*task.volumes, *(out.folder() for out in task.outputs)}
+    targets = sorted(writable | {item.path for item in task.inputs}, key=lambda p: (len(p), p))
+    kept: list[tuple[str, bool]] = []
+    for target in targets:
+        inside = next((i for i, (k, _) in enumerate(kept) if target == k or target.startswith(k.rstrip("/") + "/")),
+                      None)
+        if inside is None:
+            kept.append((target, target in writable))
+        elif target in writable:
+            kept[inside] = (kept[inside][0], True)
+    return [BindMount(source=host_path(sandbox, t), target=t, read_only=not rw) for t, rw in kept]
+
+
+def host_path(sandbox: Path, container_path: str) -> Path:
+    """Where a (checked, normalized) container path lives in the sandbox."""
+    return sandbox / container_path.lstrip("/")
+
+
+@dataclass
+class _Locations:
+    """Storage for the configured TES locations, one adapter per bucket or folder."""
+
+    locations: tuple[str, ...]
+    s3_client: Any = None
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, Storage] = {}
+
+    def resolve(self, url: str, *, folder: bool = False) -> tuple[Storage, str] | None:
+        """The storage holding ``url`` and its key there (a folder URL may name the location itself)."""
+        loc = url_location(url, self.locations, folder=folder)
+        normal = normalize_url(url)
+        if loc is None or normal is None:
+            return None
+        parts = urlsplit(loc)
+        if parts.scheme == "s3":
+            base = f"s3://{parts.netloc}/"
+            storage = self._cache.get(base)
+            if storage is None:
+                from dcc.s3_storage import S3Storage
+
+                storage = self._cache[base] = S3Storage(parts.netloc, client=self.s3_client)
+        else:
+            base = loc
+            storage = self._cache.get(base)
+            if storage is None:
+                storage = self._cache[base] = LocalStorage(Path(parts.path))
+        return storage, normal[len(base):] if normal.startswith(base) else ""
+
+
+@dataclass
+class _Run:
+    """How the executors went so far."""
+
+    progress: dict[str, Any]
+    state: JobState = JobState.SUCCEEDED
+    exit_code: int | None = None
+    first_start: float | None = None
+    last_exit: float | None = None
+    system_logs: list[str] = field(default_factory=list)
+
+
+class TaskRunner:
+    """Runs one attempt of a task. Built by the worker for each TES job it claims."""
+
+    def __init__(
+        self,
+        *,
+        runtime: ContainerRuntime,
+        store: JobStore,
+        fetch: Callable[[str, Path], int] | None,
+        locations: tuple[str, ...],
+        max_output_bytes: int,
+        s3_client: Any = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.fetch = fetch
+        self.locations = _Locations(locations, s3_client)
+        self.max_output_bytes = max_output_bytes
+
+    def run(self, claim: Claim, workdir: Path, base: ContainerJob, *, cancelled: Callable[[], bool]) -> Outcome:
+        """Fetch the inputs, run the executors in order, upload the outputs; the attempt's outcome.
+
+        ``base`` carries what the worker decided for the job (limits, GPUs, labels, time limit).
+        Raises ``JobSystemError`` when the task cannot start (an input cannot be fetched).
+        """
+        task = TesTask.model_validate(claim.job.task)
+        sandbox = workdir / "sandbox"
+        mounts = self._prepare(task, sandbox)
+        progress: dict[str, Any] = {"attempt": claim.attempt, "logs": [], "outputs": [],
+                                    "start_time": rfc3339(time.time()), "metadata": {"worker": claim.job.worker or ""}}
+        run = _Run(progress=progress)
+        self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+        error = None
+        if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
+            try:
+                progress["outputs"] = self._upload_outputs(task, sandbox, mounts)
+            except (StorageError, OSError) as exc:
+                message = f"uploading the outputs failed: {exc}"
+                run.system_logs.append(message)
+                if run.state == JobState.SUCCEEDED:
+                    run.state = JobState.ERROR
+                    error = JobError(code=ErrorCode.STORAGE_FAILED, message=message)
+        progress["end_time"] = rfc3339(time.time())
+        if run.system_logs:
+            progress["system_logs"] = run.system_logs
+        return Outcome(state=run.state, exit_code=run.exit_code, error=error, started_at=run.first_start,
+                       exited_at=run.last_exit, task_log=progress)
+
+    def _prepare(self, task: TesTask, sandbox: Path) -> list[BindMount]:
+        """Make the sandbox: writable folders, then the inputs; the mounts every executor gets."""
+        sandbox.mkdir(mode=0o755)
+        mounts = plan_mounts(task, sandbox)
+        for target in (*task.volumes, *(out.folder() for out in task.outputs)):
+            host_path(sandbox, target).mkdir(parents=True, exist_ok=True)
+        for m in mounts:
+            if not m.read_only:
+                m.source.mkdir(parents=True, exist_ok=True)
+        for m in mounts:
+            if not m.read_only:
+                for folder, _, _ in os.walk(m.source):
+                    Path(folder).chmod(0o777)  # whatever user the image runs as may write there
+        self._fetch_inputs(task, sandbox)
+        for m in mounts:
+            if m.read_only and not m.source.exists():
+                m.source.mkdir(parents=True)
+        return mounts
+
+    def _run_executors(self, claim: Claim, task: TesTask, base: ContainerJob, mounts: list[BindMount], sandbox: Path,
+                       workdir: Path, run: _Run, cancelled: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + base.max_duration
+        files = LocalStorage(sandbox)
+        for i, executor in enumerate(task.executors):
+            left = deadline - time.monotonic()
+            if cancelled() or left <= 0:
+                run.state = JobState.CANCELLED if cancelled() else JobState.TIMED_OUT
+                return
+            self.store.write_task_log(claim, {**run.progress, "running": i})
+            result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+            run.first_start = run.first_start or result.started_at
+            run.last_exit = result.exited_at
+            run.exit_code = result.exit_code
+            run.progress["logs"].append(self._executor_log(result))
+            if result.killed or cancelled():
+                run.state = JobState.CANCELLED
+                return
+            if result.timed_out:
+                run.state = JobState.TIMED_OUT
+                return
+            if result.exit_code != 0 and not executor.ignore_error:
+                run.state = JobState.FAILED
+                run.system_logs.append(f"executor {i} exited with code {result.exit_code}; the executors after it "
+                                       "did not run")
+                return
+
+    # inputs ----------------------------------------------------------------------------------------------
+    def _fetch_inputs(self, task: TesTask, sandbox: Path) -> None:
+        for i, item in enumerate(task.inputs):
+            dest = host_path(sandbox, item.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if item.url is None:
+                    dest.write_bytes((item.content or "").encode())
+                elif item.type == "DIRECTORY":
+                    self._fetch_folder(item.url, dest)
+                else:
+                    self._fetch_file(item.url, dest)
+            except (StorageError, OSError) as exc:
+                raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"inputs.{i} ({item.url}): {exc}",
+                                     retryable=not isinstance(exc, ObjectNotFound)) from exc
+            dest.chmod(0o755 if dest.is_dir() else 0o644)
+
+    def _fetch_file(self, url: str, dest: Path) -> None:
+        found = self.locations.resolve(url)
+        if found is not None:
+            storage, key = found
+            storage.download(key, dest)
+        elif self.fetch is not None:
+            self.fetch(url, dest)
+        else:
+            raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: URL inputs are not enabled", retryable=False)
+
+    def _fetch_folder(self, url: str, dest: Path) -> None:
+        found = self.locations.resolve(url, folder=True)
+        if found is None:
+            raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: not a location folders are read from",
+                                 retryable=False)
+        storage, key = found
+        prefix = f"{key}/" if key else ""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, _ in storage.list(prefix):
+            rel = name[len(prefix):]
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            storage.download(name, target)
+            target.chmod(0o644)
+        for folder, _, _ in os.walk(dest):
+            Path(folder).chmod(0o755)
+
+    # executors -------------------------------------------------------------------------------------------
+    def _run_executor(self, claim: Claim, index: int, executor: TesExecutor, base: ContainerJob,
+                      mounts: list[BindMount], files: LocalStorage, workdir: Path, seconds: float) -> ContainerOutcome:
+        run_dir = workdir / f"executor-{index}"
+        run_dir.mkdir()
+        stdin = None
+        if executor.stdin is not None:
+            stdin = run_dir / "stdin"
+            try:
+                files.download(executor.stdin.lstrip("/"), stdin)
+            except StorageError as exc:
+                stdin.write_bytes(b"")
+                log.info("task %s executor %d: no stdin file %s (%s); empty stdin", claim.job.id, index,
+                         executor.stdin, exc)
+        job = ContainerJob(
+            job_id=base.job_id,
+            image=executor.image,
+            command=list(executor.command),
+            env=dict(executor.env),
+            working_dir=executor.workdir,
+            inputs_dir=None,
+            max_duration=seconds,
+            cpus=base.cpus,
+            memory_mb=base.memory_mb,
+            gpu_device_ids=base.gpu_device_ids,
+            labels=base.labels,
+            mounts=tuple(mounts),
+            stdin_path=stdin,
+        )
+        try:
+            result = self.runtime.run(job, workdir=run_dir)
+        finally:
+            self.runtime.cleanup(base.job_id)  # the next executor gets a container of its own
+        for path, source in ((executor.stdout, result.stdout_path), (executor.stderr, result.stderr_path)):
+            if path is not None:
+                try:
+                    files.put_file(path.lstrip("/"), source)
+                except StorageError as exc:
+                    log.warning("task %s executor %d: cannot write %s: %s", claim.job.id, index, path, exc)
+        return result
+
+    def _executor_log(self, result: ContainerOutcome) -> dict[str, Any]:
+        code = result.exit_code if result.exit_code is not None else (137 if result.killed or result.timed_out else -1)
+        return {
+            "start_time": rfc3339(result.started_at),
+            "end_time": rfc3339(result.exited_at),
+            "stdout": _tail(result.stdout_path),
+            "stderr": _tail(result.stderr_path),
+            "exit_code": code,
+        }
+
+    # outputs ---------------------------------------------------------------------------------------------
+    def _upload_outputs(self, task: TesTask, sandbox: Path, mounts: list[BindMount]) -> list[dict[str, str]]:
+        budget = self.max_output_bytes
+        for m in mounts:
+            if not m.read_only and m.source.is_dir():
+                clean_outputs(m.source, budget)  # links, devices and hard links go; nothing is followed
+        uploaded: list[dict[str, str]] = []
+        for out in task.outputs:
+            for path, url in _output_files(out, sandbox):
+                found = self.locations.resolve(url)
+                if found is None:
+                    raise StorageError(f"{url} is not in a location this service writes")
+                storage, key = found
+                size = path.stat().st_size
+                storage.put_file(key, path)
+                uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
+                                 "size_bytes": str(size)})
+        return uploaded
+
+
+def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str]]:
+    """The regular files an output names, each with the URL it goes to."""
+    host = host_path(sandbox, out.path)
+    if has_wildcard(out.path):
+        prefix = (out.path_prefix or "/").rstrip("/")
+        matches = sorted(glob.glob(out.path.lstrip("/"), root_dir=sandbox))
+        found: list[tuple[Path, str]] = []
+        for rel in matches:
+            for path in _files_under(sandbox / rel):
+                container = "/" + path.relative_to(sandbox).as_posix()
+                found.append((path, out.url.rstrip("/") + "/" + container[len(prefix):].lstrip("/")))
+        return found
+    if out.type == "DIRECTORY":
+        return [(p, out.url.rstrip("/") + "/" + p.relative_to(host).as_posix()) for p in _files_under(host)]
+    if not host.is_file() or host.is_symlink():
+        raise StorageError(f"output {out.path} was not written by the executors")
+    return [(host, out.url)]
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_symlink():
+        return []
+    if path.is_file():
+        return [path]
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(path, followlinks=False):
+        dirs.sort()
+        found.extend(Path(folder) / f for f in sorted(files) if (Path(folder) / f).is_file())
+    return found
+
+
+def _tail(path: Path) -> str:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - LOG_TAIL_BYTES))
+        data = f.read()
+    text = data.decode("utf-8", errors="replace")
+    return ("[dcc: earlier output left out]\n" + text) if size > LOG_TAIL_BYTES else text
+
