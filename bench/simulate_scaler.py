@@ -5,7 +5,8 @@
 Jobs arrive in bursts (hundreds of CPU jobs of 30 s–10 min, a few GPU jobs) between quiet periods.
 Instances boot in 90 s (CPU) or 240 s (GPU), then run 4 CPU jobs or 1 GPU job at once; the policy runs
 every minute on what the handler would gather (queue, running jobs, instances with their health,
-protection, running jobs and idle-since time) and its actions are applied as the handler applies them.
+protection, running jobs, idle-since time and drain mark) and its actions are applied as the handler applies
+them; a draining instance claims nothing.
 Time advances in 5-second ticks: jobs end and start on ticks. Reports p50/p95 queue wait and
 instance-hours against the ideal (job-hours over slots), and where the instance-hours went: booting,
 busy (at least one job running) and idle.
@@ -25,12 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dcc.scaling import (  # noqa: E402
     Config,
+    Drain,
     GroupState,
     Instance,
     Protect,
     SetDesired,
     TerminateIdle,
     TerminateUnhealthy,
+    Undrain,
     plan,
 )
 
@@ -62,6 +65,7 @@ class Box:
     running: list[Job] = field(default_factory=list)
     idle_since: float | None = None
     protected: bool = False
+    draining: bool = False
     stopped: float | None = None
     booting_s: float = 0.0
     busy_s: float = 0.0
@@ -84,8 +88,8 @@ def trace(hours: float, rng: random.Random) -> dict[str, list[Job]]:
 class Sim:
     """One class's fleet under one policy (``config`` None: the seed's)."""
 
-    def __init__(self, cls: str, fleet: Fleet, config: Config | None) -> None:
-        self.cls, self.fleet, self.config = cls, fleet, config
+    def __init__(self, cls: str, fleet: Fleet, config: Config | None, *, spread: bool = False) -> None:
+        self.cls, self.fleet, self.config, self.spread = cls, fleet, config, spread
         self.boxes: list[Box] = []
         self.queue: list[Job] = []
         self.desired = 0
@@ -115,14 +119,22 @@ class Sim:
         return self._report(jobs)
 
     def _step_boxes(self, t: float) -> None:
-        for b in self.live():
+        live = self.live()
+        for b in live:
             b.running = [j for j in b.running if j.start is None or j.start + j.duration > t]
+        claimers = [b for b in live if b.ready_at <= t and not b.draining]  # a draining worker claims nothing
+        while self.queue:
+            open_ = [b for b in claimers if len(b.running) < self.fleet.slots]
+            if not open_:
+                break
+            # packed: the oldest worker with a free slot claims first; spread: the one with the most free slots
+            box = min(open_, key=lambda b: len(b.running)) if self.spread else open_[0]
+            job = self.queue.pop(0)
+            job.start = t
+            box.running.append(job)
+        for b in live:
             if b.ready_at > t:
                 continue
-            while self.queue and len(b.running) < self.fleet.slots:
-                job = self.queue.pop(0)
-                job.start = t
-                b.running.append(job)
             if b.running:
                 b.idle_since = None
             elif b.idle_since is None:
@@ -147,13 +159,16 @@ class Sim:
             last_scale_down=self.last_down,
             instances=tuple(Instance(b.id, launched_at=b.launched, protected=b.protected,
                                      health="HEALTHY" if b.ready_at <= t else None,  # no key while booting
-                                     running_jobs=len(b.running), idle_since=b.idle_since) for b in live))
+                                     running_jobs=len(b.running), idle_since=b.idle_since,
+                                     draining=b.draining) for b in live))
         by_id = {b.id: b for b in live}
         for action in plan(state, t, self.config):
             if isinstance(action, SetDesired):
                 self.desired = action.desired
             elif isinstance(action, Protect):
                 by_id[action.instance].protected = action.protected
+            elif isinstance(action, Drain | Undrain):
+                by_id[action.instance].draining = isinstance(action, Drain)
             elif isinstance(action, TerminateIdle):
                 by_id[action.instance].stopped = t
                 self.desired -= 1
@@ -190,13 +205,17 @@ class Sim:
 
 
 def variants(cls: str) -> list[tuple[str, Config | None]]:
-    """The policies compared: the seed's, ours with its defaults, and ours with shorter idle times."""
+    """The policies compared: the seed's, ours with its defaults, and ours without draining or with other knobs."""
     return [
         ("seed", None),
         ("dcc (defaults)", Config.for_class(cls)),
+        ("dcc, no draining", Config.for_class(cls, drain=False)),
+        ("dcc, no draining, interval 5 min", Config.for_class(cls, drain=False, scale_down_interval=300)),
+        ("dcc, interval 5 min", Config.for_class(cls, scale_down_interval=300)),
         ("dcc, idle 5 min", Config.for_class(cls, idle_seconds=300)),
-        ("dcc, idle 2 min", Config.for_class(cls, idle_seconds=120)),
         ("dcc, idle 0, no interval", Config.for_class(cls, idle_seconds=0, scale_down_interval=0)),
+        ("dcc, no draining, idle 0, no interval",
+         Config.for_class(cls, drain=False, idle_seconds=0, scale_down_interval=0)),
     ]
 
 
@@ -206,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cpu-max", type=int, default=100)
     parser.add_argument("--gpu-max", type=int, default=8)
+    parser.add_argument("--claim-order", choices=("packed", "spread"), default="packed",
+                        help="which free worker claims a queued job: the oldest (packed) or the emptiest (spread)")
     args = parser.parse_args()
     fleets = {"cpu": Fleet(slots=4, boot=90.0, max_size=args.cpu_max, seed_idle=600.0),
               "gpu": Fleet(slots=1, boot=240.0, max_size=args.gpu_max, seed_idle=900.0)}
@@ -216,7 +237,7 @@ def main() -> None:
     for cls, fleet in fleets.items():
         for name, config in variants(cls):
             fresh = [Job(j.submit, j.duration) for j in jobs[cls]]
-            r = Sim(cls, fleet, config).run(fresh, args.hours)
+            r = Sim(cls, fleet, config, spread=args.claim_order == "spread").run(fresh, args.hours)
             ratio = r["instance_hours"] / r["ideal_hours"]
             wait_ok = r["p95"] <= fleet.boot + 60
             aim = "met" if wait_ok and ratio <= 1.2 else ("wait only" if wait_ok else "no")

@@ -7,18 +7,28 @@ One call of ``plan`` looks at one class (``cpu`` or ``gpu``) and returns the act
   group launches a replacement) and its worker's jobs are requeued at once (not at lease expiry).
 - **Protect the busy.** A worker running a job is protected from scale-in, an idle one is not, so that
   nothing the group does on its own (a lower maximum, a rebalance) can kill a running job.
-- **Scale up at once** to ``ceil((queued + running) / slots_per_instance)`` within min and max. Desired
-  capacity is never lowered by ``SetDesired``: it only goes down with the specific idle instances removed.
-- **Scale down** only instances in service, healthy, running no job and idle for at least
-  ``Config.idle_seconds``, longest idle first, never below the minimum nor below what the backlog needs,
-  never while jobs are queued, and at most one scale-down per ``Config.scale_down_interval`` (one
-  scale-down removes every instance that qualifies at that moment).
+- **Un-drain, then scale up at once.** The *active* instances (the group's desired capacity less those
+  draining) must hold ``ceil((queued + jobs running on active instances) / slots_per_instance)`` within
+  min and max. A shortfall is first met by un-draining draining instances that have free slots (least
+  loaded first: no boot), then by raising the desired capacity in one step. Desired capacity is never
+  lowered by ``SetDesired``: it only goes down with the specific instances removed.
+- **Drain the surplus.** When fewer active instances are needed than there are (``Config.drain``), the
+  surplus is marked draining, least loaded and newest first, among instances running jobs or still
+  booting: a draining worker claims nothing, so the queue packs onto the others and the drained ones
+  empty. An instance already idle is not drained: the idle time governs it.
+- **Scale down** only instances in service, healthy and running no job: those draining once empty for
+  ``Config.drained_idle_seconds`` (the scaler's own decision, un-done if demand returns first), the others
+  once idle for ``Config.idle_seconds``, longest idle first and only while no job waits and the active
+  instances exceed what the backlog needs. Never below the minimum, and at most one scale-down per
+  ``Config.scale_down_interval`` (one scale-down removes every instance that qualifies at that moment).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 IN_SERVICE = "InService"
 DEFAULT_IDLE_SECONDS = {"cpu": 15 * 60.0, "gpu": 30 * 60.0}
@@ -36,6 +46,7 @@ class Instance:
     health: str | None = None
     running_jobs: int = 0
     idle_since: float | None = None
+    draining: bool = False
 
     @property
     def in_service(self) -> bool:
@@ -60,14 +71,16 @@ class GroupState:
 
 @dataclass(frozen=True)
 class Config:
-    """Policy knobs, in seconds."""
+    """Policy knobs, in seconds (``drain``: whether surplus instances are drained)."""
 
     idle_seconds: float = DEFAULT_IDLE_SECONDS["cpu"]
     health_grace_seconds: float = 5 * 60.0
-    scale_down_interval: float = 5 * 60.0
+    scale_down_interval: float = 60.0
+    drain: bool = True
+    drained_idle_seconds: float = 0.0
 
     @classmethod
-    def for_class(cls, name: str, **overrides: float) -> Config:
+    def for_class(cls, name: str, **overrides: Any) -> Config:
         """The defaults for class ``name`` (its idle time), with ``overrides`` applied."""
         return replace(cls(idle_seconds=DEFAULT_IDLE_SECONDS.get(name, cls.idle_seconds)), **overrides)
 
@@ -110,12 +123,28 @@ class RequeueWorker:
     worker: str
 
 
-Action = SetDesired | Protect | TerminateIdle | TerminateUnhealthy | RequeueWorker
+@dataclass(frozen=True)
+class Drain:
+    """Mark the instance's worker draining: it claims no new job and finishes those it runs."""
+
+    instance: str
 
 
-def needed_instances(state: GroupState) -> int:
-    """Instances the backlog needs: queued plus running jobs over slots per instance, within min and max."""
-    want = math.ceil((state.queued + state.running) / max(1, state.slots_per_instance))
+@dataclass(frozen=True)
+class Undrain:
+    """Let a draining instance's worker claim again."""
+
+    instance: str
+
+
+Action = SetDesired | Protect | Drain | Undrain | TerminateIdle | TerminateUnhealthy | RequeueWorker
+
+
+def needed_instances(state: GroupState, draining: Iterable[Instance] = ()) -> int:
+    """Active instances the backlog needs: queued jobs plus the jobs running elsewhere than on ``draining``,
+    over slots per instance, within min and max."""
+    held = sum(i.running_jobs for i in draining)
+    want = math.ceil((state.queued + max(0, state.running - held)) / max(1, state.slots_per_instance))
     return max(state.min_size, min(state.max_size, want))
 
 
@@ -142,14 +171,20 @@ def plan(state: GroupState, now: float, config: Config) -> list[Action]:
             actions += [TerminateUnhealthy(inst.id, reason), RequeueWorker(inst.id)]
         elif inst.in_service:
             healthy.append(inst)
-    removable = _removable(state, healthy, now, config)
+    undrain = _undrain(state, healthy)
+    draining = [i for i in healthy if i.draining and i not in undrain]
+    removable = _removable(state, healthy, draining, now, config)
+    drain = _drain(state, healthy, draining, removable, config) if not undrain else []
+    draining += drain
     for inst in healthy:
         busy = inst.running_jobs > 0
         if busy != inst.protected and inst not in removable:
             actions.append(Protect(inst.id, busy))
-    target = needed_instances(state)
+    actions += [Undrain(i.id) for i in undrain]
+    target = min(state.max_size, needed_instances(state, draining) + len(draining))
     if target > state.desired:
         actions.append(SetDesired(state.name, target))
+    actions += [Drain(i.id) for i in drain]
     for inst in removable:
         if inst.protected:
             actions.append(Protect(inst.id, False))
@@ -162,12 +197,50 @@ def scaled_down(actions: list[Action]) -> bool:
     return any(isinstance(a, TerminateIdle) for a in actions)
 
 
-def _removable(state: GroupState, healthy: list[Instance], now: float, config: Config) -> list[Instance]:
-    """The idle instances one scale-down removes now (none if a rule forbids it)."""
-    target = needed_instances(state)
-    if state.queued or target >= state.desired or now - state.last_scale_down < config.scale_down_interval:
+def _undrain(state: GroupState, healthy: list[Instance]) -> list[Instance]:
+    """The draining instances to put back to work because the backlog needs more active instances."""
+    draining = [i for i in healthy if i.draining]
+    # least loaded first: the most free slots for the queue, and no boot to wait for
+    spare = sorted((i for i in draining if i.running_jobs < state.slots_per_instance),
+                   key=lambda i: (i.running_jobs, i.id))
+    undrain: list[Instance] = []
+    while spare and needed_instances(state, draining) > state.desired - len(draining):
+        inst = spare.pop(0)
+        undrain.append(inst)
+        draining.remove(inst)
+    return undrain
+
+
+def _drain(state: GroupState, healthy: list[Instance], draining: list[Instance], removable: list[Instance],
+           config: Config) -> list[Instance]:
+    """The busy or booting instances to drain: those the backlog does not need once this pass's removals are done."""
+    if not config.drain:
         return []
-    idle = [i for i in healthy if i.running_jobs == 0 and i.idle_since is not None
-            and now - i.idle_since >= config.idle_seconds]
-    idle.sort(key=lambda i: (i.idle_since or now, i.id))
-    return idle[: max(0, state.desired - target)]
+    active = state.desired - len(draining) - sum(1 for i in removable if i not in draining)
+    surplus = active - needed_instances(state, draining)
+    # An idle instance is not drained: it is spare capacity already, left to the idle time.
+    candidates = sorted((i for i in healthy if not i.draining and i not in removable
+                         and (i.running_jobs > 0 or i.health is None)),  # busy, or still booting
+                        key=lambda i: (i.running_jobs, -i.launched_at, i.id))
+    return candidates[: max(0, surplus)]
+
+
+def _removable(state: GroupState, healthy: list[Instance], draining: list[Instance], now: float,
+               config: Config) -> list[Instance]:
+    """The idle instances one scale-down removes now (none if a rule forbids it)."""
+    if now - state.last_scale_down < config.scale_down_interval:
+        return []
+
+    def empty_for(inst: Instance, seconds: float) -> bool:
+        return (inst.health == "HEALTHY" and inst.running_jobs == 0 and inst.idle_since is not None
+                and now - inst.idle_since >= seconds)
+
+    drained = [i for i in draining if empty_for(i, config.drained_idle_seconds)]
+    idle: list[Instance] = []
+    active = state.desired - len(draining)
+    need = needed_instances(state, draining)
+    if not state.queued and need < active:
+        idle = sorted((i for i in healthy if i not in draining and empty_for(i, config.idle_seconds)),
+                      key=lambda i: (i.idle_since or now, i.id))[: active - need]
+    out = sorted(drained + idle, key=lambda i: (i.idle_since or now, i.id))
+    return out[: max(0, state.desired - state.min_size)]

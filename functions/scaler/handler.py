@@ -2,8 +2,10 @@
 
 It only gathers inputs (Redis, Auto Scaling, EC2), calls the policy and applies its actions. Environment:
 ``DCC_CPU_GROUP`` / ``DCC_GPU_GROUP`` (group names), ``DCC_CPU_IDLE_SECONDS`` / ``DCC_GPU_IDLE_SECONDS``,
-``DCC_HEALTH_GRACE_SECONDS``, ``DCC_SCALE_DOWN_INTERVAL``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per
-instance until a worker reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``).
+``DCC_HEALTH_GRACE_SECONDS``, ``DCC_SCALE_DOWN_INTERVAL``, ``DCC_DRAIN`` (``false`` turns draining off),
+``DCC_DRAINED_IDLE_SECONDS``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per instance until a worker
+reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``). Drain marks are ``dcc.drain`` keys, refreshed
+on every pass while an instance drains and deleted when it is un-drained or removed.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dcc.bootstrap import build_store
+from dcc.drain import DrainMarks
 from dcc.jobs import JobState
 from dcc.scaling import (
     Action,
     Config,
+    Drain,
     GroupState,
     Instance,
     Protect,
@@ -30,6 +34,7 @@ from dcc.scaling import (
     SetDesired,
     TerminateIdle,
     TerminateUnhealthy,
+    Undrain,
     plan,
 )
 from dcc.settings import Settings
@@ -47,12 +52,15 @@ PROTECT_BATCH = 50
 def config_for(queue: str, environ: dict[str, str] | None = None) -> Config:
     """The policy's knobs for ``queue``: its defaults, overridden by the environment."""
     env = os.environ if environ is None else environ
-    overrides: dict[str, float] = {}
+    overrides: dict[str, float | bool] = {}
     for key, name in ((f"DCC_{queue.upper()}_IDLE_SECONDS", "idle_seconds"),
                       ("DCC_HEALTH_GRACE_SECONDS", "health_grace_seconds"),
-                      ("DCC_SCALE_DOWN_INTERVAL", "scale_down_interval")):
+                      ("DCC_SCALE_DOWN_INTERVAL", "scale_down_interval"),
+                      ("DCC_DRAINED_IDLE_SECONDS", "drained_idle_seconds")):
         if env.get(key):
             overrides[name] = float(env[key])
+    if env.get("DCC_DRAIN"):
+        overrides["drain"] = env["DCC_DRAIN"].strip().lower() not in ("false", "0", "no", "off")
     return Config.for_class(queue, **overrides)
 
 
@@ -70,18 +78,19 @@ def worker_slots(worker: dict[str, str], queue: str) -> int | None:
     return None
 
 
-def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str]) -> Instance:
+def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str], draining: bool) -> Instance:
     running = [j for j in worker.get("running", "").split(",") if j]
     idle_since = worker.get("idleSince")
     return Instance(
         id=asg_instance["InstanceId"], launched_at=launched_at, lifecycle_state=asg_instance["LifecycleState"],
         protected=bool(asg_instance.get("ProtectedFromScaleIn")), health=worker.get("health"),
-        running_jobs=len(running), idle_since=float(idle_since) if idle_since else None)
+        running_jobs=len(running), idle_since=float(idle_since) if idle_since else None, draining=draining)
 
 
 def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
-           queued: int, running: int, last_scale_down: float, now: float) -> GroupState:
-    """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats."""
+           queued: int, running: int, last_scale_down: float, now: float, marks: DrainMarks) -> GroupState:
+    """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats
+    and drain marks."""
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0]
     ids = [i["InstanceId"] for i in group["Instances"]]
     launched: dict[str, float] = {}
@@ -90,8 +99,9 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
             for reservation in page["Reservations"]:
                 for inst in reservation["Instances"]:
                     launched[inst["InstanceId"]] = inst["LaunchTime"].timestamp()
-    instances = tuple(_instance(i, launched.get(i["InstanceId"], now), workers.get(i["InstanceId"], {}))
-                      for i in group["Instances"])
+    draining = marks.draining(ids)
+    instances = tuple(_instance(i, launched.get(i["InstanceId"], now), workers.get(i["InstanceId"], {}),
+                                i["InstanceId"] in draining) for i in group["Instances"])
     reported = [s for s in (worker_slots(workers[i], queue) for i in ids if i in workers) if s]
     slots = min(reported) if reported else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS", DEFAULT_SLOTS[queue]))
     return GroupState(name=group_name, queued=queued, running=running, slots_per_instance=slots,
@@ -99,12 +109,13 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
                       instances=instances, last_scale_down=last_scale_down)
 
 
-def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any
-          ) -> tuple[list[Action], dict[str, JobState]]:
+def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any, marks: DrainMarks,
+          now: float) -> tuple[list[Action], dict[str, JobState]]:
     """Carry out the policy's actions on one group, in order.
 
     Returns the actions that took effect and the jobs whose state changed. An AWS error fails only its
-    own action (logged; the next pass sees the group as it is and plans again).
+    own action (logged; the next pass sees the group as it is and plans again). Drain marks are set before
+    capacity changes, one round trip each way: a worker learns within a heartbeat whether it may claim.
     """
     done: list[Action] = []
     changed: dict[str, JobState] = {}
@@ -115,6 +126,11 @@ def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscalin
             if _call(autoscaling.set_instance_protection, chunk, InstanceIds=[a.instance for a in chunk],
                      AutoScalingGroupName=group_name, ProtectedFromScaleIn=flag):
                 done += chunk
+    undrain = [a for a in actions if isinstance(a, Undrain)]
+    marks.clear(a.instance for a in undrain)
+    drain = [a for a in actions if isinstance(a, Drain)]
+    marks.mark((a.instance for a in drain), now=now)
+    done += [*undrain, *drain]
     for action in actions:
         if isinstance(action, SetDesired):
             ok = _call(autoscaling.set_desired_capacity, [action], AutoScalingGroupName=group_name,
@@ -129,9 +145,11 @@ def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscalin
             changed.update(store.drop_worker(action.worker))
             ok = True
         else:
-            continue  # Protect: applied above
+            continue  # Protect, Drain, Undrain: applied above
         if ok:
             done.append(action)
+    gone = [a.instance for a in done if isinstance(a, TerminateIdle | TerminateUnhealthy)]
+    marks.clear(gone)
     for action in done:
         logger.info("scaler action", extra={"group": group_name, "action": repr(action)})
     return done, changed
@@ -156,6 +174,17 @@ def _desired_after(state: GroupState, done: list[Action]) -> int:
     return desired
 
 
+def _draining_after(state: GroupState, done: list[Action]) -> list[str]:
+    """The instances still draining once ``done`` took effect."""
+    draining = {i.id for i in state.instances if i.draining}
+    for action in done:
+        if isinstance(action, Drain):
+            draining.add(action.instance)
+        elif isinstance(action, Undrain | TerminateIdle | TerminateUnhealthy):
+            draining.discard(action.instance)
+    return sorted(draining)
+
+
 def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, str],
              now: float | None = None, notify: Callable[[str], object] | None = None) -> dict[str, list[Action]]:
     """One scaler pass over ``groups`` (queue → group name); returns the actions that took effect per queue.
@@ -163,6 +192,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     ``notify`` is called with each job id whose state the pass changed (WebSocket pushes on AWS).
     """
     now = time.time() if now is None else now
+    marks = DrainMarks(store.redis, prefix=store.prefix)
     reaped = store.reap()
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
@@ -174,10 +204,12 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
         last_down = store.redis.get(last_down_key(store, queue))
         state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
                        queued=depths.get(queue, 0), running=running.get(queue, 0),
-                       last_scale_down=float(last_down or 0), now=now)
+                       last_scale_down=float(last_down or 0), now=now, marks=marks)
         done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
-                              autoscaling=autoscaling)
+                              autoscaling=autoscaling, marks=marks, now=now)
         reaped.update(changed)
+        draining = _draining_after(state, done)
+        marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
         if any(isinstance(a, TerminateIdle) for a in done):
             store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
         metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
@@ -185,6 +217,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
         metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=_desired_after(state, done))
         metrics.add_metric(name=f"{queue}InService", unit=MetricUnit.Count,
                            value=sum(1 for i in state.instances if i.in_service))
+        metrics.add_metric(name=f"{queue}Draining", unit=MetricUnit.Count, value=len(draining))
         taken[queue] = done
     for job_id in reaped:
         if notify is None:

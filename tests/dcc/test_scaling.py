@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from dcc.scaling import (
     Action,
     Config,
+    Drain,
     GroupState,
     Instance,
     Protect,
@@ -16,6 +18,7 @@ from dcc.scaling import (
     SetDesired,
     TerminateIdle,
     TerminateUnhealthy,
+    Undrain,
     needed_instances,
     plan,
     scaled_down,
@@ -35,11 +38,11 @@ def group(**kw: Any) -> GroupState:
 
 
 def healthy(id_: str, *, running: int = 0, idle_for: float | None = None, protected: bool | None = None,
-            state: str = "InService") -> Instance:
+            state: str = "InService", draining: bool = False, age: float = 3600) -> Instance:
     """A healthy worker long past its boot; protected as the policy would have left it unless told."""
-    return Instance(id=id_, launched_at=NOW - 3600, lifecycle_state=state,
+    return Instance(id=id_, launched_at=NOW - age, lifecycle_state=state,
                     protected=running > 0 if protected is None else protected, health="HEALTHY",
-                    running_jobs=running, idle_since=None if idle_for is None else NOW - idle_for)
+                    running_jobs=running, idle_since=None if idle_for is None else NOW - idle_for, draining=draining)
 
 
 def of(kind: type, actions: list[Action]) -> list[Action]:
@@ -143,7 +146,8 @@ def test_unhealthy_or_silent_workers_are_replaced_and_their_jobs_requeued() -> N
     booting = Instance("i-new", launched_at=NOW - 60, health=None)
     booting_sick = Instance("i-new2", launched_at=NOW - 60, health="UNHEALTHY:docker unreachable")
     actions = plan(group(running=2, instances=(sick, silent, booting, booting_sick)), NOW, CFG)
-    assert actions == [
+    assert Drain("i-new") in actions     # 2 jobs need one instance; the booting ones are the surplus
+    assert [a for a in actions if not isinstance(a, Drain)] == [
         Protect("i-sick", False), TerminateUnhealthy("i-sick", "UNHEALTHY:disk 95% full"), RequeueWorker("i-sick"),
         TerminateUnhealthy("i-silent", "no health key"), RequeueWorker("i-silent"),
     ]
@@ -159,6 +163,87 @@ def test_sick_instances_are_not_scaled_down_as_idle() -> None:
 def test_class_defaults() -> None:
     assert Config.for_class("cpu").idle_seconds == 15 * 60
     assert Config.for_class("gpu").idle_seconds == 30 * 60
+    assert Config().drain is True and Config().drained_idle_seconds == 0 and Config().scale_down_interval == 60
+    assert Config.for_class("cpu", drain=False).drain is False
     assert Config.for_class("gpu", scale_down_interval=60).scale_down_interval == 60
     assert needed_instances(group(min_size=2)) == 2
     assert needed_instances(group(queued=3, slots_per_instance=0)) == 3   # a bad slot count never divides by 0
+
+
+# draining -----------------------------------------------------------------------------------------------
+def test_surplus_busy_instances_are_drained_least_loaded_and_newest_first() -> None:
+    insts = (healthy("i-full", running=4), healthy("i-old1", running=1, age=7200), healthy("i-new1", running=1),
+             healthy("i-two", running=2))
+    # 8 jobs: 2 instances are enough, the two least loaded (the newer first on a tie) are drained
+    actions = plan(group(running=8, instances=insts), NOW, CFG)
+    assert of(Drain, actions) == [Drain("i-new1"), Drain("i-old1")]
+    assert of(TerminateIdle, actions) == [] and of(SetDesired, actions) == []
+
+
+def test_nothing_is_drained_while_the_backlog_needs_every_instance() -> None:
+    insts = (healthy("i-a", running=4), healthy("i-b", running=1))
+    assert of(Drain, plan(group(queued=3, running=5, instances=insts), NOW, CFG)) == []   # ceil(8 / 4) = 2
+
+
+def test_an_idle_instance_is_left_to_the_idle_time_not_drained() -> None:
+    insts = (healthy("i-idle", idle_for=60), healthy("i-busy", running=4))
+    # 4 jobs need one instance of two: the idle one stays as spare capacity (its idle time rules it),
+    # the busy one is the surplus and will go when its jobs end
+    assert plan(group(running=4, instances=insts), NOW, CFG) == [Drain("i-busy")]
+    assert plan(group(queued=1, running=4, instances=insts), NOW, CFG) == []
+
+
+def test_a_booting_instance_the_backlog_no_longer_needs_is_drained() -> None:
+    booting = Instance("i-new", launched_at=NOW - 30)   # in service, no health key yet
+    actions = plan(group(running=4, instances=(healthy("i-a", running=4), booting)), NOW, CFG)
+    assert actions == [Drain("i-new")]
+
+
+def test_draining_can_be_turned_off() -> None:
+    insts = (healthy("i-a", running=1), healthy("i-b", running=1))
+    assert of(Drain, plan(group(running=2, instances=insts), NOW, replace(CFG, drain=False))) == []
+
+
+def test_a_drained_instance_goes_as_soon_as_it_is_empty() -> None:
+    insts = (healthy("i-d", idle_for=5, draining=True, protected=True), healthy("i-a", running=2))
+    actions = plan(group(running=2, instances=insts), NOW, CFG)
+    assert actions == [Protect("i-d", False), TerminateIdle("i-d")]       # not 15 idle minutes later
+    assert TerminateIdle("i-d") not in plan(group(running=2, instances=insts), NOW, replace(
+        CFG, drained_idle_seconds=60))
+
+
+@pytest.mark.parametrize(("last_down", "min_size", "removed"), [
+    (NOW - 60, 0, False),     # one scale-down per interval, drained or not
+    (0.0, 2, False),          # never below the minimum
+    (0.0, 1, True),
+])
+def test_drained_removal_keeps_the_interval_and_the_minimum(last_down: float, min_size: int, removed: bool) -> None:
+    insts = (healthy("i-d", idle_for=5, draining=True), healthy("i-a", running=2))
+    state = group(running=2, last_scale_down=last_down, min_size=min_size, instances=insts)
+    assert (TerminateIdle("i-d") in plan(state, NOW, CFG)) == removed
+
+
+def test_a_draining_instance_with_jobs_is_never_removed() -> None:
+    insts = (healthy("i-d", running=1, draining=True), healthy("i-a", running=1))
+    actions = plan(group(running=2, instances=insts), NOW, CFG)
+    assert of(TerminateIdle, actions) == [] and of(Undrain, actions) == []
+
+
+def test_demand_undrains_before_it_boots_least_loaded_first() -> None:
+    insts = (healthy("i-a", running=4), healthy("i-d3", running=3, draining=True),
+             healthy("i-d1", running=1, draining=True), healthy("i-d4", running=4, draining=True))
+    # 3 queued + 4 on i-a: two active instances needed; i-d1 has the most free slots
+    actions = plan(group(queued=3, running=12, instances=insts), NOW, CFG)
+    assert of(Undrain, actions) == [Undrain("i-d1")] and of(SetDesired, actions) == []
+    # 10 queued: i-d1 then i-d3 come back (i-d4 is full: no help), and one more instance boots
+    actions = plan(group(queued=10, running=12, instances=insts), NOW, CFG)
+    assert of(Undrain, actions) == [Undrain("i-d1"), Undrain("i-d3")]
+    assert of(SetDesired, actions) == [SetDesired("cpu", 6)]   # ceil((10 + 8) / 4) = 5 active + i-d4 draining
+
+
+def test_scale_up_counts_draining_instances_apart() -> None:
+    insts = (healthy("i-d", running=4, draining=True),)
+    # 4 queued need one active instance; the draining one is full, so the group grows to 2
+    assert of(SetDesired, plan(group(queued=4, running=4, instances=insts), NOW, CFG)) == [SetDesired("cpu", 2)]
+    assert needed_instances(group(queued=4, running=4), insts) == 1
+    assert needed_instances(group(queued=4, running=4)) == 2

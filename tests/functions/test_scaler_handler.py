@@ -13,8 +13,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from dcc.drain import DrainMarks
 from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
-from dcc.scaling import Protect, SetDesired, TerminateIdle, TerminateUnhealthy
+from dcc.scaling import Drain, Protect, SetDesired, TerminateIdle, TerminateUnhealthy, Undrain
 from dcc.store import JobStore, connect
 from functions.scaler import handler
 from functions.scaler.handler import config_for, last_down_key, run_once, worker_slots
@@ -129,6 +130,7 @@ def test_a_silent_worker_is_replaced_only_after_the_grace_period(aws: tuple[Any,
     silent, fine = instance_ids(autoscaling, "cpu-group")
     beat(store, fine, idle_for=0)
     monkeypatch.setenv("DCC_HEALTH_GRACE_SECONDS", "300")   # moto's instances were launched just now
+    monkeypatch.setenv("DCC_DRAIN", "false")                 # (a booting instance nothing needs would be drained)
     assert run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)["cpu"] == []
     monkeypatch.setenv("DCC_HEALTH_GRACE_SECONDS", "0")
     taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
@@ -201,6 +203,9 @@ def test_config_and_slots_from_the_environment() -> None:
     assert config_for("gpu", {}).idle_seconds == 1800
     assert config_for("cpu", {"DCC_CPU_IDLE_SECONDS": "60", "DCC_SCALE_DOWN_INTERVAL": "30"}) == \
         config_for("cpu", {}).__class__(idle_seconds=60, health_grace_seconds=300, scale_down_interval=30)
+    assert config_for("cpu", {}).drain is True
+    assert config_for("cpu", {"DCC_DRAIN": "false", "DCC_DRAINED_IDLE_SECONDS": "30"}) == \
+        config_for("cpu", {}).__class__(idle_seconds=900, drain=False, drained_idle_seconds=30)
     assert worker_slots({"slots": "cpu=3,gpu=1"}, "gpu") == 1
     assert worker_slots({"slots": "cpu=3"}, "gpu") is None
 
@@ -226,3 +231,48 @@ def test_lambda_entry_point_emits_metrics(aws: tuple[Any, Any], store: JobStore,
         "cpuQueueDepth", "cpuRunning", "cpuDesired", "cpuInService", "gpuQueueDepth", "gpuDesired"}
     assert blob["cpuQueueDepth"] == 9 and blob["cpuDesired"] == 5 and blob["cpuInService"] == 2
     assert blob["gpuQueueDepth"] == 0 and blob["gpuDesired"] == 0
+
+
+def test_a_surplus_worker_is_drained_then_removed_once_empty(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    marks = DrainMarks(store.redis)
+    a, b = instance_ids(autoscaling, "cpu-group")
+    queue_jobs(store, 2)
+    ja, jb = claim(store, a), claim(store, b)
+    beat(store, a, running=ja.job.id)
+    beat(store, b, running=jb.job.id)
+    # 2 jobs fit on one instance (2 slots): one worker is marked draining, the other keeps claiming
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    [drained] = [x.instance for x in taken["cpu"] if isinstance(x, Drain)]
+    kept = a if drained == b else b
+    assert marks.draining([a, b]) == {drained}
+    assert 0 < store.redis.pttl(f"{{dcc}}:drain:{drained}") <= 600_000
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 2
+
+    # still running: the mark is refreshed, nothing is removed
+    assert [x for x in run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)["cpu"]
+            if not isinstance(x, Protect)] == []
+    assert marks.draining([a, b]) == {drained}
+
+    # its job ends: it goes at once (not after the 600 s idle time) and its mark with it
+    assert store.finish(ja if drained == a else jb, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    beat(store, drained, idle_for=1)
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert TerminateIdle(drained) in taken["cpu"]
+    assert instance_ids(autoscaling, "cpu-group") == [kept]
+    assert marks.draining([a, b]) == set()
+
+
+def test_a_draining_worker_is_put_back_to_work_when_jobs_wait(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    marks = DrainMarks(store.redis)
+    a, b = instance_ids(autoscaling, "cpu-group")
+    queue_jobs(store, 2)
+    beat(store, a, running=claim(store, a).job.id)
+    beat(store, b, running=claim(store, b).job.id)
+    marks.mark([b], now=time.time())
+    queue_jobs(store, 2, prefix="more")     # 2 queued + 1 running on a: two active instances needed
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert Undrain(b) in taken["cpu"] and not any(isinstance(x, SetDesired) for x in taken["cpu"])
+    assert marks.draining([a, b]) == set()
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 2
