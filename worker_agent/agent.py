@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import result_document, result_key
@@ -107,12 +108,16 @@ class Worker:
         self._system_errors = 0
         self._idle_since: float | None = time.time()
         self.health = "HEALTHY"
+        self.drain = DrainMarks(store.redis, prefix=store.prefix)
+        self.draining = False
+        """Set by the scaler (``dcc.drain``): claim no new job; finish those running."""
 
     # lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker's threads and return."""
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         self._check_health()
+        self._check_drain()  # a drained instance that just restarted must not claim even once
         if self.health == "HEALTHY":
             # a worker id is stable across restarts of one instance: what it ran before the crash is orphaned
             left = self.runtime.remove_leftovers(self.config.worker_id)
@@ -191,7 +196,7 @@ class Worker:
 
     def _claim_loop(self) -> None:
         while not self.stopping.is_set():
-            free = self._free_queues() if self.health == "HEALTHY" else []
+            free = self._free_queues() if self.health == "HEALTHY" and not self.draining else []
             if not free:
                 with self._slot_freed:
                     self._slot_freed.wait(timeout=1.0)
@@ -420,6 +425,7 @@ class Worker:
             try:
                 self._renew()
                 self._check_health()
+                self._check_drain()
                 self._heartbeat()
             except StoreUnavailable as exc:
                 log.warning("lease renewal: %s", exc)
@@ -439,6 +445,16 @@ class Worker:
                     running.cancel = running.cancel or status == "cancel"
             if running is not None:
                 self.runtime.kill(job_id)
+
+    def _check_drain(self) -> None:
+        try:
+            draining = self.drain.is_draining(self.config.worker_id)
+        except StoreUnavailable:
+            return
+        if draining != self.draining:
+            log.info("worker %s %s", self.config.worker_id,
+                     "draining: claims no new job" if draining else "claims again")
+        self.draining = draining
 
     def _check_health(self) -> None:
         reason = self.runtime.ping()
@@ -467,6 +483,7 @@ class Worker:
             "gpus": ",".join(self.config.gpu_device_ids),
             "gpusHeld": held,
             "idleSince": idle_since,
+            "draining": "1" if self.draining else "",
         }, ttl=self.config.heartbeat_seconds * 3)
 
     def _cancel_loop(self) -> None:

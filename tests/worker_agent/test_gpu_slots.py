@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dcc.bootstrap import build_service
+from dcc.drain import DrainMarks
 from dcc.errors import InvalidJob, JobSystemError
 from dcc.jobs import ErrorCode, JobSpec, JobState, Parameters
 from dcc.local_storage import LocalStorage
@@ -159,3 +160,22 @@ def test_a_requeued_job_reclaimed_by_the_same_worker_keeps_its_new_attempt(redis
     assert record.state is JobState.SUCCEEDED
     assert record.attempts == 2
     assert runtime.calls == 2
+
+
+def test_a_draining_worker_claims_nothing_until_the_mark_is_cleared(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = RecordingRuntime(0.05)
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 2}, heartbeat_seconds=0.2)
+    marks = DrainMarks(service.store.redis, prefix=service.store.prefix)
+    marks.mark(["gpu-box"], now=time.time())
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    worker.start()
+    try:
+        time.sleep(1.5)
+        assert service.get(job_id).state is JobState.QUEUED and not runtime.runs
+        assert [w.get("draining") for w in service.workers()] == ["1"]
+        marks.clear(["gpu-box"])
+        wait_all(service, [job_id], timeout=10)
+    finally:
+        worker.stop(grace=5)
+    assert service.get(job_id).state is JobState.SUCCEEDED
