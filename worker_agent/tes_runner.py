@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from dcc.errors import JobSystemError, ObjectNotFound, StorageError
 from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
 from dcc.local_storage import LocalStorage
-from dcc.storage import Storage
+from dcc.storage import Storage, check_key
 from dcc.store import JobStore
 from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
 from worker_agent.docker_runtime import clean_outputs
@@ -229,7 +229,7 @@ class TaskRunner:
         prefix = f"{key}/" if key else ""
         dest.mkdir(parents=True, exist_ok=True)
         for name, _ in storage.list(prefix):
-            rel = name[len(prefix):]
+            rel = check_key(name[len(prefix):])  # an object named 'a/../../x' must not land outside the sandbox
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             storage.download(name, target)

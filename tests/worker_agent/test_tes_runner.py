@@ -1,0 +1,79 @@
+"""The TES task sandbox: which folders are mounted how, which files an output names, and what never escapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dcc.errors import StorageError
+from dcc.tes import TesTask
+from worker_agent.tes_runner import TaskRunner, _output_files, plan_mounts
+
+
+def task(**fields: object) -> TesTask:
+    return TesTask.model_validate({"executors": [{"image": "x", "command": ["true"]}], **fields})
+
+
+def test_mounts_are_the_outermost_folders_and_writable_if_anything_inside_is_written(tmp_path: Path) -> None:
+    t = task(
+        volumes=["/vol", "/vol/sub"],
+        inputs=[{"path": "/data/ref/genome.fa", "content": "x"}, {"path": "/vol/in.txt", "content": "y"},
+                {"path": "/res", "content": "", "type": "FILE"},
+                {"path": "/lib", "url": "file:///x", "type": "DIRECTORY"}],
+        outputs=[{"path": "/data/out/*.bam", "path_prefix": "/data/out", "url": "s3://b/o"},
+                 {"path": "/lib/made.txt", "url": "s3://b/m"}],
+    )
+    got = {(m.target, m.read_only, m.source) for m in plan_mounts(t, tmp_path)}
+    assert got == {
+        ("/vol", False, tmp_path / "vol"),  # /vol/sub and /vol/in.txt live inside it
+        ("/data/ref/genome.fa", True, tmp_path / "data/ref/genome.fa"),  # an input file alone: read-only
+        ("/data/out", False, tmp_path / "data/out"),  # the wildcard's folder
+        ("/res", True, tmp_path / "res"),
+        ("/lib", False, tmp_path / "lib"),  # an input folder an output is written into becomes writable
+    }
+
+
+def test_wildcard_outputs_match_posix_patterns_and_strip_the_prefix(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", ".hidden.txt", "c.log", "sub/d.txt"):
+        (out / name).write_text(name)
+    t = task(outputs=[{"path": "/out/[ab].txt", "path_prefix": "/out", "url": "s3://b/run/"},
+                      {"path": "/out/*/*.txt", "path_prefix": "/out", "url": "s3://b/deep"}])
+    assert [(p.name, url) for p, url in _output_files(t.outputs[0], tmp_path)] == [
+        ("a.txt", "s3://b/run/a.txt"), ("b.txt", "s3://b/run/b.txt")]
+    assert [url for _, url in _output_files(t.outputs[1], tmp_path)] == ["s3://b/deep/sub/d.txt"]
+
+
+def test_a_missing_file_output_is_an_error_and_a_link_is_not_followed(tmp_path: Path) -> None:
+    t = task(outputs=[{"path": "/out/result", "url": "s3://b/r"}])
+    with pytest.raises(StorageError, match="was not written"):
+        _output_files(t.outputs[0], tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "result").symlink_to("/etc/passwd")
+    with pytest.raises(StorageError, match="was not written"):
+        _output_files(t.outputs[0], tmp_path)
+
+
+class _EvilListing:
+    """A bucket listing with a key that climbs out of the folder it is listed under."""
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        yield f"{prefix}ok.txt", 1
+        yield f"{prefix}../../../../escaped.txt", 1
+
+    def download(self, key: str, path: Path) -> None:
+        path.write_text(key)
+
+
+def test_a_folder_input_never_writes_outside_the_sandbox(tmp_path: Path) -> None:
+    runner = TaskRunner(runtime=None, store=None, fetch=None, locations=("s3://b/in/",),  # type: ignore[arg-type]
+                        max_output_bytes=1 << 20)
+    runner.locations._cache["s3://b/"] = _EvilListing()  # type: ignore[assignment]
+    dest = tmp_path / "sandbox" / "data"
+    with pytest.raises(StorageError):
+        runner._fetch_folder("s3://b/in/set", dest)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert (dest / "ok.txt").read_text() == "in/set/ok.txt"
