@@ -220,7 +220,8 @@ class JobStore:
         flat = [x for kv in fields.items() for x in kv]
         created = self._run(
             "submit",
-            [record.id, record.queue, qscore, submitted_ms, "1" if only_if_new else "0", *flat],
+            [record.id, record.queue, qscore, submitted_ms, "1" if only_if_new else "0",
+             "1" if record.task is not None else "0", *flat],
         )
         return bool(created)
 

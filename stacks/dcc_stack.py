@@ -44,6 +44,7 @@ class DccStack(Stack):
             "DCC_REDIS_SECRET_ARN": self.redis.secret.secret_arn,
             "DCC_STORAGE": self.storage.storage_url,
             "DCC_ALLOWED_BUCKETS": allowed_buckets,
+            "DCC_TES_LOCATIONS": self.storage.tes_url,
         }
 
         def function(construct_id: str, *, handler: str, service: str, timeout: Duration,
@@ -80,7 +81,8 @@ class DccStack(Stack):
             self, "Workers", vpc=vpc, subnets=private,
             specs=[FleetSpec("cpu", config.cpu_instance_type, cpu_image, config.cpu_min, config.cpu_max),
                    FleetSpec("gpu", config.gpu_instance_type, gpu_image, config.gpu_min, config.gpu_max)],
-            bucket=bucket, storage_url=self.storage.storage_url, redis_host=self.redis.host,
+            bucket=bucket, storage_url=self.storage.storage_url, tes_url=self.storage.tes_url,
+            redis_host=self.redis.host,
             redis_port=self.redis.port, redis_secret=self.redis.secret, allowed_buckets=allowed_buckets,
             input_buckets=config.allowed_buckets, volume_gib=config.worker_volume_gib, ssm=config.worker_ssm,
             log_level=config.log_level, websocket_endpoint=self.websocket_api.callback_url)

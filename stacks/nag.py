@@ -72,6 +72,10 @@ def acknowledge_findings(stack: Any) -> None:
                                       if fn is stack.scaler_function else ""))
     for role in (stack.api_function.role, stack.scaler_function.role, workers.role):
         acknowledge(role, f"AwsSolutions-IAM5[Resource::{job_objects}]", JOB_DATA_REASON)
+    tes_objects = nag_text(stack, storage.bucket.arn_for_objects("tes/*"))
+    acknowledge(workers.role, f"AwsSolutions-IAM5[Resource::{tes_objects}]",
+                "GA4GH TES tasks read inputs from and write outputs to URLs their users choose under the tes/ "
+                "prefix (DCC_TES_LOCATIONS); the API checks every URL is under it before a task is queued.")
     for arn in group_arns:
         for role in (stack.scaler_function.role, workers.role):
             acknowledge(role, f"AwsSolutions-IAM5[Resource::{arn}]",

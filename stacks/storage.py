@@ -8,6 +8,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 JOBS_PREFIX = "jobs-data"
+TES_PREFIX = "tes"
+"""Where GA4GH TES tasks read inputs and write outputs by default (``DCC_TES_LOCATIONS``); kept, not expired."""
 
 
 class JobBucket(Construct):
@@ -44,6 +46,7 @@ class JobBucket(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.storage_url = f"s3://{self.bucket.bucket_name}/{JOBS_PREFIX}"
+        self.tes_url = f"s3://{self.bucket.bucket_name}/{TES_PREFIX}/"
 
 
 def grant_job_data(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str = JOBS_PREFIX) -> None:

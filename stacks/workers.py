@@ -19,7 +19,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.scaler import group_arn
-from stacks.storage import grant_input_buckets, grant_job_data
+from stacks.storage import TES_PREFIX, grant_input_buckets, grant_job_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = REPO_ROOT / "deploy" / "worker-bootstrap.sh"
@@ -61,7 +61,7 @@ class WorkerFleets(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, subnets: ec2.SubnetSelection,
                  specs: list[FleetSpec], bucket: s3.IBucket, storage_url: str, redis_host: str, redis_port: str,
-                 redis_secret: secretsmanager.ISecret, allowed_buckets: str,
+                 redis_secret: secretsmanager.ISecret, allowed_buckets: str, tes_url: str,
                  input_buckets: tuple[str, ...], volume_gib: int, ssm: bool,
                  log_level: str, websocket_endpoint: str) -> None:
         super().__init__(scope, construct_id)
@@ -72,6 +72,7 @@ class WorkerFleets(Construct):
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="dcc worker instances")
         grant_job_data(self.role, bucket)
+        grant_job_data(self.role, bucket, TES_PREFIX)  # GA4GH TES tasks' inputs and outputs
         grant_input_buckets(self.role, input_buckets)
         redis_secret.grant_read(self.role)
         # Just the one object: the versioned code asset (grant_read would allow the whole assets bucket).
@@ -109,6 +110,7 @@ class WorkerFleets(Construct):
                 "BUCKET": bucket.bucket_name,
                 "STORAGE_URL": storage_url,
                 "ALLOWED_BUCKETS": allowed_buckets,
+                "TES_LOCATIONS": tes_url,
                 "ASSET_URL": self.code.s3_object_url,
                 "GROUP_NAME": self.group_names[spec.name],
                 "LOG_LEVEL": log_level,

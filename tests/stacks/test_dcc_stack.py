@@ -125,6 +125,19 @@ def test_worker_role_is_scoped(synth: Any) -> None:
             assert s["Action"] == "ecr:GetAuthorizationToken"  # the one action AWS allows only on "*"
 
 
+def test_tes_tasks_use_their_own_prefix_of_the_bucket(synth: Any) -> None:
+    # the API checks task URLs against DCC_TES_LOCATIONS; workers read and write only there (and job data)
+    env = next(f["Properties"]["Environment"]["Variables"] for f in resources(synth, "AWS::Lambda::Function").values()
+               if f["Properties"].get("Handler") == "functions.api.handler.lambda_handler")
+    assert json.dumps(env["DCC_TES_LOCATIONS"]).endswith('"/tes/"]]}')
+    writes = [s for s in statements_of(synth, "WorkersRole") if "s3:PutObject" in s["Action"]]
+    resources_text = json.dumps([s["Resource"] for s in writes])
+    assert '"/jobs-data/*"' in resources_text and '"/tes/*"' in resources_text
+    templates = resources(synth, "AWS::EC2::LaunchTemplate")
+    assert all("DCC_TES_LOCATIONS=" in json.dumps(t["Properties"]["LaunchTemplateData"]["UserData"])
+               for t in templates.values())
+
+
 def test_worker_user_data_renders_the_bootstrap(synth: Any) -> None:
     templates = resources(synth, "AWS::EC2::LaunchTemplate")
     text = json.dumps([t["Properties"]["LaunchTemplateData"]["UserData"] for t in templates.values()])
