@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     STORAGE_FAILED = "storage_failed"
     RUNTIME_FAILED = "runtime_failed"
     WORKER_LOST = "worker_lost"
+    DISK_LIMIT = "disk_limit_exceeded"
 
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"

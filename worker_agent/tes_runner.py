@@ -12,6 +12,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, Cont
 
 log = logging.getLogger("dcc.worker.tes")
 
+GIB = 1 << 30
 LOG_TAIL_BYTES = 64 * 1024
 """Of each executor's stdout and stderr, the task log keeps the last this many bytes."""
 
@@ -97,6 +100,7 @@ class _Run:
     first_start: float | None = None
     last_exit: float | None = None
     system_logs: list[str] = field(default_factory=list)
+    error: JobError | None = None
 
 
 class TaskRunner:
@@ -111,12 +115,14 @@ class TaskRunner:
         locations: tuple[str, ...],
         max_output_bytes: int,
         s3_client: Any = None,
+        disk_check_seconds: float = 2.0,
     ) -> None:
         self.runtime = runtime
         self.store = store
         self.fetch = fetch
         self.locations = _Locations(locations, s3_client)
         self.max_output_bytes = max_output_bytes
+        self.disk_check_seconds = disk_check_seconds
 
     def run(self, claim: Claim, workdir: Path, base: ContainerJob, *, cancelled: Callable[[], bool]) -> Outcome:
         """Fetch the inputs, run the executors in order, upload the outputs; the attempt's outcome.
@@ -131,7 +137,7 @@ class TaskRunner:
                                     "start_time": rfc3339(time.time()), "metadata": {"worker": claim.job.worker or ""}}
         run = _Run(progress=progress)
         self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
-        error = None
+        error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
             try:
                 progress["outputs"] = self._upload_outputs(task, sandbox, mounts)
@@ -170,17 +176,27 @@ class TaskRunner:
                        workdir: Path, run: _Run, cancelled: Callable[[], bool]) -> None:
         deadline = time.monotonic() + base.max_duration
         files = LocalStorage(sandbox)
+        disk_gb = task.resources.disk_gb if task.resources else None
+        watch = DiskWatch(sandbox, int(disk_gb * GIB) if disk_gb else None,
+                          on_exceed=lambda: self.runtime.kill(base.job_id), interval=self.disk_check_seconds)
         for i, executor in enumerate(task.executors):
+            if watch.check():
+                self._disk_exceeded(run, watch, disk_gb)
+                return
             left = deadline - time.monotonic()
             if cancelled() or left <= 0:
                 run.state = JobState.CANCELLED if cancelled() else JobState.TIMED_OUT
                 return
             self.store.write_task_log(claim, {**run.progress, "running": i})
-            result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+            with watch:
+                result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
             run.first_start = run.first_start or result.started_at
             run.last_exit = result.exited_at
             run.exit_code = result.exit_code
             run.progress["logs"].append(self._executor_log(result))
+            if watch.exceeded is not None:
+                self._disk_exceeded(run, watch, disk_gb)
+                return
             if result.killed or cancelled():
                 run.state = JobState.CANCELLED
                 return
@@ -192,6 +208,14 @@ class TaskRunner:
                 run.system_logs.append(f"executor {i} exited with code {result.exit_code}; the executors after it "
                                        "did not run")
                 return
+
+    @staticmethod
+    def _disk_exceeded(run: _Run, watch: DiskWatch, disk_gb: float | None) -> None:
+        message = (f"the task's files reached {watch.exceeded} bytes, over its disk_gb of {disk_gb} "
+                   f"({watch.limit} bytes); it was stopped")
+        run.state = JobState.ERROR
+        run.error = JobError(code=ErrorCode.DISK_LIMIT, message=message)
+        run.system_logs.append(message)
 
     # inputs ----------------------------------------------------------------------------------------------
     def _fetch_inputs(self, task: TesTask, sandbox: Path) -> None:
@@ -306,6 +330,62 @@ class TaskRunner:
                 uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
                                  "size_bytes": str(size)})
         return uploaded
+
+
+class DiskWatch:
+    """Measures the bytes of regular files under ``root`` every ``interval`` s while an executor runs (links not
+    followed); past ``limit`` it calls ``on_exceed`` once (the worker kills the container). The container's own
+    writable layer is not counted: ``disk_gb`` bounds the task's inputs, volumes and outputs."""
+
+    def __init__(self, root: Path, limit: int | None, *, on_exceed: Callable[[], object], interval: float) -> None:
+        self.root, self.limit, self.on_exceed, self.interval = root, limit, on_exceed, interval
+        self.exceeded: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Measure now; True (and ``exceeded`` set) if over the limit."""
+        if self.limit is None or self.exceeded is not None:
+            return self.exceeded is not None
+        size = tree_bytes(self.root)
+        if size > self.limit:
+            self.exceeded = size
+            return True
+        return False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.check():
+                self.on_exceed()
+                return
+
+    def __enter__(self) -> DiskWatch:
+        if self.limit is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="dcc-disk-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.check()  # what the last executor left counts too
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root``; nothing is followed."""
+    total = 0
+    for folder, _, files in os.walk(root, followlinks=False):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_blocks * 512 if info.st_blocks else info.st_size
+    return total
 
 
 def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str]]:

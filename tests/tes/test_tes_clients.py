@@ -246,3 +246,17 @@ def test_pydantic_tes_client(tes_server: TesServer, test_image: str) -> None:
     assert created.id in [t.id for t in client.list_tasks().tasks]
     client.cancel_task(created.id)
     assert client.get_task(created.id, "BASIC").state.value == "COMPLETE"  # (it cannot read MINIMAL: no executors)
+
+
+def test_a_task_over_its_disk_gb_is_stopped_with_a_reason(tes_server: TesServer, test_image: str) -> None:
+    started = time.monotonic()
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "resources": {"disk_gb": 0.002},  # about 2 MiB
+        "volumes": ["/vol"],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "dd if=/dev/zero of=/vol/big bs=1M count=8; "
+                                                                    "sleep 60"]},
+                      {"image": test_image, "command": ["true"]}]}).json()["id"]
+    task = tes_server.wait(task_id, timeout=40)
+    assert task["state"] == "SYSTEM_ERROR" and time.monotonic() - started < 30  # stopped, not left to sleep
+    assert len(task["logs"][0]["logs"]) == 1
+    assert any("over its disk_gb of 0.002" in line for line in task["logs"][0]["system_logs"])
