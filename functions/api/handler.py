@@ -23,7 +23,6 @@ from dcc.errors import (
     StoreUnavailable,
 )
 from dcc.service import JobService
-from dcc.tes_service import TesService
 from functions.api import tes
 from functions.api.routes import router
 
@@ -33,14 +32,12 @@ app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(router)
 app.include_router(tes.router)
 _service: JobService | None = None
-_tes: TesService | None = None
 
 
 def configure(service: JobService | None) -> None:
     """Use ``service`` for every request (local mode, tests); None: build from the environment on first use."""
-    global _service, _tes
+    global _service
     _service = service
-    _tes = None
 
 
 def current_service() -> JobService:
@@ -117,12 +114,7 @@ def openapi() -> Response[str]:
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Resolve one API Gateway REST (proxy) event."""
-    global _tes
-    service = _get_service()
-    if _tes is None or _tes.jobs is not service:
-        _tes = TesService(service)
-    router.context["service"] = service
-    tes.router.context["tes"] = _tes
+    router.context["service"] = _get_service()
     if event.get("path"):
         event = {**event, "path": unquote(event["path"])}
     return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from dcc.errors import InvalidJob
-from dcc.tes import API_PREFIX
-from dcc.tes_service import TesService
 
+if TYPE_CHECKING:
+    from dcc.tes_service import TesService
+
+API_PREFIX = "/ga4gh/tes/v1"  # dcc.tes.API_PREFIX; not imported, so that a cold start of other routes skips TES
 router = APIGatewayRouter()
+_tes: TesService | None = None
 
 
 def tes() -> TesService:
-    """The process's TES service, over its job service (set by ``handler``)."""
-    return router.context["tes"]
+    """The TES service over the process's job service, built on the first TES request."""
+    global _tes
+    service = router.context["service"]
+    if _tes is None or _tes.jobs is not service:
+        from dcc.tes_service import TesService
+
+        _tes = TesService(service)
+    return _tes
 
 
 def _json(body: Any) -> Response[Any]:
