@@ -223,12 +223,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cpu-slots", type=int, default=4, help="job slots per CPU instance (m7g.large: 2)")
     parser.add_argument("--cpu-max", type=int, default=100)
     parser.add_argument("--gpu-max", type=int, default=8)
     parser.add_argument("--claim-order", choices=("packed", "spread"), default="packed",
                         help="which free worker claims a queued job: the oldest (packed) or the emptiest (spread)")
     args = parser.parse_args()
-    fleets = {"cpu": Fleet(slots=4, boot=90.0, max_size=args.cpu_max, seed_idle=600.0),
+    fleets = {"cpu": Fleet(slots=args.cpu_slots, boot=90.0, max_size=args.cpu_max, seed_idle=600.0),
               "gpu": Fleet(slots=1, boot=240.0, max_size=args.gpu_max, seed_idle=900.0)}
     jobs = trace(args.hours, random.Random(args.seed))
     print("| class | policy | jobs | p50 wait | p95 wait | instance-h | ideal | ratio | booting / busy / idle h"
