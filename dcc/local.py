@@ -155,6 +155,10 @@ class LocalDcc:
             settings = settings.with_(redis_url=self.redis.start())
         if settings.storage_url == Settings().storage_url and not os.environ.get("DCC_STORAGE"):
             settings = settings.with_(storage_url=str(self.data_dir / "storage"))
+        if not settings.tes_locations:  # GA4GH TES tasks may read and write file:// URLs under DATA_DIR/tes/
+            tes_dir = (self.data_dir / "tes").resolve()
+            tes_dir.mkdir(parents=True, exist_ok=True)
+            settings = settings.with_(tes_locations=(f"file://{tes_dir}/",))
         self.settings = settings
         self.service = build_service(settings)
         handler.configure(self.service)

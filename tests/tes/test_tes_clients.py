@@ -6,6 +6,7 @@ Every TES reply in these tests is also checked against the spec's schemas (see c
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -15,6 +16,8 @@ from pydantictes.models import TesExecutor as PtExecutor
 from pydantictes.models import TesInput as PtInput
 from pydantictes.models import TesTask as PtTask
 
+from dcc.settings import Settings
+from tests.e2e_support import serve_local
 from tests.tes.conftest import BUCKET, TesServer
 from tests.tes.spec_check import PREFIX
 
@@ -260,3 +263,19 @@ def test_a_task_over_its_disk_gb_is_stopped_with_a_reason(tes_server: TesServer,
     assert task["state"] == "SYSTEM_ERROR" and time.monotonic() - started < 30  # stopped, not left to sleep
     assert len(task["logs"][0]["logs"]) == 1
     assert any("over its disk_gb of 0.002" in line for line in task["logs"][0]["system_logs"])
+
+
+def test_local_mode_gives_tasks_a_folder_of_its_own_by_default(redis_url: str, tmp_path: Path, docker_host: str,
+                                                               test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "data", settings, workers=1) as (_, http):
+        folder = (tmp_path / "data" / "tes").resolve()
+        assert http.get(f"{PREFIX}/service-info").json()["storage"] == [f"file://{folder}/"]
+        task_id = http.post(f"{PREFIX}/tasks", json={
+            "outputs": [{"path": "/out/a", "url": f"file://{folder}/run/a"}],
+            "executors": [{"image": test_image, "command": ["sh", "-c", "echo made > /out/a"]}]}).json()["id"]
+        deadline = time.monotonic() + 30
+        while http.get(f"{PREFIX}/tasks/{task_id}").json()["state"] != "COMPLETE":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert (folder / "run" / "a").read_text() == "made\n"
