@@ -18,7 +18,7 @@ from pydantictes.models import TesTask as PtTask
 
 from dcc.settings import Settings
 from tests.e2e_support import serve_local
-from tests.tes.conftest import BUCKET, TesServer
+from tests.tes.conftest import BUCKET, SpecChecker, TesServer
 from tests.tes.spec_check import PREFIX
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
@@ -163,10 +163,12 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     queued = http.post(f"{PREFIX}/tasks", json={
         "resources": {"backend_parameters": {"gpu": "1"}},
         "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
-    assert http.get(f"{PREFIX}/tasks/{queued}").json()["state"] == "QUEUED"
-    reply = http.post(f"{PREFIX}/tasks/{queued}:cancel")
+    client = tes.HTTPClient(tes_server.url)
+    assert client.get_task(queued, view="MINIMAL").state == "QUEUED"
+    client.cancel_task(queued)  # py-tes
+    assert client.get_task(queued, view="MINIMAL").state == "CANCELED"
+    reply = http.post(f"{PREFIX}/tasks/{queued}:cancel")  # again: still CANCELED, still {}
     assert (reply.status_code, reply.json()) == (200, {})
-    assert http.get(f"{PREFIX}/tasks/{queued}").json()["state"] == "CANCELED"
 
     running = http.post(f"{PREFIX}/tasks", json={
         "executors": [{"image": test_image, "command": ["sleep", "30"]},
@@ -268,7 +270,8 @@ def test_a_task_over_its_disk_gb_is_stopped_with_a_reason(tes_server: TesServer,
 def test_local_mode_gives_tasks_a_folder_of_its_own_by_default(redis_url: str, tmp_path: Path, docker_host: str,
                                                                test_image: str) -> None:
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
-    with serve_local(tmp_path / "data", settings, workers=1) as (_, http):
+    checker = SpecChecker()
+    with serve_local(tmp_path / "data", settings, workers=1, wrap=checker.wrap) as (_, http):
         folder = (tmp_path / "data" / "tes").resolve()
         assert http.get(f"{PREFIX}/service-info").json()["storage"] == [f"file://{folder}/"]
         task_id = http.post(f"{PREFIX}/tasks", json={
@@ -279,3 +282,22 @@ def test_local_mode_gives_tasks_a_folder_of_its_own_by_default(redis_url: str, t
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert (folder / "run" / "a").read_text() == "made\n"
+    assert checker.checked and not checker.problems, checker.problems
+
+
+def test_a_folder_input_from_s3_and_a_folder_output_to_s3(tes_server: TesServer, test_image: str) -> None:
+    s3 = boto3.client("s3")
+    for key, body in (("shared/ref/a.txt", b"A"), ("shared/ref/sub/b.txt", b"BB"), ("shared/refx/no.txt", b"-")):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "inputs": [{"path": "/ref", "url": f"s3://{BUCKET}/shared/ref", "type": "DIRECTORY"}],
+        "outputs": [{"path": "/res", "url": f"s3://{BUCKET}/shared/res", "type": "DIRECTORY"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "cd /ref && find . -type f | sort > /res/list; "
+                                                                    "cp sub/b.txt /res/copy"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "COMPLETE", task
+    listing = s3.get_object(Bucket=BUCKET, Key="shared/res/list")["Body"].read().decode()
+    assert listing == "./a.txt\n./sub/b.txt\n"  # the folder, not its sibling 'refx'
+    assert s3.get_object(Bucket=BUCKET, Key="shared/res/copy")["Body"].read() == b"BB"
+    assert sorted(o["url"] for o in task["logs"][0]["outputs"]) == [f"s3://{BUCKET}/shared/res/copy",
+                                                                    f"s3://{BUCKET}/shared/res/list"]
