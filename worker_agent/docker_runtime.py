@@ -16,6 +16,7 @@ import socket
 import stat
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,25 @@ class DockerRuntime:
             raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc}", retryable=True) from exc
 
     def _save_logs(self, container: Any, stdout: Path, stderr: Path) -> None:
-        for path, which in ((stdout, {"stdout": True, "stderr": False}), (stderr, {"stdout": False, "stderr": True})):
-            with path.open("wb") as f:
-                for chunk in container.logs(stream=True, **which):
-                    f.write(chunk)
+        """Both streams in one request (the SDK's ``logs`` makes two per stream): a container without a TTY has
+        its output framed by the engine, each frame an 8-byte header (stream 1 or 2, size) and its bytes."""
+        api = self.client.api
+        reply = api.get(f"{api.base_url}/containers/{container.id}/logs", params={"stdout": 1, "stderr": 1},
+                         stream=True)
+        with closing(reply), stdout.open("wb") as out, stderr.open("wb") as err:
+            reply.raise_for_status()
+            files = {1: out, 2: err}
+            buffer, pos = bytearray(), 0
+            for chunk in reply.iter_content(chunk_size=1 << 16):
+                buffer += chunk
+                while len(buffer) - pos >= 8:
+                    size = int.from_bytes(buffer[pos + 4:pos + 8], "big")
+                    if len(buffer) - pos - 8 < size:
+                        break
+                    files.get(buffer[pos], out).write(buffer[pos + 8:pos + 8 + size])
+                    pos += 8 + size
+                del buffer[:pos]
+                pos = 0
 
     # control -----------------------------------------------------------------------------------------
     def kill(self, job_id: str) -> bool:

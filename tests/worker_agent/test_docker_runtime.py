@@ -52,6 +52,16 @@ def test_inputs_in_outputs_logs_and_env(runtime: DockerRuntime, test_image: str,
     assert out.exited_at >= out.started_at
 
 
+def test_large_interleaved_logs_keep_each_stream_whole(runtime: DockerRuntime, test_image: str,
+                                                       tmp_path: Path) -> None:
+    # both streams come in one framed reply; frames split across reads must be put back together
+    spec = job(tmp_path, test_image, ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; "
+                                                  "i=$((i+1)); done; head -c 300000 /dev/zero | tr '\\0' x"])
+    out = run(runtime, spec, tmp_path)
+    assert out.stdout_path.read_text() == "".join(f"out{i}\n" for i in range(3000)) + "x" * 300000
+    assert out.stderr_path.read_text() == "".join(f"err{i}\n" for i in range(3000))
+
+
 def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
     assert run(runtime, job(tmp_path, test_image, ["sh", "-c", "exit 42"]), tmp_path).exit_code == 42
 
