@@ -523,6 +523,22 @@ def local(
 
 
 @app.command()
+def proxy(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8001,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Serve the deployed API (--api) on this machine, signing each request with your AWS credentials: for
+    tools that cannot sign, e.g. TES clients (point them at http://HOST:PORT)."""
+    from dcc.proxy import serve as serve_proxy
+
+    session = ctx.find_object(Session)
+    target = session.api if session is not None else DEFAULT_API_URL
+    _stderr().print(f"forwarding http://{host}:{port} to {target}")
+    serve_proxy(target, host=host, port=port)
+
+
+@app.command()
 def worker() -> None:
     """Run a worker configured from the environment (REDIS_URL, DCC_STORAGE, ...)."""
     from worker_agent.__main__ import main as worker_main  # pulls in docker; not needed by the client
