@@ -75,7 +75,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 ids = [http.post("/v1/jobs", json={"image": TEST_IMAGE, "command": ["true"]}).json()["id"]
                        for _ in range(args.burst)]
-                while True:  # done when nothing is queued or running (cheap to ask; no per-job polling)
+                # The queue is FIFO, so the last job submitted is (about) the last to end: block on it with the
+                # long-poll (no load while jobs run), then confirm that nothing is queued or running.
+                while http.get(f"/v1/jobs/{ids[-1]}/wait", params={"timeout": 20}).json()["state"] in (
+                        "queued", "running"):
+                    pass
+                while True:
                     depths = http.get("/v1/queues").json()
                     if not depths["running"] and not sum(depths["queues"].values()):
                         break
