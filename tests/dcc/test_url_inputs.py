@@ -209,12 +209,17 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that rejects the certificate (as some tests want) breaks the handshake: not news
+
+
 @contextlib.contextmanager
 def serve(context: ssl.SSLContext | None = None) -> Iterator[Server]:
     """A threaded HTTP server (HTTPS with ``context``) on 127.0.0.1 that records what it was asked."""
     scheme = "https" if context else "http"
     record = Server(url="")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(record))
+    httpd = _QuietServer(("127.0.0.1", 0), _handler(record))
     if context is not None:
         def note_server_name(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
             record.server_names.append(name)
