@@ -139,7 +139,8 @@ class LocalStorage:
         try:
             dir_fd = self._open_dir(parts[:-1], key=key, create=False)
             try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+                # non-blocking: opening a FIFO with no writer must not hang (it is refused below, not read)
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=dir_fd)
             finally:
                 os.close(dir_fd)
         except OSError as exc:

@@ -8,12 +8,13 @@ cancel and statistics work unchanged), and the worker runs every executor in the
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -170,8 +171,8 @@ class TesResources(_Strict):
 
     cpu_cores: int | None = Field(default=None, gt=0, le=256)
     preemptible: bool | None = None
-    ram_gb: float | None = Field(default=None, gt=0)
-    disk_gb: float | None = Field(default=None, gt=0)
+    ram_gb: float | None = Field(default=None, gt=0, le=1 << 20, allow_inf_nan=False)
+    disk_gb: float | None = Field(default=None, gt=0, le=1 << 30, allow_inf_nan=False)
     zones: list[str] | None = None
     backend_parameters: dict[str, str] | None = None
     backend_parameters_strict: bool | None = None
@@ -202,16 +203,28 @@ class TesTask(_Strict):
                 raise ValueError(f"inputs.{i}.path {item.path!r} is also inputs.{seen[item.path]}.path")
             seen[item.path] = i
         files = {item.path for item in self.inputs if item.type == "FILE"}
+        under_file = functools.partial(_in_file, files)
         for i, item in enumerate(self.inputs):
-            parent = posixpath.dirname(item.path)
-            while parent != "/":
-                if parent in files:
-                    raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {parent!r}")
-                parent = posixpath.dirname(parent)
+            if (found := under_file(posixpath.dirname(item.path))) is not None:
+                raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
         for i, out in enumerate(self.outputs):
-            if out.folder() in files:
-                raise ValueError(f"outputs.{i}.path {out.path!r}: its folder {out.folder()!r} is an input file")
+            if out.folder() == "/":
+                raise ValueError(f"outputs.{i}.path {out.path!r}: outputs must be in a folder below '/'")
+            if (found := under_file(out.folder())) is not None:
+                raise ValueError(f"outputs.{i}.path {out.path!r}: its folder lies in the input file {found!r}")
+        for i, volume in enumerate(self.volumes):
+            if (found := under_file(volume)) is not None:
+                raise ValueError(f"volumes.{i} {volume!r} is, or lies in, the input file {found!r}")
         return self
+
+
+def _in_file(files: set[str], path: str) -> str | None:
+    """The input file that ``path`` is, or lies in, if any."""
+    while path != "/":
+        if path in files:
+            return path
+        path = posixpath.dirname(path)
+    return None
 
 
 def parse_task(body: Any) -> TesTask:
@@ -261,8 +274,8 @@ def normalize_url(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("s3", "file") or parts.query or parts.fragment or "\x00" in url:
         return None
-    path = parts.path
-    if any(seg == ".." for seg in path.split("/")) or "\\" in path:
+    path = unquote(parts.path) if parts.scheme == "file" else parts.path  # file URIs are percent-encoded
+    if any(seg == ".." for seg in path.split("/")) or "\\" in path or "\x00" in path:
         return None
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost") or not path.startswith("/"):
@@ -325,9 +338,11 @@ def backend_parameters(task: TesTask) -> dict[str, str]:
                                  f"{', '.join(sorted(BACKEND_PARAMETERS))}) and backend_parameters_strict is set",
                                  field=where)
             continue
-        if name in ("gpu", "max_duration") and not (value.isdigit() and (name == "gpu" or int(value) > 0)):
-            raise InvalidJob(f"{where}: {value!r} is not a {'non-negative' if name == 'gpu' else 'positive'} integer",
-                             field=where)
+        if name in ("gpu", "max_duration") and not (
+            value.isascii() and value.isdigit() and (0 < int(value) if name == "max_duration" else int(value) <= 64)
+        ):
+            wanted = "an integer from 0 to 64" if name == "gpu" else "a positive integer"
+            raise InvalidJob(f"{where}: {value!r} is not {wanted}", field=where)
         if name == "priority" and value not in ("high", "normal", "low"):
             raise InvalidJob(f"{where}: {value!r} is not high, normal or low", field=where)
         kept[name] = value

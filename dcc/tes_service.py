@@ -89,14 +89,11 @@ class TesService:
         while True:
             entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
             records = self.jobs.store.get_many(task_id for task_id, _ in entries)
-            for n, ((task_id, cursor), record) in enumerate(zip(entries, records, strict=True), start=1):
+            for n, ((_, cursor), record) in enumerate(zip(entries, records, strict=True), start=1):
                 scanned += 1
                 token = cursor
-                if record is None:  # expired in Redis: its result.json keeps it a while longer
-                    try:
-                        record = self.jobs.get(task_id)
-                    except JobNotFound:
-                        continue
+                if record is None:  # expired in Redis (GET still serves it from its result.json)
+                    continue
                 if record.task is not None and matches(record, name_prefix=name_prefix, state=state, tags=tags):
                     tasks.append(task_view(record, chosen))
                     if len(tasks) == size:

@@ -285,7 +285,14 @@ class Worker:
                 running = self._running.get(job.id)
                 return running is not None and running.claim.attempt == claim.attempt and running.cancel
 
-        outcome = runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=cancelled)
+        try:
+            outcome = runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=cancelled)
+        except (JobSystemError, StorageError):
+            raise
+        except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
+            log.exception("task %s: unexpected failure", job.id)
+            error = JobError(code=ErrorCode.RUNTIME_FAILED, message=f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(state=JobState.ERROR, error=error)
         with self._lock:
             running = self._running.get(job.id)
         if running is not None and running.handed_back:
@@ -542,5 +549,5 @@ def _apply(claim: Claim, outcome: Outcome, now: float | None) -> JobRecord:
         attempts=claim.attempt, worker=job.worker, inputs_prefix=job.inputs_prefix, claimed_at=job.claimed_at,
         started_at=outcome.started_at, exited_at=outcome.exited_at, finished_at=now, exit_code=outcome.exit_code,
         error=outcome.error, outputs=outcome.outputs, outputs_truncated=outcome.outputs_truncated,
-        stdout=outcome.stdout, stderr=outcome.stderr,
+        stdout=outcome.stdout, stderr=outcome.stderr, task=job.task, task_log=outcome.task_log,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shutil
 import stat
 import threading
 import time
@@ -19,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from dcc.errors import JobSystemError, ObjectNotFound, StorageError
+from dcc.errors import JobSystemError, ObjectNotFound, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
 from dcc.local_storage import LocalStorage
 from dcc.storage import Storage, check_key
@@ -139,14 +140,11 @@ class TaskRunner:
         self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            try:
-                progress["outputs"] = self._upload_outputs(task, sandbox, mounts)
-            except (StorageError, OSError) as exc:
-                message = f"uploading the outputs failed: {exc}"
-                run.system_logs.append(message)
-                if run.state == JobState.SUCCEEDED:
-                    run.state = JobState.ERROR
-                    error = JobError(code=ErrorCode.STORAGE_FAILED, message=message)
+            progress["outputs"], failures = self._upload_outputs(task, sandbox, mounts)
+            run.system_logs.extend(failures)
+            if failures and run.state == JobState.SUCCEEDED:
+                run.state = JobState.ERROR
+                error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         progress["end_time"] = rfc3339(time.time())
         if run.system_logs:
             progress["system_logs"] = run.system_logs
@@ -162,11 +160,11 @@ class TaskRunner:
         for m in mounts:
             if not m.read_only:
                 m.source.mkdir(parents=True, exist_ok=True)
-        for m in mounts:
+        self._fetch_inputs(task, sandbox)
+        for m in mounts:  # after the inputs: a folder input inside a writable mount must not undo this
             if not m.read_only:
                 for folder, _, _ in os.walk(m.source):
                     Path(folder).chmod(0o777)  # whatever user the image runs as may write there
-        self._fetch_inputs(task, sandbox)
         for m in mounts:
             if m.read_only and not m.source.exists():
                 m.source.mkdir(parents=True)
@@ -187,7 +185,10 @@ class TaskRunner:
             if cancelled() or left <= 0:
                 run.state = JobState.CANCELLED if cancelled() else JobState.TIMED_OUT
                 return
-            self.store.write_task_log(claim, {**run.progress, "running": i})
+            try:
+                self.store.write_task_log(claim, {**run.progress, "running": i})
+            except StoreUnavailable as exc:  # progress only: the final log goes with the outcome
+                log.warning("task %s: could not record progress: %s", claim.job.id, exc)
             with watch:
                 result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
             run.first_start = run.first_start or result.started_at
@@ -270,7 +271,11 @@ class TaskRunner:
         if executor.stdin is not None:
             stdin = run_dir / "stdin"
             try:
-                files.download(executor.stdin.lstrip("/"), stdin)
+                with files.open(executor.stdin.lstrip("/")) as src:  # regular files only: a FIFO would hang
+                    if os.fstat(src.fileno()).st_size > self.max_output_bytes:
+                        raise StorageError(f"larger than {self.max_output_bytes} bytes")
+                    with stdin.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
             except StorageError as exc:
                 stdin.write_bytes(b"")
                 log.info("task %s executor %d: no stdin file %s (%s); empty stdin", claim.job.id, index,
@@ -313,23 +318,32 @@ class TaskRunner:
         }
 
     # outputs ---------------------------------------------------------------------------------------------
-    def _upload_outputs(self, task: TesTask, sandbox: Path, mounts: list[BindMount]) -> list[dict[str, str]]:
-        budget = self.max_output_bytes
+    def _upload_outputs(self, task: TesTask, sandbox: Path,
+                        mounts: list[BindMount]) -> tuple[list[dict[str, str]], list[str]]:
+        """Upload every output it can; the files uploaded, and what went wrong (each output on its own)."""
+        failures: list[str] = []
         for m in mounts:
-            if not m.read_only and m.source.is_dir():
-                clean_outputs(m.source, budget)  # links, devices and hard links go; nothing is followed
+            # links, devices and hard links go, nothing is followed; past the budget files are left out
+            if not m.read_only and m.source.is_dir() and clean_outputs(m.source, self.max_output_bytes):
+                failures.append(f"files under {m.target} past the output limit of {self.max_output_bytes} bytes "
+                                "were left out")
         uploaded: list[dict[str, str]] = []
-        for out in task.outputs:
-            for path, url in _output_files(out, sandbox):
-                found = self.locations.resolve(url)
+        for i, out in enumerate(task.outputs):
+            try:
+                found = self.locations.resolve(out.url, folder=out.type == "DIRECTORY" or has_wildcard(out.path))
                 if found is None:
-                    raise StorageError(f"{url} is not in a location this service writes")
-                storage, key = found
-                size = path.stat().st_size
-                storage.put_file(key, path)
-                uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
-                                 "size_bytes": str(size)})
-        return uploaded
+                    raise StorageError(f"{out.url} is not in a location this service writes")
+                storage, base_key = found
+                for path, rel in _output_files(out, sandbox):
+                    key = check_key(f"{base_key.rstrip('/')}/{rel}".lstrip("/")) if rel is not None else base_key
+                    size = path.stat().st_size
+                    storage.put_file(key, path)
+                    url = out.url if rel is None else f"{out.url.rstrip('/')}/{quote(rel)}"
+                    uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
+                                     "size_bytes": str(size)})
+            except (StorageError, OSError, UnicodeError) as exc:
+                failures.append(f"outputs.{i} ({out.path} → {out.url}): {exc}")
+        return uploaded, failures
 
 
 class DiskWatch:
@@ -388,23 +402,23 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
-def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str]]:
-    """The regular files an output names, each with the URL it goes to."""
+def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str | None]]:
+    """The regular files an output names, each with its path under the output's URL (None: the URL itself)."""
     host = host_path(sandbox, out.path)
     if has_wildcard(out.path):
         prefix = (out.path_prefix or "/").rstrip("/")
         matches = sorted(glob.glob(out.path.lstrip("/"), root_dir=sandbox))
-        found: list[tuple[Path, str]] = []
+        found: list[tuple[Path, str | None]] = []
         for rel in matches:
             for path in _files_under(sandbox / rel):
                 container = "/" + path.relative_to(sandbox).as_posix()
-                found.append((path, out.url.rstrip("/") + "/" + container[len(prefix):].lstrip("/")))
+                found.append((path, container[len(prefix):].lstrip("/")))
         return found
     if out.type == "DIRECTORY":
-        return [(p, out.url.rstrip("/") + "/" + p.relative_to(host).as_posix()) for p in _files_under(host)]
+        return [(p, p.relative_to(host).as_posix()) for p in _files_under(host)]
     if not host.is_file() or host.is_symlink():
         raise StorageError(f"output {out.path} was not written by the executors")
-    return [(host, out.url)]
+    return [(host, None)]
 
 
 def _files_under(path: Path) -> list[Path]:

@@ -5,7 +5,9 @@
 local id, state = ARGV[2], ARGV[4]
 if redis.call('ZREM', P .. ':leases', id .. '|' .. ARGV[3]) == 0 then return 0 end
 local fields = {unpack(ARGV, 10)}
-if state == 'queued' then
+if state == 'queued' and redis.call('HGET', job_key(id), 'cancel') == '1' then
+  terminate(id, 'cancelled', ARGV[7], ARGV[5], ARGV[6], fields)  -- a cancel asked meanwhile is not undone
+elseif state == 'queued' then
   requeue(id, fields)
 else
   local n = terminate(id, state, ARGV[7], ARGV[5], ARGV[6], fields)

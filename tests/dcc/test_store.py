@@ -123,6 +123,16 @@ def test_cancel_queued_is_immediate_and_running_is_flagged(store: JobStore) -> N
     assert store.cancel("nope") is None
 
 
+def test_a_requeue_does_not_undo_a_cancel(store: JobStore) -> None:
+    # the attempt ends with a retryable system error (or a hand-back) after the user cancelled it
+    make(store, "c")
+    claim = store.claim("cpu", "w")
+    assert store.cancel("c") == JobState.RUNNING
+    assert store.finish(claim, Outcome(state=JobState.QUEUED))
+    assert store.get("c").state == JobState.CANCELLED
+    assert store.claim("cpu", "w") is None
+
+
 def test_a_cancel_racing_a_finish_ends_in_exactly_one_terminal_state(store: JobStore) -> None:
     for i in range(30):
         make(store, f"race{i}")

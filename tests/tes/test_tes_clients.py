@@ -301,3 +301,25 @@ def test_a_folder_input_from_s3_and_a_folder_output_to_s3(tes_server: TesServer,
     assert s3.get_object(Bucket=BUCKET, Key="shared/res/copy")["Body"].read() == b"BB"
     assert sorted(o["url"] for o in task["logs"][0]["outputs"]) == [f"s3://{BUCKET}/shared/res/copy",
                                                                     f"s3://{BUCKET}/shared/res/list"]
+
+
+def test_one_missing_output_does_not_stop_the_others(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "outputs": [{"path": "/out/never-written", "url": f"file://{tes_server.files}/x/missing"},
+                    {"path": "/res", "url": f"file://{tes_server.files}/res", "type": "DIRECTORY"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "echo kept > '/res/a #1.txt'"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "SYSTEM_ERROR"
+    assert (tes_server.files / "res" / "a #1.txt").read_text() == "kept\n"
+    assert [o["url"] for o in task["logs"][0]["outputs"]] == [f"file://{tes_server.files}/res/a%20%231.txt"]
+    assert any(line.startswith("outputs.0 (/out/never-written") for line in task["logs"][0]["system_logs"])
+
+
+def test_a_finished_task_is_served_after_its_redis_record_expires(tes_server: TesServer, test_image: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "name": "kept", "executors": [{"image": test_image, "command": ["echo", "durable"]}]}).json()["id"]
+    before = tes_server.wait(task_id)
+    store = tes_server.local.service.store
+    store.redis.delete(store.job_key(task_id))  # what retention does
+    after = tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": "FULL"}).json()
+    assert after == before and after["logs"][0]["logs"][0]["stdout"] == "durable\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,9 +43,9 @@ def test_wildcard_outputs_match_posix_patterns_and_strip_the_prefix(tmp_path: Pa
         (out / name).write_text(name)
     t = task(outputs=[{"path": "/out/[ab].txt", "path_prefix": "/out", "url": "s3://b/run/"},
                       {"path": "/out/*/*.txt", "path_prefix": "/out", "url": "s3://b/deep"}])
-    assert [(p.name, url) for p, url in _output_files(t.outputs[0], tmp_path)] == [
-        ("a.txt", "s3://b/run/a.txt"), ("b.txt", "s3://b/run/b.txt")]
-    assert [url for _, url in _output_files(t.outputs[1], tmp_path)] == ["s3://b/deep/sub/d.txt"]
+    assert [(p.name, rel) for p, rel in _output_files(t.outputs[0], tmp_path)] == [
+        ("a.txt", "a.txt"), ("b.txt", "b.txt")]
+    assert [rel for _, rel in _output_files(t.outputs[1], tmp_path)] == ["sub/d.txt"]
 
 
 def test_a_missing_file_output_is_an_error_and_a_link_is_not_followed(tmp_path: Path) -> None:
@@ -77,3 +78,36 @@ def test_a_folder_input_never_writes_outside_the_sandbox(tmp_path: Path) -> None
         runner._fetch_folder("s3://b/in/set", dest)
     assert not list(tmp_path.rglob("escaped.txt"))
     assert (dest / "ok.txt").read_text() == "in/set/ok.txt"
+
+
+def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) -> None:
+    import os
+
+    from dcc.local_storage import LocalStorage
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(StorageError):  # no writer: a blocking open would wait forever
+        LocalStorage(tmp_path).open("pipe")
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"outputs": [{"path": "/o.txt", "url": "s3://b/k"}]}, "in a folder below '/'"),
+    ({"inputs": [{"path": "/a", "content": "x"}], "volumes": ["/a/v"]}, "lies in, the input file '/a'"),
+    ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
+     "lies in the input file '/a'"),
+    ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
+])
+def test_tasks_that_could_never_run_are_refused_at_create(fields: dict, says: str) -> None:
+    from dcc.errors import InvalidJob
+    from dcc.tes import parse_task
+
+    with pytest.raises(InvalidJob, match=re.escape(says)):
+        parse_task({"executors": [{"image": "x", "command": ["true"]}], **fields})
+
+
+def test_file_urls_are_percent_decoded() -> None:
+    from dcc.tes import normalize_url
+
+    assert normalize_url("file:///srv/run/a%20b.txt") == "file:///srv/run/a b.txt"
+    assert normalize_url("file:///srv/%2e%2e/etc/passwd") is None  # decoded before the '..' check
+    assert normalize_url("file:///srv/a%00b") is None
