@@ -376,6 +376,10 @@ def job_spec(task: TesTask, backend: dict[str, str]) -> JobSpec:
     res = task.resources
     first = task.executors[0]
     memory = math.ceil(res.ram_gb * 1024) if res and res.ram_gb else None
+    meta: dict[str, Any] = {"name": task.name} if task.name else {}
+    ignored = sorted(k for k in ((res.backend_parameters or {}) if res else {}) if k.lower() not in BACKEND_PARAMETERS)
+    if ignored:  # the spec: "Backends shall log system warnings if a key is passed that is unsupported"
+        meta["ignoredBackendParameters"] = ignored
     return JobSpec(
         image=first.image,
         command=first.command,
@@ -386,7 +390,7 @@ def job_spec(task: TesTask, backend: dict[str, str]) -> JobSpec:
             maxDuration=int(backend["max_duration"]) if "max_duration" in backend else None,
         ),
         priority=backend.get("priority", "normal"),  # type: ignore[arg-type]
-        meta={"tes": {"name": task.name} if task.name else {}},
+        meta={"tes": meta},
     )
 
 
@@ -426,12 +430,16 @@ def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
     stored.pop("attempt", None)
     stored.pop("running", None)
     system = list(stored.pop("system_logs", []))
-    if record.error is not None and record.error.message not in system:
+    if record.error is not None and not any(line in record.error.message for line in system):
         system.append(f"{record.error.code}: {record.error.message}")
     if record.state == JobState.TIMED_OUT:
         system.append("the task ran past its time limit and was stopped")
     if not stored and not system:
         return []
+    tes_meta = record.spec.meta.get("tes", {}) if isinstance(record.spec.meta, dict) else {}
+    if tes_meta.get("ignoredBackendParameters"):
+        system.insert(0, "resources.backend_parameters: unsupported keys ignored: "
+                         + ", ".join(tes_meta["ignoredBackendParameters"]))
     log: dict[str, Any] = {"logs": [], "outputs": [], **stored}
     if view == "FULL" and system:
         log["system_logs"] = system

@@ -226,6 +226,7 @@ def test_unsupported_backend_parameters_are_dropped_unless_strict(tes_server: Te
     assert task["resources"] == {"cpu_cores": 1, "ram_gb": 0.25, "backend_parameters": {"Priority": "high"}}
     job = tes_server.http.get(f"/v1/jobs/{task_id}").json()
     assert job["priority"] == "high"
+    assert task["logs"][0]["system_logs"] == ["resources.backend_parameters: unsupported keys ignored: VmSize"]
 
 
 def test_a_failure_after_create_ends_in_system_error_with_a_reason(tes_server: TesServer, test_image: str) -> None:
