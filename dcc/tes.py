@@ -61,6 +61,10 @@ def has_wildcard(path: str) -> bool:
     return bool(_WILDCARD.search(path))
 
 
+ContainerPath = Annotated[str, AfterValidator(lambda p: check_container_path(p, what="path"))]
+"""An absolute, normalized path in the container (checked by ``check_container_path``)."""
+
+
 class _Strict(BaseModel):
     """Unknown keys are refused; a null is taken as an absent key (some clients send every field)."""
 
@@ -77,10 +81,10 @@ class TesExecutor(_Strict):
 
     image: str = Field(min_length=1, max_length=512)
     command: list[str] = Field(min_length=1)
-    workdir: str | None = None
-    stdin: str | None = None
-    stdout: str | None = None
-    stderr: str | None = None
+    workdir: ContainerPath | None = None
+    stdin: ContainerPath | None = None
+    stdout: ContainerPath | None = None
+    stderr: ContainerPath | None = None
     env: dict[str, str] = Field(default_factory=dict)
     ignore_error: bool = False
 
@@ -90,11 +94,6 @@ class TesExecutor(_Strict):
         if any(c.isspace() for c in image):
             raise ValueError("must not contain white space")
         return image
-
-    @field_validator("workdir", "stdin", "stdout", "stderr")
-    @classmethod
-    def _paths(cls, path: str | None) -> str | None:
-        return None if path is None else check_container_path(path, what="path")
 
     @field_validator("env")
     @classmethod
@@ -108,15 +107,10 @@ class TesInput(_Strict):
     name: str | None = None
     description: str | None = None
     url: str | None = None
-    path: str
+    path: ContainerPath
     type: Literal["FILE", "DIRECTORY"] = "FILE"
     content: str | None = None
     streamable: bool | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, path: str) -> str:
-        return check_container_path(path, what="path")
 
     @model_validator(mode="after")
     def _source(self) -> TesInput:
@@ -124,9 +118,8 @@ class TesInput(_Strict):
             if self.type == "DIRECTORY":
                 raise ValueError("a DIRECTORY input cannot have content")
             self.url = None
-        elif not self.url:
-            if self.content is None:
-                raise ValueError("needs a url or content")
+        elif not self.url and self.content is None:  # (empty content is an empty file)
+            raise ValueError("needs a url or content")
         return self
 
 
@@ -136,14 +129,9 @@ class TesOutput(_Strict):
     name: str | None = None
     description: str | None = None
     url: str = Field(min_length=1)
-    path: str
+    path: ContainerPath
     path_prefix: str | None = None
     type: Literal["FILE", "DIRECTORY"] = "FILE"
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, path: str) -> str:
-        return check_container_path(path, what="path")
 
     @model_validator(mode="after")
     def _pattern(self) -> TesOutput:
@@ -154,6 +142,11 @@ class TesOutput(_Strict):
             if has_wildcard(prefix) or not (self.path == prefix or self.path.startswith(prefix.rstrip("/") + "/")):
                 raise ValueError(f"path_prefix {self.path_prefix!r} must be a plain folder that path starts with")
         return self
+
+    @property
+    def names_folder(self) -> bool:
+        """Whether ``url`` is a folder that files are put under (a DIRECTORY or a pattern), not one file."""
+        return self.type == "DIRECTORY" or has_wildcard(self.path)
 
     def folder(self) -> str:
         """The container folder the executors write this output into (mounted read-write)."""
@@ -312,7 +305,7 @@ def check_locations(task: TesTask, *, locations: tuple[str, ...], check_url: Any
         raise InvalidJob(f"{where}: {item.url!r} is not in a location this service reads "
                          f"({', '.join(locations) or 'none configured'}; https:// for public files)", field=where)
     for i, out in enumerate(task.outputs):
-        if url_location(out.url, locations, folder=out.type == "DIRECTORY" or has_wildcard(out.path)) is None:
+        if url_location(out.url, locations, folder=out.names_folder) is None:
             where = f"outputs.{i}.url"
             raise InvalidJob(f"{where}: {out.url!r} is not in a location this service writes "
                              f"({', '.join(locations) or 'none configured'})", field=where)
@@ -349,20 +342,18 @@ def backend_parameters(task: TesTask) -> dict[str, str]:
     return kept
 
 
-def task_document(task: TesTask, backend: dict[str, str]) -> dict[str, Any]:
-    """The task as stored: the client's fields without read-only ones, nulls and unsupported backend keys."""
+def task_document(task: TesTask) -> dict[str, Any]:
+    """The task as stored: the client's fields without read-only ones, nulls, empty lists and unsupported backend
+    keys (the spec: "Backends shall not store or return unsupported keys")."""
     doc = task.model_dump(mode="json", exclude_none=True, exclude={"id", "state", "logs", "creation_time"})
     resources = doc.get("resources")
     if resources is not None:
-        resources.pop("backend_parameters", None)
-        if backend:
-            resources["backend_parameters"] = {k: v for k, v in (task.resources.backend_parameters or {}).items()
-                                               if k.lower() in backend} if task.resources else {}
-    for key in ("inputs", "outputs", "volumes"):
+        kept = {k: v for k, v in resources.pop("backend_parameters", {}).items() if k.lower() in BACKEND_PARAMETERS}
+        if kept:
+            resources["backend_parameters"] = kept
+    for key in ("inputs", "outputs", "volumes", "tags"):
         if not doc.get(key):
             doc.pop(key, None)
-    if not doc.get("tags"):
-        doc.pop("tags", None)
     size = sum(len((i.content or "").encode()) for i in task.inputs)
     if size > MAX_CONTENT_BYTES:
         raise InputTooLarge(f"inputs: content totals {size} bytes, over this service's limit of "

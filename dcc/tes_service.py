@@ -45,7 +45,7 @@ class TesService:
         task = parse_task(body)
         backend = backend_parameters(task)
         check_locations(task, locations=self.locations, check_url=self.jobs.check_url)
-        record, _ = self.jobs.submit(job_spec(task, backend), task=task_document(task, backend))
+        record, _ = self.jobs.submit(job_spec(task, backend), task=task_document(task))
         return record.id
 
     def _task(self, task_id: str) -> JobRecord:

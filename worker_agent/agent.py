@@ -103,6 +103,8 @@ class Worker:
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
         self._running: dict[str, _Running] = {}
+        self._task_runner: Any = None
+        """GA4GH TES tasks' runner (``worker_agent.tes_runner``), built on the first task."""
         self._threads: list[threading.Thread] = []
         self._cleanup: SimpleQueue[tuple[str, Path] | None] = SimpleQueue()
         self._system_errors = 0
@@ -221,24 +223,27 @@ class Worker:
         t.start()
 
     # running one job -------------------------------------------------------------------------------
+    def _entry(self, claim: Claim) -> _Running | None:
+        """This attempt's entry (call with the lock held): None once it is gone, or when the job running here
+        under its id is a later attempt (the same worker re-claimed it after a requeue)."""
+        entry = self._running.get(claim.job.id)
+        return entry if entry is not None and entry.claim.attempt == claim.attempt else None
+
     def _run_job(self, claim: Claim) -> None:
         job = claim.job
         workdir = self.config.workdir / f"{job.id}-{claim.attempt}"
         try:
             outcome = self._attempt(claim, workdir)
             with self._lock:
-                mine = self._running.get(job.id)
-                lost = mine is None or mine.claim.attempt != claim.attempt or mine.lost
-            if not lost:
+                mine = self._entry(claim)
+            if mine is not None and not mine.lost:
                 self._report(claim, outcome)
                 self._notify(job.id)
         except BaseException:  # never lose the slot; the lease expires and the reaper retries the job
             log.exception("job %s: unexpected failure", job.id)
         finally:
             with self._slot_freed:
-                # A requeued job may already be running here again as a new attempt: free only our own entry.
-                mine = self._running.get(job.id)
-                if mine is not None and mine.claim.attempt == claim.attempt:
+                if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir))
@@ -255,7 +260,7 @@ class Worker:
             gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
-                running = self._running.get(job.id)
+                running = self._entry(claim)
             if running is not None and running.handed_back:
                 return Outcome(state=JobState.QUEUED)
             cancelled = running is not None and running.cancel and result.killed
@@ -277,16 +282,18 @@ class Worker:
         job = claim.job
         workdir.mkdir(parents=True)
         gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
-        runner = TaskRunner(runtime=self.runtime, store=self.store, fetch=self.fetch,
-                            locations=self.config.tes_locations, max_output_bytes=self.config.max_output_bytes)
+        if self._task_runner is None:  # one per worker: its storage clients are reused from task to task
+            self._task_runner = TaskRunner(runtime=self.runtime, store=self.store, fetch=self.fetch,
+                                           locations=self.config.tes_locations,
+                                           max_output_bytes=self.config.max_output_bytes)
 
-        def cancelled() -> bool:
+        def stopped() -> bool:  # cancelled, or handed back at shutdown: run no further executor, upload nothing
             with self._lock:
-                running = self._running.get(job.id)
-                return running is not None and running.claim.attempt == claim.attempt and running.cancel
+                running = self._entry(claim)
+                return running is not None and (running.cancel or running.handed_back)
 
         try:
-            outcome = runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=cancelled)
+            outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=stopped)
         except (JobSystemError, StorageError):
             raise
         except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
@@ -294,7 +301,7 @@ class Worker:
             error = JobError(code=ErrorCode.RUNTIME_FAILED, message=f"{type(exc).__name__}: {exc}")
             outcome = Outcome(state=JobState.ERROR, error=error)
         with self._lock:
-            running = self._running.get(job.id)
+            running = self._entry(claim)
         if running is not None and running.handed_back:
             return Outcome(state=JobState.QUEUED)
         self._system_errors = 0

@@ -156,10 +156,7 @@ class TaskRunner:
         sandbox.mkdir(mode=0o755)
         mounts = plan_mounts(task, sandbox)
         for target in (*task.volumes, *(out.folder() for out in task.outputs)):
-            host_path(sandbox, target).mkdir(parents=True, exist_ok=True)
-        for m in mounts:
-            if not m.read_only:
-                m.source.mkdir(parents=True, exist_ok=True)
+            host_path(sandbox, target).mkdir(parents=True, exist_ok=True)  # (and so every writable mount)
         self._fetch_inputs(task, sandbox)
         for m in mounts:  # after the inputs: a folder input inside a writable mount must not undo this
             if not m.read_only:
@@ -307,7 +304,8 @@ class TaskRunner:
                     log.warning("task %s executor %d: cannot write %s: %s", claim.job.id, index, path, exc)
         return result
 
-    def _executor_log(self, result: ContainerOutcome) -> dict[str, Any]:
+    @staticmethod
+    def _executor_log(result: ContainerOutcome) -> dict[str, Any]:
         code = result.exit_code if result.exit_code is not None else (137 if result.killed or result.timed_out else -1)
         return {
             "start_time": rfc3339(result.started_at),
@@ -330,7 +328,7 @@ class TaskRunner:
         uploaded: list[dict[str, str]] = []
         for i, out in enumerate(task.outputs):
             try:
-                found = self.locations.resolve(out.url, folder=out.type == "DIRECTORY" or has_wildcard(out.path))
+                found = self.locations.resolve(out.url, folder=out.names_folder)
                 if found is None:
                     raise StorageError(f"{out.url} is not in a location this service writes")
                 storage, base_key = found
