@@ -1,8 +1,16 @@
 """The Lambda bundle: platform wheels of ``lambda-requirements.txt`` plus ``dcc/`` and ``functions/``, built
-without Docker (pip downloads manylinux aarch64 wheels) and cached by the hash of what goes in it."""
+without Docker (pip downloads manylinux aarch64 wheels) and cached by the hash of what goes in it.
+
+The bundle ships bytecode compiled by a Python of the Lambda runtime's version. Lambda's code folder is
+read-only, so without it every cold start compiles every module it imports (the API handler's import takes
+~0.9 s instead of ~0.3 s). The ``.pyc`` files are *unchecked-hash* (PEP 552): Python uses them without
+comparing source timestamps, which the asset's zip does not keep.
+"""
 
 from __future__ import annotations
 
+import functools
+import glob
 import hashlib
 import os
 import shutil
@@ -21,6 +29,37 @@ CODE_PACKAGES = ("dcc", "functions")
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_aarch64"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+LAMBDA_PYTHON_ENV = "DCC_LAMBDA_PYTHON"  # an interpreter of PYTHON_VERSION to compile the bundle with
+
+
+def _is_lambda_python(executable: str) -> bool:
+    try:
+        out = subprocess.run([executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == PYTHON_VERSION
+
+
+@functools.cache
+def lambda_python() -> str | None:
+    """A Python of the Lambda runtime's version on this machine, or None.
+
+    Looked for in order: ``DCC_LAMBDA_PYTHON``, this interpreter, ``python3.12`` on the PATH, pyenv's
+    versions. A candidate counts only if it runs and reports that version (a pyenv shim may not).
+    """
+    candidates = [os.environ.get(LAMBDA_PYTHON_ENV, ""), sys.executable,
+                  shutil.which(f"python{PYTHON_VERSION}") or ""]
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{PYTHON_VERSION}*", "bin",
+                                                f"python{PYTHON_VERSION}")), reverse=True)
+    return next((c for c in candidates if c and _is_lambda_python(c)), None)
+
+
+def compile_bytecode(folder: Path, python: str) -> None:
+    """Compile every module under ``folder`` with ``python`` into unchecked-hash ``.pyc`` files."""
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                    str(folder)], check=True, stdout=subprocess.DEVNULL)
 
 
 def _code_files(root: Path) -> list[Path]:
@@ -35,7 +74,7 @@ def _code_files(root: Path) -> list[Path]:
 def bundle_hash(root: Path = REPO_ROOT, requirements: Path = REQUIREMENTS) -> str:
     """A hash of everything that goes into the bundle: the requirements, the target platform and the code."""
     digest = hashlib.sha256()
-    digest.update(f"{PLATFORM} cp{PYTHON_VERSION}\n".encode())
+    digest.update(f"{PLATFORM} cp{PYTHON_VERSION} bytecode={lambda_python() is not None}\n".encode())
     digest.update(requirements.read_bytes())
     for path in _code_files(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
@@ -50,16 +89,26 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def build_bundle(dest: Path, *, root: Path = REPO_ROOT, requirements: Path = REQUIREMENTS) -> None:
-    """Fill the empty folder ``dest`` with the Lambda bundle (pip must reach PyPI on a cache miss)."""
+def build_bundle(dest: Path, *, root: Path = REPO_ROOT, requirements: Path = REQUIREMENTS,
+                 platform: str = PLATFORM) -> None:
+    """Fill the empty folder ``dest`` with the Lambda bundle (pip must reach PyPI on a cache miss).
+
+    ``platform`` is the wheels' platform tag; only the cold-import benchmark asks for another than Lambda's.
+    """
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--platform", PLATFORM, "--only-binary=:all:", "--python-version", PYTHON_VERSION,
+         "--platform", platform, "--only-binary=:all:", "--python-version", PYTHON_VERSION,
          "--implementation", "cp", "--target", str(dest), "-r", str(requirements)],
         check=True,
     )
     for package in CODE_PACKAGES:
         shutil.copytree(root / package, dest / package, ignore=_SKIP)
+    python = lambda_python()
+    if python is None:
+        print(f"dcc: no Python {PYTHON_VERSION} found (set {LAMBDA_PYTHON_ENV}): the Lambda bundle ships "
+              "without bytecode, and each cold start compiles what it imports (~0.6 s more)", file=sys.stderr)
+    else:
+        compile_bytecode(dest, python)
 
 
 def cached_bundle(*, root: Path = REPO_ROOT, requirements: Path = REQUIREMENTS) -> Path:
