@@ -256,13 +256,17 @@ class Worker:
             inputs_dir = workdir / "inputs"
             inputs_dir.mkdir(parents=True)
             self._materialize_inputs(job, inputs_dir)
+            with self._lock:
+                running = self._entry(claim)
+            if running is not None and running.handed_back:  # the worker stopped while the inputs came in
+                return Outcome(state=JobState.QUEUED)
             (workdir / "run").mkdir()
             gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
                 running = self._entry(claim)
-            if running is not None and running.handed_back:
-                return Outcome(state=JobState.QUEUED)
+            if running is not None and running.handed_back and result.killed:
+                return Outcome(state=JobState.QUEUED)  # (one that exited by itself meanwhile keeps its result)
             cancelled = running is not None and running.cancel and result.killed
             if job.spec.fast:
                 outcome = self._inline_results(claim, result, cancelled=cancelled)
@@ -302,7 +306,8 @@ class Worker:
             outcome = Outcome(state=JobState.ERROR, error=error)
         with self._lock:
             running = self._entry(claim)
-        if running is not None and running.handed_back:
+        if (running is not None and running.handed_back and not running.cancel
+                and outcome.state == JobState.CANCELLED):  # stopped by the hand-back, not finished meanwhile
             return Outcome(state=JobState.QUEUED)
         self._system_errors = 0
         return self._write_result(claim, outcome)

@@ -195,7 +195,7 @@ class TaskRunner:
             if watch.exceeded is not None:
                 self._disk_exceeded(run, watch, disk_gb)
                 return
-            if result.killed or cancelled():
+            if result.killed:  # (a stop asked after the executor ended is seen before the next one)
                 run.state = JobState.CANCELLED
                 return
             if result.timed_out:

@@ -7,19 +7,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
 from dcc.bootstrap import build_service
-from dcc.jobs import JobSpec, JobState
+from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.local_storage import LocalStorage
+from dcc.service import JobService
 from dcc.settings import Settings
 from dcc.store import JobStore, connect
+from dcc.tes_service import TesService
 from worker_agent.agent import Worker, WorkerConfig
 from worker_agent.docker_runtime import DockerRuntime
+from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
@@ -87,3 +92,63 @@ def test_unhealthy_worker_says_why_and_claims_nothing(settings: Settings, tmp_pa
         worker.stop(grace=1)
         unreachable.close()
         gc.collect()  # docker-py leaks the failed sockets; let their warnings fall inside this test
+
+
+class ExitsAsTheGraceEnds(DockerRuntime):
+    """A real runtime whose containers exit by themselves just as the worker's grace period runs out:
+    each ``run`` returns its (genuine) result only once the worker has asked to kill the job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kill_asked = threading.Event()
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir)
+        self.kill_asked.wait(timeout=20)
+        return outcome
+
+    def kill(self, job_id: str) -> bool:
+        self.kill_asked.set()
+        return super().kill(job_id)
+
+
+def _stop_while_finishing(settings: Settings, tmp_path: Path, submit: Callable[[JobService], str]) -> JobRecord:
+    service = build_service(settings)
+    job_id = submit(service)
+    runtime = ExitsAsTheGraceEnds()
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="finishing", workdir=tmp_path / "w",
+                                        tes_locations=settings.tes_locations))
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state == JobState.RUNNING)
+    finally:
+        worker.stop(grace=0.5)
+        runtime.client.close()
+    assert runtime.kill_asked.is_set()  # the job was still running when the grace period ended
+    return service.get(job_id)
+
+
+def test_a_job_that_exits_as_the_grace_ends_keeps_its_result(settings: Settings, tmp_path: Path,
+                                                             test_image: str) -> None:
+    def submit(service: JobService) -> str:
+        return service.submit(JobSpec(image=test_image, command=["echo", "done"], appendStdOut=True))[0].id
+
+    job = _stop_while_finishing(settings, tmp_path, submit)
+    assert (job.state, job.stdout, job.attempts) == (JobState.SUCCEEDED, "done\n", 1)  # not handed back to rerun
+
+
+def test_a_task_that_ends_as_the_grace_ends_keeps_its_result_and_outputs(redis_url: str, tmp_path: Path,
+                                                                         docker_host: str, test_image: str) -> None:
+    out = tmp_path / "tes"
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=3.0,
+                        tes_locations=(f"file://{out}/",))
+
+    def submit(service: JobService) -> str:
+        body = {"executors": [{"image": test_image, "command": ["sh", "-c", "echo hi > /out/x"]}],
+                "outputs": [{"path": "/out/x", "url": f"file://{out}/x"}]}
+        return TesService(service).create(body)
+
+    job = _stop_while_finishing(settings, tmp_path, submit)
+    assert job.state == JobState.SUCCEEDED and job.attempts == 1
+    assert (out / "x").read_text() == "hi\n"
