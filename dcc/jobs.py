@@ -270,6 +270,8 @@ class JobRecord:
     task_log: dict[str, Any] | None = None
     """GA4GH TES tasks: the TES task log of the latest attempt (``attempt``, executor logs, outputs), as the worker
     last wrote it."""
+    task_history: list[dict[str, Any]] = field(default_factory=list)
+    """GA4GH TES tasks: the logs of the earlier attempts, which ended without a result and were retried."""
 
     def timings(self) -> dict[str, float | None]:
         """Timestamps (epoch seconds) and the derived queue wait and run time."""

@@ -36,6 +36,7 @@ def result_document(record: JobRecord) -> dict[str, Any]:
     if record.task is not None:
         doc["task"] = record.task
         doc["taskLog"] = record.task_log
+        doc["taskHistory"] = record.task_history
     return doc
 
 
@@ -66,6 +67,7 @@ def record_from_result(doc: dict[str, Any]) -> JobRecord:
         stderr=doc.get("stderr"),
         task=doc.get("task"),
         task_log=doc.get("taskLog"),
+        task_history=doc.get("taskHistory") or [],
     )
 
 

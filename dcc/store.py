@@ -108,6 +108,7 @@ def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         inline_outputs=json.loads(h["inline_outputs"]) if h.get("inline_outputs") else None,
         task=json.loads(h["task"]) if h.get("task") else None,
         task_log=json.loads(h["task_log"]) if h.get("task_log") else None,
+        task_history=json.loads(h["task_history"]) if h.get("task_history") else [],
     )
 
 

@@ -416,27 +416,37 @@ def tes_state(record: JobRecord) -> str:
     }[state]
 
 
-def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
-    stored = dict(record.task_log or {})
-    stored.pop("attempt", None)
-    stored.pop("running", None)
-    system = list(stored.pop("system_logs", []))
-    if record.error is not None and not any(line in record.error.message for line in system):
-        system.append(f"{record.error.code}: {record.error.message}")
-    if record.state == JobState.TIMED_OUT:
-        system.append("the task ran past its time limit and was stopped")
-    if not stored and not system:
-        return []
-    tes_meta = record.spec.meta.get("tes", {}) if isinstance(record.spec.meta, dict) else {}
-    if tes_meta.get("ignoredBackendParameters"):
-        system.insert(0, "resources.backend_parameters: unsupported keys ignored: "
-                         + ", ".join(tes_meta["ignoredBackendParameters"]))
-    log: dict[str, Any] = {"logs": [], "outputs": [], **stored}
+def _attempt_log(stored: dict[str, Any], system: list[str], view: View) -> dict[str, Any]:
+    """One TES task log from what the worker wrote for an attempt, shaped for ``view``."""
+    entry = {k: v for k, v in stored.items() if k not in ("attempt", "running", "system_logs")}
+    log: dict[str, Any] = {"logs": [], "outputs": [], **entry}
     if view == "FULL" and system:
         log["system_logs"] = system
     if view != "FULL":
         log["logs"] = [{k: v for k, v in e.items() if k not in ("stdout", "stderr")} for e in log["logs"]]
-    return [log]
+    return log
+
+
+def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
+    """The task's logs: one per attempt, oldest first (the spec appends an entry when a task is retried)."""
+    logs = []
+    for n, earlier in enumerate(record.task_history, start=1):
+        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost); " \
+               "the task was retried"
+        logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
+    stored = record.task_log or {}
+    system = list(stored.get("system_logs", []))
+    if record.error is not None and not any(line in record.error.message for line in system):
+        system.append(f"{record.error.code}: {record.error.message}")
+    if record.state == JobState.TIMED_OUT:
+        system.append("the task ran past its time limit and was stopped")
+    if not {k for k in stored if k not in ("attempt", "running", "system_logs")} and not system:
+        return logs
+    tes_meta = record.spec.meta.get("tes", {}) if isinstance(record.spec.meta, dict) else {}
+    if tes_meta.get("ignoredBackendParameters"):
+        system.insert(0, "resources.backend_parameters: unsupported keys ignored: "
+                         + ", ".join(tes_meta["ignoredBackendParameters"]))
+    return [*logs, _attempt_log(stored, system, view)]
 
 
 def task_view(record: JobRecord, view: View = "MINIMAL") -> dict[str, Any]:

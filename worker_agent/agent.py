@@ -405,7 +405,8 @@ class Worker:
         error = JobError(code=str(exc.code), message=exc.message)
         log.warning("job %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
         if exc.retryable and claim.attempt < self.config.max_attempts:
-            return Outcome(state=JobState.QUEUED, error=error)
+            task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
+            return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
         outcome = Outcome(state=JobState.ERROR, error=error)
         if claim.job.spec.fast:
             return outcome
@@ -414,6 +415,21 @@ class Worker:
         except StorageError:
             log.warning("job %s: could not write result.json", claim.job.id)
         return outcome
+
+    def _failed_attempt_log(self, claim: Claim, error: JobError) -> dict[str, Any]:
+        """A TES task's log of an attempt that is retried: what it wrote so far, and why it ended."""
+        from dcc.tes import rfc3339
+
+        progress: dict[str, Any] = {"attempt": claim.attempt}
+        try:
+            record = self.store.get(claim.job.id)
+        except StoreUnavailable:
+            record = None
+        if record is not None and record.task_log and record.task_log.get("attempt") == claim.attempt:
+            progress = {k: v for k, v in record.task_log.items() if k != "running"}
+        progress["end_time"] = rfc3339(time.time())
+        progress["system_logs"] = [*progress.get("system_logs", []), f"{error.code}: {error.message}"]
+        return progress
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:
         """Tell the store how the attempt ended; retry while Redis is away (the result is already stored)."""

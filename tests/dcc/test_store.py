@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -284,3 +285,45 @@ def test_stats_count_states_and_time_percentiles(store: JobStore) -> None:
     assert stats["queues"]["cpu"]["jobs"] == 4 and stats["queues"]["cpu"]["runTime"] == {"p50": 2.0, "p95": 4.0}
     assert stats["queues"]["cpu"]["queueWait"]["p50"] is not None and stats["queues"]["gpu"]["jobs"] == 0
     assert stats["jobsPerWorker"] == {"w0": 2, "w1": 2}
+
+
+def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
+    from dcc.jobs import JobError
+    from dcc.tes import task_view
+
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0])
+    record = JobRecord(id="task", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.0,
+                       task={"executors": [{"image": "img", "command": ["true"]}]})
+    assert store.create(record, only_if_new=True)
+
+    def executor_log(code: int) -> dict[str, object]:
+        return {"start_time": "2026-11-25T00:00:00Z", "stdout": f"out {code}", "exit_code": code}
+
+    first = store.claim("cpu", "w1")  # a system failure: the worker reports it and the task is retried
+    assert store.write_task_log(first, {"attempt": 1, "logs": [executor_log(1)], "running": 0})
+    failed = {"attempt": 1, "logs": [executor_log(1)], "system_logs": ["runtime_failed: engine gone"]}
+    assert store.finish(first, Outcome(state=JobState.QUEUED, error=JobError(code="runtime_failed", message="gone"),
+                                       task_log=failed))
+    second = store.claim("cpu", "w2")  # a lost worker: its lease expires and the reaper retries the task
+    assert store.write_task_log(second, {"attempt": 2, "logs": [executor_log(2)], "running": 0})
+    now[0] += 11
+    assert store.reap() == {"task": JobState.QUEUED}
+    third = store.claim("cpu", "w3")
+    assert third.attempt == 3
+    assert store.finish(third, Outcome(state=JobState.SUCCEEDED, exit_code=0,
+                                       task_log={"attempt": 3, "logs": [executor_log(0)], "outputs": []}))
+
+    done = store.get("task")
+    assert [h["attempt"] for h in done.task_history] == [1, 2] and done.task_log["attempt"] == 3
+    full = task_view(done, "FULL")["logs"]
+    assert [e["logs"][0]["exit_code"] for e in full] == [1, 2, 0]
+    assert full[0]["system_logs"][0] == "runtime_failed: engine gone"
+    assert ["did not finish" in " ".join(e.get("system_logs", [])) for e in full] == [True, True, False]
+    basic = task_view(done, "BASIC")["logs"]
+    assert len(basic) == 3 and all("stdout" not in e["logs"][0] and "system_logs" not in e for e in basic)
+    # result.json keeps every attempt's log, for when the Redis record has expired
+    from dcc.service import record_from_result, result_document
+
+    again = record_from_result(json.loads(json.dumps(result_document(done))))
+    assert task_view(again, "FULL")["logs"] == full
