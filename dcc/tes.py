@@ -431,12 +431,14 @@ def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
     """The task's logs: one per attempt, oldest first (the spec appends an entry when a task is retried)."""
     logs = []
     for n, earlier in enumerate(record.task_history, start=1):
-        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost); " \
-               "the task was retried"
+        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost or " \
+               "shut down); the task was retried"
         logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
     stored = record.task_log or {}
     system = list(stored.get("system_logs", []))
-    if record.error is not None and not any(line in record.error.message for line in system):
+    # (a queued task's error is why its last attempt was retried: that attempt's log above already says so)
+    if record.error is not None and record.state != JobState.QUEUED \
+            and not any(line in record.error.message for line in system):
         system.append(f"{record.error.code}: {record.error.message}")
     if record.state == JobState.TIMED_OUT:
         system.append("the task ran past its time limit and was stopped")

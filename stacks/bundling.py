@@ -58,8 +58,10 @@ def lambda_python() -> str | None:
 
 def compile_bytecode(folder: Path, python: str) -> None:
     """Compile every module under ``folder`` with ``python`` into unchecked-hash ``.pyc`` files."""
-    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-                    str(folder)], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                          str(folder)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:  # compileall names each file it could not compile on stdout
+        raise RuntimeError(f"compiling the Lambda bundle with {python} failed:\n{(out.stdout + out.stderr)[-4000:]}")
 
 
 def _code_files(root: Path) -> list[Path]:

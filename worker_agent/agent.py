@@ -144,8 +144,13 @@ class Worker:
             left = list(self._running.values())
         for job in left:
             job.handed_back = True
-            self.runtime.kill(job.claim.job.id)
+        unkilled = {job.claim.job.id for job in left}
         while self.running_count() and time.monotonic() < deadline + 10:
+            # a job between containers (inputs, image pull, between TES executors) has none to kill yet:
+            # ask again until one is there (a job that sees the hand-back first starts none)
+            with self._lock:
+                unkilled &= self._running.keys()
+            unkilled = {job_id for job_id in unkilled if not self.runtime.kill(job_id)}
             time.sleep(0.05)
         self._cleanup.put(None)
         for t in self._threads:
@@ -578,4 +583,5 @@ def _apply(claim: Claim, outcome: Outcome, now: float | None) -> JobRecord:
         started_at=outcome.started_at, exited_at=outcome.exited_at, finished_at=now, exit_code=outcome.exit_code,
         error=outcome.error, outputs=outcome.outputs, outputs_truncated=outcome.outputs_truncated,
         stdout=outcome.stdout, stderr=outcome.stderr, task=job.task, task_log=outcome.task_log,
+        task_history=job.task_history,
     )

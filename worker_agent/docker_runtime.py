@@ -62,7 +62,9 @@ class DockerRuntime:
         self.gpu_runtime = gpu_runtime
         self._lock = threading.Lock()
         self._containers: dict[str, Any] = {}
-        self._killed: set[str] = set()
+        self._killed: set[str] = set()  # jobs whose container a kill was asked for
+        self._kill_sent: dict[str, threading.Event] = {}  # set once the engine answered the last kill asked
+        self._kill_landed: set[str] = set()  # jobs whose container a kill found running (and so stopped)
 
     # the container's settings ------------------------------------------------------------------------
     def create_kwargs(
@@ -122,7 +124,7 @@ class DockerRuntime:
         container = self._create(job, outputs, hosts)
         with self._lock:
             self._containers[job.job_id] = container
-            self._killed.discard(job.job_id)
+            self._forget_kills(job.job_id)
         try:
             return self._run_created(job, container, workdir, outputs)
         except docker.errors.DockerException as exc:
@@ -142,7 +144,7 @@ class DockerRuntime:
         with self._lock:
             killed_early = job.job_id in self._killed
         if killed_early:  # a kill that came before the start found nothing running to stop
-            self._kill(container)
+            self._send_kill(job.job_id, container)
         timed_out = False
         exit_code: int | None
         try:
@@ -153,7 +155,11 @@ class DockerRuntime:
             exit_code = _exit_code(container.wait(timeout=30))
         exited_at = time.time()
         with self._lock:
-            killed = job.job_id in self._killed
+            sent = self._kill_sent.get(job.job_id)
+        if sent is not None:  # a kill is on its way: wait for the engine's answer to know what ended the container
+            sent.wait(timeout=30)
+        with self._lock:  # killed only if a kill found it running: one that exited by itself keeps its result
+            killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         self._save_logs(container, stdout, stderr)
         truncated = clean_outputs(outputs, self.max_output_bytes)
@@ -220,26 +226,45 @@ class DockerRuntime:
 
     # control -----------------------------------------------------------------------------------------
     def kill(self, job_id: str) -> bool:
-        """Kill the job's container now."""
+        """Kill the job's container now. False when it has none yet (nothing is remembered: ask again)."""
         with self._lock:
             container = self._containers.get(job_id)
             if container is None:
                 return False
             self._killed.add(job_id)
-        threading.Thread(target=self._kill, args=(container,), daemon=True).start()
+            sent = self._kill_sent.get(job_id)
+            if sent is not None and not sent.is_set():
+                return True  # one is already on its way
+            self._kill_sent[job_id] = threading.Event()
+        threading.Thread(target=self._send_kill, args=(job_id, container), daemon=True).start()
         return True
 
-    def _kill(self, container: Any) -> None:
+    def _send_kill(self, job_id: str, container: Any) -> None:
+        landed = self._kill(container)
+        with self._lock:
+            if landed:
+                self._kill_landed.add(job_id)
+            sent = self._kill_sent.setdefault(job_id, threading.Event())
+        sent.set()
+
+    def _kill(self, container: Any) -> bool:
+        """True if the kill found the container running; False if it was not (yet, or any more)."""
         try:
             container.kill()
         except (docker.errors.NotFound, docker.errors.APIError):
-            pass  # it already exited
+            return False
+        return True
+
+    def _forget_kills(self, job_id: str) -> None:
+        self._killed.discard(job_id)
+        self._kill_landed.discard(job_id)
+        self._kill_sent.pop(job_id, None)
 
     def cleanup(self, job_id: str) -> None:
         """Remove the job's container."""
         with self._lock:
             container = self._containers.pop(job_id, None)
-            self._killed.discard(job_id)
+            self._forget_kills(job_id)
         if container is None:
             return
         try:

@@ -6,12 +6,15 @@ if #popped == 0 then return false end
 local id = popped[1]
 local key = job_key(id)
 local record = redis.call('HGETALL', key)
-local attempts = 0
+local attempts, earlier_error = 0, false
 for i = 1, #record, 2 do
   if record[i] == 'attempts' then attempts = tonumber(record[i + 1]) end
+  if record[i] == 'error' then earlier_error = true end
 end
 local attempt = attempts + 1
 redis.call('HSET', key, 'state', 'running', 'attempts', attempt, 'worker', ARGV[3], 'claimed', ARGV[4])
+-- the reason an earlier attempt was retried is shown while the job waits; the new attempt starts clean
+if earlier_error then redis.call('HDEL', key, 'error') end
 redis.call('ZADD', P .. ':leases', ARGV[5], id .. '|' .. attempt)
 redis.call('PUBLISH', P .. ':ev:' .. id, 'running')
 table.insert(record, 1, id)

@@ -305,14 +305,19 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
     failed = {"attempt": 1, "logs": [executor_log(1)], "system_logs": ["runtime_failed: engine gone"]}
     assert store.finish(first, Outcome(state=JobState.QUEUED, error=JobError(code="runtime_failed", message="gone"),
                                        task_log=failed))
+    waiting = store.get("task")  # while it waits, the job says why it was retried, and the task has one log
+    assert waiting.error is not None and waiting.error.code == "runtime_failed"
+    assert [e["logs"][0]["exit_code"] for e in task_view(waiting, "FULL")["logs"]] == [1]
     second = store.claim("cpu", "w2")  # a lost worker: its lease expires and the reaper retries the task
+    assert store.get("task").error is None  # the new attempt starts without the earlier one's error
     assert store.write_task_log(second, {"attempt": 2, "logs": [executor_log(2)], "running": 0})
     now[0] += 11
     assert store.reap() == {"task": JobState.QUEUED}
     third = store.claim("cpu", "w3")
     assert third.attempt == 3
-    assert store.finish(third, Outcome(state=JobState.SUCCEEDED, exit_code=0,
-                                       task_log={"attempt": 3, "logs": [executor_log(0)], "outputs": []}))
+    success = Outcome(state=JobState.SUCCEEDED, exit_code=0,
+                      task_log={"attempt": 3, "logs": [executor_log(0)], "outputs": []})
+    assert store.finish(third, success)
 
     done = store.get("task")
     assert [h["attempt"] for h in done.task_history] == [1, 2] and done.task_log["attempt"] == 3
@@ -320,6 +325,7 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
     assert [e["logs"][0]["exit_code"] for e in full] == [1, 2, 0]
     assert full[0]["system_logs"][0] == "runtime_failed: engine gone"
     assert ["did not finish" in " ".join(e.get("system_logs", [])) for e in full] == [True, True, False]
+    assert "system_logs" not in full[2] and done.error is None  # the success carries no earlier attempt's error
     basic = task_view(done, "BASIC")["logs"]
     assert len(basic) == 3 and all("stdout" not in e["logs"][0] and "system_logs" not in e for e in basic)
     # result.json keeps every attempt's log, for when the Redis record has expired
@@ -327,3 +333,8 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
 
     again = record_from_result(json.loads(json.dumps(result_document(done))))
     assert task_view(again, "FULL")["logs"] == full
+    # and so does the result.json the worker writes (from its claim, not from the Redis record)
+    from worker_agent.agent import _apply
+
+    written = record_from_result(json.loads(json.dumps(result_document(_apply(third, success, now[0])))))
+    assert task_view(written, "FULL")["logs"] == full

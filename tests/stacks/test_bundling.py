@@ -59,6 +59,16 @@ def test_bytecode_is_used_after_the_zip_resets_source_times(tmp_path: Path, hash
     assert _loads_from_bytecode(python, tmp_path) is hashed
 
 
+@needs_lambda_python
+def test_a_module_that_does_not_compile_fails_the_build_naming_it(tmp_path: Path) -> None:
+    python = bundling.lambda_python()
+    assert python is not None
+    (tmp_path / "fine.py").write_text("VALUE = 1\n")
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    with pytest.raises(RuntimeError, match=r"(?s)compiling the Lambda bundle.*broken\.py"):
+        bundling.compile_bytecode(tmp_path, python)
+
+
 def _api_asset(synth: Any) -> Path:
     """The staged folder of the API function's code asset (the worker's source asset holds the same files)."""
     functions = synth.template.find_resources("AWS::Lambda::Function")

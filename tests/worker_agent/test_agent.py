@@ -152,3 +152,83 @@ def test_a_task_that_ends_as_the_grace_ends_keeps_its_result_and_outputs(redis_u
     job = _stop_while_finishing(settings, tmp_path, submit)
     assert job.state == JobState.SUCCEEDED and job.attempts == 1
     assert (out / "x").read_text() == "hi\n"
+
+
+class KillAfterExit(DockerRuntime):
+    """A real runtime where a kill is asked just after the container exited by itself, before its result
+    is made (the window in which a worker's shutdown meets a job's own end)."""
+
+    def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None):  # type: ignore[no-untyped-def]
+        container = super()._create(job, outputs, hosts)
+        wait = container.wait
+
+        def wait_then_kill(**kwargs):  # type: ignore[no-untyped-def]
+            status = wait(**kwargs)
+            assert self.kill(job.job_id)  # the container is still known: the kill is sent, and finds it exited
+            return status
+
+        container.wait = wait_then_kill
+        return container
+
+
+def test_a_kill_that_finds_the_container_exited_does_not_count(docker_host: str, test_image: str,
+                                                               tmp_path: Path) -> None:
+    runtime = KillAfterExit()
+    try:
+        for name, command, killed in (("exits", ["echo", "done"], False), ("killed", ["sleep", "60"], None)):
+            job = ContainerJob(job_id=f"kill-{name}-{time.time_ns()}", image=test_image, command=command, env={},
+                               working_dir=None, inputs_dir=None, max_duration=60)
+            (tmp_path / name).mkdir()
+            if killed is None:  # the control: a kill that reaches the running container counts
+                threading.Timer(1.0, runtime.kill, args=(job.job_id,)).start()
+            outcome = runtime.run(job, workdir=tmp_path / name)
+            runtime.cleanup(job.job_id)
+            if killed is False:
+                assert (outcome.killed, outcome.exit_code) == (False, 0)
+                assert (tmp_path / name / "stdout").read_text() == "done\n"
+            else:
+                assert outcome.killed and outcome.exit_code != 0
+    finally:
+        runtime.client.close()
+
+
+class SlowToCreate(DockerRuntime):
+    """A real runtime whose container is created only after the worker's first kill found none to stop
+    (as when the grace period ends during an image pull)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.creating = threading.Event()
+        self.missed_kill = threading.Event()
+
+    def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None):  # type: ignore[no-untyped-def]
+        self.creating.set()
+        self.missed_kill.wait(timeout=20)
+        return super()._create(job, outputs, hosts)
+
+    def kill(self, job_id: str) -> bool:
+        found = super().kill(job_id)
+        if not found:
+            self.missed_kill.set()
+        return found
+
+
+def test_a_job_without_a_container_when_the_grace_ends_is_still_handed_back(settings: Settings, tmp_path: Path,
+                                                                            test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
+    runtime = SlowToCreate()
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="slow-create", workdir=tmp_path / "w"))
+    worker.start()
+    try:
+        assert runtime.creating.wait(timeout=20)
+        started = time.monotonic()
+        worker.stop(grace=0.5)
+        stopped_in = time.monotonic() - started
+    finally:
+        runtime.client.close()
+    assert runtime.missed_kill.is_set()
+    job = service.get(job_id)
+    assert (job.state, job.attempts) == (JobState.QUEUED, 1)  # handed back, not left running past the stop
+    assert stopped_in < 8  # the container was killed once it existed, not waited on until stop gave up
