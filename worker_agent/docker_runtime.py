@@ -240,18 +240,24 @@ class DockerRuntime:
         return True
 
     def _send_kill(self, job_id: str, container: Any) -> None:
-        landed = self._kill(container)
-        with self._lock:
-            if landed:
-                self._kill_landed.add(job_id)
-            sent = self._kill_sent.setdefault(job_id, threading.Event())
-        sent.set()
+        landed = False
+        try:
+            landed = self._kill(container)
+        finally:  # whatever happened, the run waiting for this answer gets it
+            with self._lock:
+                if landed:
+                    self._kill_landed.add(job_id)
+                sent = self._kill_sent.setdefault(job_id, threading.Event())
+            sent.set()
 
     def _kill(self, container: Any) -> bool:
         """True if the kill found the container running; False if it was not (yet, or any more)."""
         try:
             container.kill()
         except (docker.errors.NotFound, docker.errors.APIError):
+            return False
+        except requests.exceptions.RequestException as exc:  # the engine is unreachable: nothing was stopped
+            log.warning("could not kill container %s: %s", container.id, exc)
             return False
         return True
 
