@@ -22,7 +22,11 @@ local function requeue(id, fields)
   local q = redis.call('HMGET', key, 'queue', 'qscore')
   redis.call('HSET', key, 'state', 'queued', 'worker', '', unpack(fields))
   local log = redis.call('HGET', key, 'task_log')
-  if log and log ~= '' then  -- a TES task keeps the log of each attempt that ended without a result (a JSON array)
+  if (not log or log == '') and redis.call('HEXISTS', key, 'task') == 1 then
+    -- a task's attempt lost before it logged anything (e.g. while its inputs came in) still counts as one
+    log = '{"attempt":' .. (redis.call('HGET', key, 'attempts') or '0') .. '}'
+  end
+  if log then  -- a TES task keeps the log of each attempt that ended without a result (a JSON array)
     local history = redis.call('HGET', key, 'task_history')
     history = history and (string.sub(history, 1, -2) .. ',' .. log .. ']') or ('[' .. log .. ']')
     redis.call('HSET', key, 'task_history', history)

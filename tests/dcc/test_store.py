@@ -338,3 +338,23 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
 
     written = record_from_result(json.loads(json.dumps(result_document(_apply(third, success, now[0])))))
     assert task_view(written, "FULL")["logs"] == full
+
+
+def test_a_task_attempt_lost_before_it_logged_anything_still_gets_a_log(redis_url: str) -> None:
+    from dcc.tes import task_view
+
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0])
+    task = JobRecord(id="quiet", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.0,
+                     task={"executors": [{"image": "img", "command": ["true"]}]})
+    plain = JobRecord(id="plain", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.5)
+    assert store.create(task, only_if_new=True) and store.create(plain, only_if_new=True)
+    assert {store.claim("cpu", "w1").job.id for _ in range(2)} == {"quiet", "plain"}
+    now[0] += 11  # both workers die before either job wrote anything
+    assert store.reap() == {"quiet": JobState.QUEUED, "plain": JobState.QUEUED}
+    retried = store.get("quiet")
+    assert retried.task_history == [{"attempt": 1}]
+    logs = task_view(retried, "FULL")["logs"]
+    assert len(logs) == 1 and logs[0]["logs"] == [] and "attempt 1 did not finish" in logs[0]["system_logs"][0]
+    assert store.get("plain").task_history == []  # only TES tasks keep attempt logs
+
