@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dcc.storage import RESERVED_NAME_PREFIX
+
 
 class JobState(StrEnum):
     """Where a job is in its life. The last five are terminal: nothing leaves them."""
@@ -63,6 +65,7 @@ class ErrorCode(StrEnum):
     STORAGE_FAILED = "storage_failed"
     RUNTIME_FAILED = "runtime_failed"
     WORKER_LOST = "worker_lost"
+    CONTAINER_REFUSED = "container_refused"  # Docker refused the job's container (no command, not in the image...)
     DISK_LIMIT = "disk_limit_exceeded"
 
 
@@ -76,14 +79,28 @@ FAST_OFFSET_MS = 10**12
 """Fast jobs go ahead of every standard job of their class (about 30 years ahead)."""
 
 
-def check_relative_path(name: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent as UTF-8 (an unpaired surrogate, e.g. JSON's "\\ud800"), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode (an unpaired surrogate \\u{ord(text[exc.start]):04x})"
+    return None
+
+
+def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
     """Return ``name`` if it is a safe path relative to a job folder, else raise ValueError saying why."""
     if not name:
         raise ValueError("must not be empty")
-    if len(name) > MAX_INPUT_NAME:
-        raise ValueError(f"must be at most {MAX_INPUT_NAME} characters")
-    if "\x00" in name or "\\" in name:
-        raise ValueError("must not contain NUL or backslash")
+    if len(name) > max_length:
+        raise ValueError(f"must be at most {max_length} characters")
+    if "\\" in name or _CONTROL.search(name):
+        raise ValueError("must not contain a backslash or control characters (NUL, newline, tab...)")
+    if (problem := unicode_problem(name)) is not None:
+        raise ValueError(problem)
     if name.startswith("/"):
         raise ValueError("must be relative (it is placed under /inputs)")
     parts = name.split("/")
@@ -91,7 +108,28 @@ def check_relative_path(name: str) -> str:
         raise ValueError("must not contain '..'")
     if any(part in ("", ".") for part in parts) or posixpath.normpath(name) != name:
         raise ValueError("must be a normalized path (no empty or '.' segments, no trailing '/')")
+    if any(part.startswith(RESERVED_NAME_PREFIX) for part in parts):
+        raise ValueError(f"must not have a part starting with {RESERVED_NAME_PREFIX!r} (reserved by dcc's storage)")
     return name
+
+
+def find_invalid_text(value: Any, where: str = "") -> str | None:
+    """The first string in ``value`` (nested lists and dicts, keys too) that is not valid Unicode, as
+    ``"<where>: <why>"``; None when all are. JSON can carry such strings (``"\\ud800"``) that nothing
+    downstream can encode."""
+    if isinstance(value, str):
+        problem = unicode_problem(value)
+        return None if problem is None else f"{where or 'value'} {problem}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = find_invalid_text(key, f"{where}: a key") or find_invalid_text(item, f"{where}.{key}".lstrip("."))
+            if found:
+                return found
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if found := find_invalid_text(item, f"{where}[{i}]"):
+                return found
+    return None
 
 
 def check_env(env: dict[str, str], *, reserved: frozenset[str] = RESERVED_ENV) -> dict[str, str]:
@@ -143,8 +181,8 @@ class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     maxDuration: int | None = Field(default=None, gt=0, description="Seconds before the job is killed.")
-    cpus: float | None = Field(default=None, gt=0, le=256)
-    memory: int | None = Field(default=None, gt=0, description="MiB")
+    cpus: float | None = Field(default=None, ge=0.01, le=256)
+    memory: int | None = Field(default=None, ge=6, description="MiB (Docker's minimum is 6)")
     gpu: int = Field(default=0, ge=0, le=64, description="GPUs; > 0 sends the job to the gpu queue.")
 
 
@@ -174,7 +212,25 @@ class JobSpec(BaseModel):
     def _image(cls, image: str) -> str:
         if image != image.strip() or any(c.isspace() for c in image):
             raise ValueError("must not contain white space")
+        if _CONTROL.search(image):
+            raise ValueError("must not contain control characters")
         return image
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and any("\x00" in arg for arg in command):
+            raise ValueError("an argument contains NUL")
+        return command
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> JobSpec:
+        found = find_invalid_text(self.model_dump(include={"image", "command", "env", "workingDir", "meta"}))
+        for i, item in enumerate(self.inputs):
+            found = found or find_invalid_text(item.value, f"inputs[{i}].value")
+        if found:
+            raise ValueError(found)
+        return self
 
     @field_validator("env")
     @classmethod
@@ -186,6 +242,8 @@ class JobSpec(BaseModel):
     def _workdir(cls, path: str | None) -> str | None:
         if path is not None and not path.startswith("/"):
             raise ValueError("must be an absolute path in the container")
+        if path is not None and "\x00" in path:
+            raise ValueError("must not contain NUL")
         return path
 
     @field_validator("inputs")

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dcc.errors import ObjectNotFound, StorageError
-from dcc.storage import check_key
+from dcc.storage import RESERVED_NAME_PREFIX, check_key
 
-_TMP = ".dcc-tmp-"  # temporary files of unfinished writes; never listed
+_TMP = RESERVED_NAME_PREFIX  # temporary files of unfinished writes; never listed
 _STALE_TMP_SECONDS = 3600  # delete_prefix removes temporary files older than this (left by a crash)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC

@@ -47,6 +47,10 @@ class Storage(Protocol):
         """A time-limited URL a client can GET the object from, or None where the backend has none."""
 
 
+RESERVED_NAME_PREFIX = ".dcc-tmp-"
+"""Names local storage keeps for its unfinished writes: no input or output file may start with it."""
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative key, else raise ``StorageError``.
 

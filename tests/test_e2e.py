@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,12 @@ def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
 def api(settings: Settings, tmp_path: Path) -> Iterator[tuple[LocalDcc, httpx.Client]]:
     with serve_local(tmp_path / "local", settings, workers=2) as running:
         yield running
+
+
+def post_ascii_json(client: httpx.Client, path: str, body: object) -> httpx.Response:
+    """POST ``body`` as JSON with every non-ASCII character escaped (so strings JSON allows but UTF-8 cannot
+    encode, such as a lone "\\ud800", reach the server as a client could send them)."""
+    return client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
 
 
 def submit(client: httpx.Client, body: dict, expect: int = 201) -> dict:
@@ -110,11 +117,12 @@ def test_missing_image_is_a_system_error(api: tuple[LocalDcc, httpx.Client]) -> 
     assert done["error"]["message"]
 
 
-@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "x/", "./x"])
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "x/", "./x", "a\nb", "a\\b", ".dcc-tmp-x",
+                                  "d/.dcc-tmp-x", "a\ud800"])
 def test_bad_input_names_are_refused_with_nothing_written(api: tuple[LocalDcc, httpx.Client], settings: Settings,
                                                           name: str) -> None:
     local, client = api
-    reply = client.post("/v1/jobs", json={"image": "busybox", "inputs": [{"name": name, "value": "pwned"}]})
+    reply = post_ascii_json(client, "/v1/jobs", {"image": "busybox", "inputs": [{"name": name, "value": "pwned"}]})
     assert reply.status_code == 400
     assert "inputs.0.name" in reply.json()["error"]
     storage = Path(settings.storage_url)
@@ -139,6 +147,59 @@ def test_validation_errors_name_the_field(api: tuple[LocalDcc, httpx.Client]) ->
     assert reply.status_code == 400 and "parameters.memory" in reply.json()["error"]
     reply = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert reply.status_code == 400
+
+
+def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:
+    local, client = api
+    for body, field in (
+        ({"image": "x", "env": {"A": "\ud800"}}, "env.A"),  # JSON's "\ud800": not encodable, not storable
+        ({"image": "x", "command": ["echo", "\udcff"]}, "command[1]"),
+        ({"image": "x", "meta": {"k": ["\udfff"]}}, "meta.k[0]"),
+        ({"image": "x", "inputs": [{"name": "a", "value": "\ud800"}]}, "inputs[0].value"),
+        ({"image": "x", "command": ["echo", "a\x00b"]}, "command"),
+        ({"image": "x", "workingDir": "/a\x00b"}, "workingDir"),
+        ({"image": "x\x00y"}, "image"),
+        ({"image": "x", "parameters": {"memory": 1}}, "parameters.memory"),  # Docker's minimum is 6 MiB
+        ({"image": "x", "parameters": {"cpus": 0.001}}, "parameters.cpus"),
+    ):
+        reply = post_ascii_json(client, "/v1/jobs", body)
+        assert reply.status_code == 400 and field in reply.json()["error"], (body, reply.text)
+    storage = Path(settings.storage_url)
+    assert not storage.exists() or not any(storage.rglob("*"))
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
+def test_containers_docker_refuses_end_the_job_without_retries_or_harm_to_the_worker(
+        api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    # the image has no default command, and the second command is not in it: Docker answers 400 to either
+    jobs = [submit(client, {"image": test_image, **body})
+            for body in ({}, {"command": ["no-such-program"]}) * 4]
+    for job in jobs:
+        done = wait_done(client, job["id"])
+        assert (done["state"], done["error"]["code"], done["attempts"]) == ("error", "container_refused", 1), done
+        assert done["error"]["message"].startswith("Docker")
+    deadline = time.monotonic() + 20
+    while not (workers := client.get("/v1/workers").json()["workers"]) and time.monotonic() < deadline:
+        time.sleep(0.2)  # (the first heartbeat comes after one interval)
+    assert workers and all(w["health"] == "HEALTHY" for w in workers)  # the job's fault, not the machine's
+    ok = submit(client, {"image": test_image, "command": ["true"]})
+    assert wait_done(client, ok["id"])["state"] == "succeeded"
+
+
+def test_outputs_whose_names_cannot_be_kept_are_removed_and_said_so(api: tuple[LocalDcc, httpx.Client],
+                                                                    test_image: str) -> None:
+    _, client = api
+    script = ("echo ok > $OUTPUTS/ok; echo 1 > \"$OUTPUTS/a\\\\b\"; echo 2 > \"$OUTPUTS/$(printf 'a\\377b')\"; "
+              "echo 3 > $OUTPUTS/.dcc-tmp-zz; d=\"$OUTPUTS/$(printf 'd\\001')\"; mkdir \"$d\"; echo 4 > \"$d/x\"")
+    for fast in (False, True):
+        job = submit(client, {"image": test_image, "command": ["sh", "-c", script], "fast": fast})
+        done = job if fast else wait_done(client, job["id"])
+        assert done["state"] == "succeeded" and done["outputs"] == ["ok"], done
+        stderr = client.get(f"/v1/jobs/{job['id']}/stderr").text
+        assert stderr.count("[dcc: output ") == 4 and "a\\xffb" in stderr, stderr
+    listing = client.get("/v1/jobs", params={"limit": 100})
+    assert listing.status_code == 200 and len(listing.json()["jobs"]) >= 2
 
 
 def test_inline_inputs_past_the_limit_get_413(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:

@@ -59,6 +59,9 @@ class WorkerConfig:
     """Fast jobs: total bytes of outputs returned inline."""
     disk_full_ratio: float = 0.90
     max_consecutive_system_errors: int = 5
+    system_error_pause_seconds: float = 300.0
+    """A worker made unhealthy by system errors in a row claims again this long after the last one (on AWS the
+    scaler replaces it sooner; in local mode it is the only worker, and must not stall for good)."""
     grace_seconds: float = 60.0
     gpu_device_ids: tuple[str, ...] = ()
     """This machine's GPUs (nvidia-smi indexes); each running GPU job holds its own, passed to Docker."""
@@ -108,6 +111,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._cleanup: SimpleQueue[tuple[str, Path] | None] = SimpleQueue()
         self._system_errors = 0
+        self._last_system_error = 0.0
         self._idle_since: float | None = time.time()
         self.health = "HEALTHY"
         self.drain = DrainMarks(store.redis, prefix=store.prefix)
@@ -406,7 +410,11 @@ class Worker:
         return outcome
 
     def _system_failure(self, claim: Claim, exc: JobSystemError) -> Outcome:
-        self._system_errors += 1
+        if exc.retryable:  # (one that no retry can mend, a missing image or a refused container, is the job's)
+            self._system_errors += 1
+            self._last_system_error = time.monotonic()
+            if self._system_errors >= self.config.max_consecutive_system_errors:  # stop claiming now, not at the
+                self.health = f"UNHEALTHY:{self._system_errors} system errors in a row"  # next health check
         error = JobError(code=str(exc.code), message=exc.message)
         log.warning("job %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
         if exc.retryable and claim.attempt < self.config.max_attempts:
@@ -503,7 +511,10 @@ class Worker:
             if usage.used / usage.total >= self.config.disk_full_ratio:
                 reason = f"disk {usage.used * 100 // usage.total}% full"
         if reason is None and self._system_errors >= self.config.max_consecutive_system_errors:
-            reason = f"{self._system_errors} system errors in a row"
+            if time.monotonic() - self._last_system_error < self.config.system_error_pause_seconds:
+                reason = f"{self._system_errors} system errors in a row"
+            else:  # paused long enough: try again (one more error makes it unhealthy again)
+                self._system_errors = self.config.max_consecutive_system_errors - 1
         self.health = "HEALTHY" if reason is None else f"UNHEALTHY:{reason}"
 
     def _heartbeat(self) -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import stat
 import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -26,6 +27,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
 from dcc.errors import JobSystemError
+from dcc.jobs import check_relative_path
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 log = logging.getLogger("dcc.worker")
@@ -127,6 +129,11 @@ class DockerRuntime:
             self._forget_kills(job.job_id)
         try:
             return self._run_created(job, container, workdir, outputs)
+        except docker.errors.APIError as exc:
+            if _refused(exc):  # e.g. the command is not in the image: the job's own doing, no retry helps
+                raise JobSystemError("container_refused", f"Docker could not start the job's container: "
+                                     f"{exc.explanation}", retryable=False) from exc
+            raise JobSystemError("runtime_failed", f"Docker failed running the job: {exc}", retryable=True) from exc
         except docker.errors.DockerException as exc:
             raise JobSystemError("runtime_failed", f"Docker failed running the job: {exc}", retryable=True) from exc
         except requests.exceptions.RequestException as exc:
@@ -162,7 +169,11 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         self._save_logs(container, stdout, stderr)
-        truncated = clean_outputs(outputs, self.max_output_bytes)
+        truncated, unnamed = clean_outputs(outputs, self.max_output_bytes)
+        if unnamed:  # say so where the job's author looks
+            with stderr.open("a") as f:
+                f.writelines(f"[dcc: output {name} removed: output names must be UTF-8 without backslashes or "
+                             "control characters]\n" for name in unnamed)
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
@@ -181,6 +192,11 @@ class DockerRuntime:
             raise
         except docker.errors.ImageNotFound as exc:
             raise JobSystemError("image_not_found", f"image {job.image!r} not found", retryable=False) from exc
+        except docker.errors.APIError as exc:
+            if _refused(exc):  # e.g. no command and the image has none, an invalid working directory
+                raise JobSystemError("container_refused", f"Docker refused the job's container: {exc.explanation}",
+                                     retryable=False) from exc
+            raise JobSystemError("runtime_failed", f"cannot create the container: {exc}", retryable=True) from exc
         except docker.errors.DockerException as exc:
             raise JobSystemError("runtime_failed", f"cannot create the container: {exc}", retryable=True) from exc
         except requests.exceptions.RequestException as exc:
@@ -320,18 +336,39 @@ def _exit_code(reply: dict[str, Any]) -> int | None:
     return int(code) if code is not None else None
 
 
-def clean_outputs(root: Path, max_bytes: int) -> bool:
-    """Leave only regular files (and folders) under ``root``, at most ``max_bytes`` in all; True if any were dropped.
+def _refused(exc: docker.errors.APIError) -> bool:
+    """Whether the engine refused the request as invalid (400): a fault of the job, not of the machine."""
+    return exc.status_code == 400
+
+
+MAX_OUTPUT_NAME = 900  # bytes of an output's path: its storage key (jobs/<id>/outputs/...) stays under S3's 1024
+
+
+class Cleaned(NamedTuple):
+    truncated: bool
+    """Files were left out past the byte limit."""
+    unnamed: list[str]
+    """Files and folders removed because their names cannot be output names (shown escaped)."""
+
+
+def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
+    """Leave only regular files (and folders) under ``root`` whose names can be output names (valid UTF-8, no
+    backslash or control characters, not storage's reserved prefix), at most ``max_bytes`` in all.
 
     Nothing is followed: a link is removed as a link, whatever it points to. Runs after the container exited.
     """
     total = 0
     truncated = False
+    unnamed: list[str] = []
     for folder, dirs, files in os.walk(root, topdown=True, followlinks=False):
         for name in sorted(dirs):
             path = os.path.join(folder, name)
             if os.path.islink(path):
                 os.unlink(path)
+                dirs.remove(name)
+            elif not _nameable(root, path):
+                shutil.rmtree(path)  # (does not follow links)
+                unnamed.append(_shown(root, path))
                 dirs.remove(name)
         dirs.sort()
         for name in sorted(files):
@@ -340,9 +377,28 @@ def clean_outputs(root: Path, max_bytes: int) -> bool:
             if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
                 os.unlink(path)  # links, FIFOs, sockets; a hard link could alias a file we must not publish
                 continue
+            if not _nameable(root, path):
+                os.unlink(path)
+                unnamed.append(_shown(root, path))
+                continue
             if total + info.st_size > max_bytes:
                 os.unlink(path)
                 truncated = True
                 continue
             total += info.st_size
-    return truncated
+    return Cleaned(truncated, unnamed)
+
+
+def _nameable(root: Path, path: str) -> bool:
+    name = os.path.relpath(path, root)
+    try:
+        check_relative_path(name, max_length=MAX_OUTPUT_NAME)
+    except ValueError:
+        return False
+    return len(name.encode()) <= MAX_OUTPUT_NAME
+
+
+def _shown(root: Path, path: str) -> str:
+    """The name as the job wrote it, with bytes that are not UTF-8 and control characters escaped."""
+    text = os.fsencode(os.path.relpath(path, root)).decode("utf-8", "backslashreplace")  # not UTF-8: \xNN
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -322,9 +322,14 @@ class TaskRunner:
         failures: list[str] = []
         for m in mounts:
             # links, devices and hard links go, nothing is followed; past the budget files are left out
-            if not m.read_only and m.source.is_dir() and clean_outputs(m.source, self.max_output_bytes):
+            if m.read_only or not m.source.is_dir():
+                continue
+            cleaned = clean_outputs(m.source, self.max_output_bytes)
+            if cleaned.truncated:
                 failures.append(f"files under {m.target} past the output limit of {self.max_output_bytes} bytes "
                                 "were left out")
+            failures.extend(f"{m.target}/{name} was left out: output names must be UTF-8 without backslashes or "
+                            "control characters" for name in cleaned.unnamed)
         uploaded: list[dict[str, str]] = []
         for i, out in enumerate(task.outputs):
             try:

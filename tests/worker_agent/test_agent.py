@@ -16,6 +16,7 @@ import docker
 import pytest
 
 from dcc.bootstrap import build_service
+from dcc.errors import JobSystemError
 from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.local_storage import LocalStorage
 from dcc.service import JobService
@@ -232,3 +233,41 @@ def test_a_job_without_a_container_when_the_grace_ends_is_still_handed_back(sett
     job = service.get(job_id)
     assert (job.state, job.attempts) == (JobState.QUEUED, 1)  # handed back, not left running past the stop
     assert stopped_in < 8  # the container was killed once it existed, not waited on until stop gave up
+
+
+class FailsTwice(DockerRuntime):
+    """A real runtime whose first two runs fail as a hiccup of the engine would (a retryable system error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        if self.failures:
+            self.failures -= 1
+            raise JobSystemError("runtime_failed", "the engine hiccuped", retryable=True)
+        return super().run(job, workdir=workdir)
+
+
+def test_a_worker_unhealthy_from_system_errors_claims_again_after_a_pause(settings: Settings, tmp_path: Path,
+                                                                         test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["true"]))[0].id
+    runtime = FailsTwice()
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="hiccups", workdir=tmp_path / "w", heartbeat_seconds=0.2,
+                                        max_consecutive_system_errors=2, system_error_pause_seconds=2.0))
+    seen: set[str] = set()
+    worker.start()
+    try:
+        def done() -> bool:
+            seen.add(worker.health)
+            return service.get(job_id).state.terminal
+
+        wait_for(done, timeout=30)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    job = service.get(job_id)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 3)
+    assert "UNHEALTHY:2 system errors in a row" in seen  # it stopped claiming for a while, then took the job again
