@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -62,17 +63,23 @@ def proxy_event(*, method: str, path: str, query: list[tuple[str, str]], headers
     }
 
 
+def _raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(request.url.path)
+
+
 def build_app() -> Starlette:
     """The ASGI app that serves the API through ``functions.api.handler.lambda_handler``."""
-    from functions.api.handler import lambda_handler
+    from functions.api.handler import resolve_serially
 
     async def proxy(request: Request) -> Response:
         event = proxy_event(
-            method=request.method, path=request.url.path, query=list(request.query_params.multi_items()),
+            # as API Gateway REST APIs do, pass the path still percent-encoded (the handler decodes it once)
+            method=request.method, path=_raw_path(request), query=list(request.query_params.multi_items()),
             headers=dict(request.headers), body=await request.body(),
             source_ip=request.client.host if request.client else "127.0.0.1",
         )
-        reply = await run_in_threadpool(lambda_handler, event, None)
+        reply = await run_in_threadpool(resolve_serially, event)
         body = reply.get("body") or ""
         data = base64.b64decode(body) if reply.get("isBase64Encoded") else body.encode()
         headers = {k: v for k, v in (reply.get("headers") or {}).items()}
@@ -161,6 +168,7 @@ class LocalDcc:
             settings = settings.with_(tes_locations=(f"file://{tes_dir}/",))
         self.settings = settings
         self.service = build_service(settings)
+        self.service.blocking = handler.stepped_aside
         handler.configure(self.service)
         if not settings.disable_worker:
             from worker_agent.__main__ import build_worker

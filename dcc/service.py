@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,8 @@ class JobService:
         self.notify = notify
         """Called with a job id after the API changed its state (pushes to websocket clients on AWS)."""
         self.clock = clock
+        self.blocking: Callable[[], AbstractContextManager[object]] = nullcontext
+        """Entered while a request blocks on a job (long-poll): local mode lets other requests run then."""
 
     # submit --------------------------------------------------------------------------------------------
     def submit(self, spec: JobSpec, *, task: dict[str, Any] | None = None) -> tuple[JobRecord, bool]:
@@ -252,7 +255,8 @@ class JobService:
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal or ``timeout`` s pass; return it as it is then."""
         check_job_id(job_id)
-        record = self.store.wait(job_id, timeout)
+        with self.blocking():
+            record = self.store.wait(job_id, timeout)
         return record if record is not None else self.get(job_id)
 
     def cancel(self, job_id: str) -> JobRecord:

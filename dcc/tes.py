@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dcc.errors import InputTooLarge, InvalidJob
-from dcc.jobs import RESERVED_ENV, JobRecord, JobSpec, JobState, Parameters, check_env
+from dcc.jobs import RESERVED_ENV, JobRecord, JobSpec, JobState, Parameters, check_env, find_invalid_text
 
 API_PREFIX = "/ga4gh/tes/v1"
 TES_VERSION = "1.1.0"
@@ -224,6 +224,8 @@ def parse_task(body: Any) -> TesTask:
     """The task in a create request, or ``InvalidJob`` naming the first thing wrong with it."""
     if not isinstance(body, dict):
         raise InvalidJob("the body must be a JSON object (a tesTask)")
+    if (problem := find_invalid_text(body)) is not None:
+        raise InvalidJob(problem, field=problem.split(" ", 1)[0])
     try:
         return TesTask.model_validate(body)
     except ValidationError as exc:
@@ -332,10 +334,11 @@ def backend_parameters(task: TesTask) -> dict[str, str]:
                                  field=where)
             continue
         if name in ("gpu", "max_duration") and not (
-            value.isascii() and value.isdigit() and (0 < int(value) if name == "max_duration" else int(value) <= 64)
+            value.isascii() and value.isdigit() and len(value) <= 9
+            and (0 < int(value) if name == "max_duration" else int(value) <= 64)
         ):
             wanted = "an integer from 0 to 64" if name == "gpu" else "a positive integer"
-            raise InvalidJob(f"{where}: {value!r} is not {wanted}", field=where)
+            raise InvalidJob(f"{where}: {value[:20]!r} is not {wanted}", field=where)
         if name == "priority" and value not in ("high", "normal", "low"):
             raise InvalidJob(f"{where}: {value!r} is not high, normal or low", field=where)
         kept[name] = value

@@ -6,6 +6,8 @@ import time
 from importlib import metadata
 from typing import Any
 
+from pydantic import ValidationError
+
 from dcc.errors import InvalidJob, JobNotFound
 from dcc.jobs import JobRecord
 from dcc.service import JobService, check_job_id
@@ -45,7 +47,14 @@ class TesService:
         task = parse_task(body)
         backend = backend_parameters(task)
         check_locations(task, locations=self.locations, check_url=self.jobs.check_url)
-        record, _ = self.jobs.submit(job_spec(task, backend), task=task_document(task))
+        try:
+            spec = job_spec(task, backend)
+        except ValidationError as exc:  # e.g. a ram_gb under Docker's minimum, a NUL in a command
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "task"
+            raise InvalidJob(f"the task cannot run here: {where}: {err['msg'].removeprefix('Value error, ')}",
+                             field=where) from exc
+        record, _ = self.jobs.submit(spec, task=task_document(task))
         return record.id
 
     def _task(self, task_id: str) -> JobRecord:

@@ -299,3 +299,52 @@ def test_killed_worker_job_completes_on_another(settings: Settings, tmp_path: Pa
         assert (done["state"], done["attempts"], done["worker"], done["stdout"]) == ("succeeded", 2, "worker-b",
                                                                                     "done\n")
         assert redis.Redis.from_url(settings.redis_url).zcard("{dcc}:leases") == 0
+
+
+def test_requests_at_once_are_each_answered_right(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    """Local mode serves requests from many threads through one resolver: none may see another's state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, client = api
+    blocker = submit(client, {"image": test_image, "command": ["sleep", "30"]})
+    waiting = ThreadPoolExecutor(1).submit(client.get, f"/v1/jobs/{blocker['id']}/wait", params={"timeout": 20})
+
+    def session(n: int) -> list[str]:
+        problems = []
+        with httpx.Client(base_url=client.base_url, timeout=60) as own:
+            for i in range(12):
+                tag = f"{n}-{i}"
+                meta = {"tag": tag, "bulk": list(range(20000))}  # (a body that takes a while to resolve)
+                reply = own.post("/v1/jobs", json={"image": test_image, "command": ["true"], "meta": meta,
+                                                   "parameters": {"gpu": 1}})  # (queued on gpu: nothing runs it)
+                if reply.status_code != 201 or reply.json()["meta"]["tag"] != tag:
+                    problems.append(f"submit {tag}: {reply.status_code} {reply.text[:200]}")
+                    continue
+                got = own.get(f"/v1/jobs/{reply.json()['id']}")
+                if got.status_code != 200 or got.json()["meta"]["tag"] != tag:
+                    problems.append(f"get {tag}: {got.status_code} {got.text[:200]}")
+                bad = own.post("/v1/jobs", json={"image": test_image, "parameters": {"memory": 1}})
+                if bad.status_code != 400 or "parameters.memory" not in bad.json().get("error", ""):
+                    problems.append(f"bad {tag}: {bad.status_code} {bad.text[:200]}")
+                listing = own.get("/v1/jobs", params={"limit": 5})
+                if listing.status_code != 200:
+                    problems.append(f"list {tag}: {listing.status_code} {listing.text[:200]}")
+        return problems
+
+    with ThreadPoolExecutor(6) as pool:
+        problems = [p for found in pool.map(session, range(6)) for p in found]
+    assert problems == []
+    assert not waiting.done()  # all of that was answered while a long-poll was still open
+    client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    assert waiting.result(timeout=30).json()["state"] == "cancelled"
+
+
+def test_output_paths_are_decoded_once(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    job = submit(client, {"image": test_image, "command": [
+        "sh", "-c", "echo upper > $OUTPUTS/aA; echo percent > $OUTPUTS/a%41; echo space > \"$OUTPUTS/a b%2F\""]})
+    assert wait_done(client, job["id"])["state"] == "succeeded"
+    base = f"/v1/jobs/{job['id']}/outputs/"
+    assert client.get(base + "aA").text == "upper\n"
+    assert client.get(base + "a%2541").text == "percent\n"  # "a%41", encoded: not "aA"
+    assert client.get(base + "a%20b%252F").text == "space\n"

@@ -6,10 +6,14 @@ Local mode calls the very same ``lambda_handler`` with events it builds from HTT
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -106,6 +110,24 @@ def _storage_down(exc: StorageError) -> Response[Any]:
     return _error(503, f"job storage failed: {exc}")
 
 
+@app.exception_handler(UnicodeDecodeError)
+def _not_utf8(exc: UnicodeDecodeError) -> Response[Any]:
+    return _error(400, "the body is not valid UTF-8 (JSON bodies must be)")
+
+
+@app.exception_handler(RecursionError)
+def _too_deep(exc: RecursionError) -> Response[Any]:
+    return _error(400, "the body nests too deeply")
+
+
+@app.exception_handler(Exception)
+def _unexpected(exc: Exception) -> Response[Any]:  # a bug: say so in JSON (and log it), not a dropped connection
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):  # json.loads of a huge number
+        return _error(400, "a number in the body has too many digits")
+    log.exception("unexpected error")
+    return _error(500, f"internal error ({type(exc).__name__}); it has been logged")
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> Response[str]:
     return Response(status_code=200, content_type="application/json",
@@ -114,7 +136,48 @@ def openapi() -> Response[str]:
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Resolve one API Gateway REST (proxy) event."""
-    router.context["service"] = _get_service()
+    _get_service()
     if event.get("path"):
         event = {**event, "path": unquote(event["path"])}
     return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context
+
+
+# Local mode: many requests at once in one process --------------------------------------------------------
+# Lambda gives each process one request at a time, and Powertools' resolver keeps the request's state on
+# itself and on class attributes. Local mode serves requests from a thread pool, so it resolves one at a
+# time, and a request that blocks on a job (a long-poll, a fast job) steps aside while it waits.
+_one_at_a_time = threading.Lock()
+_holder = threading.local()
+
+
+def resolve_serially(event: dict[str, Any]) -> dict[str, Any]:
+    """``lambda_handler`` for a server that calls it from several threads (local mode)."""
+    with _one_at_a_time:
+        _holder.inside = True
+        try:
+            return lambda_handler(event, None)
+        finally:
+            _holder.inside = False
+
+
+@contextmanager
+def stepped_aside() -> Iterator[None]:
+    """While a request blocks, let others resolve; then restore its resolver state and go on.
+
+    Install as ``JobService.blocking``; outside ``resolve_serially`` (e.g. the websocket) it does nothing.
+    """
+    if not getattr(_holder, "inside", False):
+        yield
+        return
+    saved = BaseRouter.current_event, BaseRouter.lambda_context, dict(app.context)
+    _holder.inside = False
+    _one_at_a_time.release()
+    try:
+        yield
+    finally:
+        _one_at_a_time.acquire()
+        _holder.inside = True
+        BaseRouter.current_event, BaseRouter.lambda_context = saved[0], saved[1]
+        app.context.clear()
+        app.context.update(saved[2])
+

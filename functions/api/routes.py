@@ -18,8 +18,10 @@ SMOKE_WINDOW_SECONDS = 300.0
 
 
 def service() -> JobService:
-    """The process's service (set by ``handler.configure``)."""
-    return router.context["service"]
+    """The process's service (set by ``handler.configure``, or built from the environment)."""
+    from functions.api.handler import current_service  # (handler imports this module)
+
+    return current_service()
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:

@@ -21,7 +21,9 @@ _tes: TesService | None = None
 def tes() -> TesService:
     """The TES service over the process's job service, built on the first TES request."""
     global _tes
-    service = router.context["service"]
+    from functions.api.handler import current_service  # (handler imports this module)
+
+    service = current_service()
     if _tes is None or _tes.jobs is not service:
         from dcc.tes_service import TesService
 
@@ -68,7 +70,7 @@ def create_task():
 @router.get(f"{API_PREFIX}/tasks", include_in_schema=False)
 def list_tasks():
     raw_size = _one("page_size")
-    if raw_size is not None and not raw_size.lstrip("-").isdigit():
+    if raw_size is not None and not (raw_size.lstrip("-").isdigit() and len(raw_size) <= 9):
         raise InvalidJob(f"page_size: {raw_size!r} is not an integer", field="page_size")
     return _json(tes().list(
         name_prefix=_one("name_prefix"),

@@ -60,3 +60,39 @@ def test_openapi_document_lists_the_routes(s3_service: Settings) -> None:
     doc = json.loads(reply["body"])
     assert reply["statusCode"] == 200
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"} <= set(doc["paths"])
+
+
+def _post(path: str, body: str, *, b64: bool = False) -> dict:
+    import base64
+
+    ev = event("submit_job")
+    ev["path"] = ev["requestContext"]["path"] = path
+    ev["body"], ev["isBase64Encoded"] = (base64.b64encode(body.encode("latin-1")).decode(), True) if b64 else (body,
+                                                                                                             False)
+    return handler.lambda_handler(ev, None)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/ga4gh/tes/v1/tasks"])
+def test_bodies_json_cannot_carry_safely_are_400s_and_write_nothing(s3_service: Settings, path: str) -> None:
+    tes = path.startswith("/ga4gh")
+    task = '{"executors":[{"image":"x","command":["echo","\\ud800"]}]}'
+    for body, b64, said in (
+        ('{"image":"\xff\xfe"}', True, "not valid"),  # (UTF-8 / JSON)
+        ("[" * 100_000 + "]" * 100_000, False, "nests too deeply"),
+        ('{"image":"x","parameters":{"maxDuration":' + "9" * 5000 + "}}", False,
+         "not valid JSON" if tes else "too many digits"),
+        (task if tes else '{"image":"x","command":["echo","\\ud800"]}', False, "not valid Unicode"),
+    ):
+        reply = _post(path, body, b64=b64)
+        assert reply["statusCode"] == 400 and said in json.loads(reply["body"])["error"], (body[:40], reply)
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")
+    assert handler.current_service().store.redis.keys("{dcc}:job:*") == []
+
+
+def test_a_bug_is_a_json_500_not_a_crash(s3_service: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(handler.current_service(), "get", broken)
+    reply = handler.lambda_handler(event("get_job", JOB_ID="abc"), None)
+    assert reply["statusCode"] == 500 and "KeyError" in json.loads(reply["body"])["error"]
