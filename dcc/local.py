@@ -10,6 +10,7 @@ import base64
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -207,6 +208,13 @@ def serve(port: int = 8000, data_dir: Path | None = None, workers: int | None = 
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     local = LocalDcc(data_dir or Path.home() / ".dcc", workers=workers)
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # uvicorn stops on SIGTERM and then raises it again with the handler it found: make that one unwind
+    # through ``finally`` (stop the worker gracefully, stop our redis-server) instead of killing the process
+    signal.signal(signal.SIGTERM, terminated)
     try:
         local.start()
         uvicorn.run(build_app(), host=host, port=port, log_level="warning")

@@ -348,3 +348,41 @@ def test_output_paths_are_decoded_once(api: tuple[LocalDcc, httpx.Client], test_
     assert client.get(base + "aA").text == "upper\n"
     assert client.get(base + "a%2541").text == "percent\n"  # "a%41", encoded: not "aA"
     assert client.get(base + "a%20b%252F").text == "space\n"
+
+
+def _children(pid: int) -> dict[int, str]:
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+            if int(fields[1].split()[1]) == pid:
+                found[int(stat.parent.name)] = name
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DCC_STORAGE")}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dcc"), "local", "--port", str(port), "--data-dir",
+                             str(tmp_path / "data")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        redis_pids = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
+        assert len(redis_pids) == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        assert not Path(f"/proc/{redis_pids[0]}").exists()  # stopped with it, not left to init
+    finally:
+        if proc.poll() is None:
+            proc.kill()
