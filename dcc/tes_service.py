@@ -96,7 +96,10 @@ class TesService:
         tasks: list[dict[str, Any]] = []
         token, scanned = page_token, 0
         while True:
-            entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
+            try:
+                entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
+            except InvalidJob as exc:  # (the store calls it a cursor)
+                raise InvalidJob("page_token: not one this service returned", field="page_token") from exc
             records = self.jobs.store.get_many(task_id for task_id, _ in entries)
             for n, ((_, cursor), record) in enumerate(zip(entries, records, strict=True), start=1):
                 scanned += 1

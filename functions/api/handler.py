@@ -110,6 +110,12 @@ def _storage_down(exc: StorageError) -> Response[Any]:
     return _error(503, f"job storage failed: {exc}")
 
 
+@app.not_found
+def _no_route(exc: Exception) -> Response[Any]:
+    event = app.current_event
+    return _error(404, f"no such route: {event.http_method} {event.path}")
+
+
 @app.exception_handler(UnicodeDecodeError)
 def _not_utf8(exc: UnicodeDecodeError) -> Response[Any]:
     return _error(400, "the body is not valid UTF-8 (JSON bodies must be)")

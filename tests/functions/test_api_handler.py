@@ -96,3 +96,13 @@ def test_a_bug_is_a_json_500_not_a_crash(s3_service: Settings, monkeypatch: pyte
     monkeypatch.setattr(handler.current_service(), "get", broken)
     reply = handler.lambda_handler(event("get_job", JOB_ID="abc"), None)
     assert reply["statusCode"] == 500 and "KeyError" in json.loads(reply["body"])["error"]
+
+
+def test_unknown_routes_and_bad_page_tokens_say_what_is_wrong_in_json(s3_service: Settings) -> None:
+    reply = handler.lambda_handler(event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/v2/nothing"}), None)
+    assert reply["statusCode"] == 404 and json.loads(reply["body"])["error"] == "no such route: GET /v2/nothing"
+    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/ga4gh/tes/v1/tasks"})
+    ev["queryStringParameters"] = {"page_token": "garbage"}
+    ev["multiValueQueryStringParameters"] = {"page_token": ["garbage"]}
+    reply = handler.lambda_handler(ev, None)
+    assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith("page_token:")
