@@ -53,6 +53,8 @@ class LiveSession:
         """Act on one client message."""
         try:
             request = json.loads(text)
+            if not isinstance(request["jobIds"], list):  # (a string would be taken letter by letter)
+                raise TypeError("jobIds must be a list")
             action, ids = request["action"], [check_job_id(str(i)) for i in request["jobIds"]]
         except (ValueError, KeyError, TypeError, DccError):
             await self.send({"type": "error", "error": USAGE})
@@ -76,7 +78,11 @@ class LiveSession:
             if self.listener is None:
                 self.listener = asyncio.create_task(self._listen())
         for job_id in ids:
-            await self.send_job(job_id)
+            if self.store.events_channel(job_id) in self.channels:
+                await self.send_job(job_id)
+            else:  # past the limit: say so rather than answer once and then stay silent
+                await self.send({"type": "error", "jobId": job_id,
+                                 "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
 
     async def _listen(self) -> None:
         async for message in self.pubsub.listen():

@@ -44,6 +44,13 @@ def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_
             replies = [json.loads(late.recv(timeout=30)) for _ in range(3)]
             late.send("not json")
             assert "subscribe" in json.loads(late.recv(timeout=10))["error"]
+            late.send(json.dumps({"action": "subscribe", "jobIds": busy["id"]}))  # a string, not a list
+            assert "subscribe" in json.loads(late.recv(timeout=10))["error"]
+            # past the limit of 1000 per connection (3 are watched): the rest are refused by name, not answered
+            late.send(json.dumps({"action": "subscribe", "jobIds": [f"job-{i}" for i in range(1000)]}))
+            answers = [json.loads(late.recv(timeout=30)) for _ in range(1000)]
+            refused = [a["jobId"] for a in answers if "not watched" in a.get("error", "")]
+            assert refused == ["job-997", "job-998", "job-999"]
         assert replies[1]["job"]["state"] == "failed"
         assert replies[2] == {"type": "error", "jobId": "no-such-job", "error": "not found"}
 

@@ -57,7 +57,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 200}
     try:
         body = json.loads(event.get("body") or "{}")
-        ids = [check_job_id(str(i)) for i in body["jobIds"]][:1000]
+        if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > 1000:
+            raise TypeError("jobIds must be a list of at most 1000 ids")
+        ids = [check_job_id(str(i)) for i in body["jobIds"]]
     except (ValueError, KeyError, TypeError, DccError):
         return {"statusCode": 400, "body": 'send {"action": "subscribe", "jobIds": ["<id>", ...]}'}
     pusher.subscribe(connection, ids)

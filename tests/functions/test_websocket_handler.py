@@ -92,3 +92,7 @@ def test_bad_subscribe_is_a_400(wired: tuple[WebsocketPusher, Stubber]) -> None:
     assert websocket.lambda_handler(bad, None)["statusCode"] == 400
     bad["body"] = "not json"
     assert websocket.lambda_handler(bad, None)["statusCode"] == 400
+    bad["body"] = '{"action": "subscribe", "jobIds": "abc"}'  # not three jobs a, b and c
+    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
+    bad["body"] = json.dumps({"action": "subscribe", "jobIds": [f"j{i}" for i in range(1001)]})
+    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
