@@ -157,6 +157,11 @@ class JobService:
             raise InvalidJob(
                 f"parameters.memory: {params.memory} MiB is over this deployment's maximum of "
                 f"{s.max_memory_mb} MiB", field="parameters.memory")
+        described = len(spec.without_inline_values().model_dump_json(exclude_defaults=True))
+        if described > s.max_spec_bytes:  # it lives in Redis with the job, and Docker caps a command's size
+            raise InputTooLarge(
+                f"the job's description (command, env, meta, input names and URLs) is {described} bytes, over "
+                f"the limit of {s.max_spec_bytes} bytes (put large data in inputs)", field="job")
         size = spec.inline_bytes()
         limit = s.max_fast_inline_bytes if spec.fast else s.max_inline_bytes
         if size > limit:

@@ -40,6 +40,8 @@ class Settings:
     default_max_duration: int = 600
     max_duration: int = 24 * 3600
     max_inline_bytes: int = 5 * 1024 * 1024
+    max_spec_bytes: int = 256 * 1024
+    """The job description without inline input contents (command, env, meta, input names and URLs)."""
     lease_seconds: float = 30.0
     max_attempts: int = 3
     retention_seconds: int = 7 * 24 * 3600
@@ -78,6 +80,7 @@ class Settings:
             "default_max_duration": _env_int("DCC_DEFAULT_MAX_DURATION", base.default_max_duration),
             "max_duration": _env_int("DCC_MAX_DURATION", base.max_duration),
             "max_inline_bytes": _env_int("DCC_MAX_INLINE_BYTES", base.max_inline_bytes),
+            "max_spec_bytes": _env_int("DCC_MAX_SPEC_BYTES", base.max_spec_bytes),
             "lease_seconds": _env_float("DCC_LEASE_SECONDS", base.lease_seconds),
             "max_attempts": _env_int("DCC_MAX_ATTEMPTS", base.max_attempts),
             "retention_seconds": _env_int("DCC_RETENTION_SECONDS", base.retention_seconds),

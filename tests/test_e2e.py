@@ -210,6 +210,15 @@ def test_inline_inputs_past_the_limit_get_413(api: tuple[LocalDcc, httpx.Client]
     assert local.service.store.redis.keys("{dcc}:job:*") == []
 
 
+def test_a_job_description_past_the_limit_gets_413(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:
+    local, client = api
+    for body in ({"image": "x", "meta": {"blob": "m" * settings.max_spec_bytes}},
+                 {"image": "x", "command": ["echo", "c" * settings.max_spec_bytes]}):
+        reply = client.post("/v1/jobs", json=body)
+        assert reply.status_code == 413 and "description" in reply.json()["error"], reply.text
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
 def test_same_client_id_twice_makes_one_job(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
     _, client = api
     first = submit(client, {"id": "my-job-1", "image": test_image, "command": ["true"]})
