@@ -14,7 +14,8 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dcc.errors import (
@@ -124,6 +125,16 @@ def _not_utf8(exc: UnicodeDecodeError) -> Response[Any]:
 @app.exception_handler(RecursionError)
 def _too_deep(exc: RecursionError) -> Response[Any]:
     return _error(400, "the body nests too deeply")
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+    return _error(415, "unsupported content type: send the body as application/json")
+
+
+@app.exception_handler(ServiceError)
+def _service_error(exc: ServiceError) -> Response[Any]:  # Powertools' own HTTP errors, in our shape
+    return _error(exc.status_code, exc.msg)
 
 
 @app.exception_handler(Exception)

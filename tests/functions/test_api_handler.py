@@ -106,3 +106,11 @@ def test_unknown_routes_and_bad_page_tokens_say_what_is_wrong_in_json(s3_service
     ev["multiValueQueryStringParameters"] = {"page_token": ["garbage"]}
     reply = handler.lambda_handler(ev, None)
     assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith("page_token:")
+
+
+def test_a_body_that_is_not_json_is_a_415_in_our_shape(s3_service: Settings) -> None:
+    ev = event("submit_job")
+    ev["headers"] = {**ev["headers"], "Content-Type": "text/plain"}
+    ev["multiValueHeaders"] = {**ev["multiValueHeaders"], "Content-Type": ["text/plain"]}
+    reply = handler.lambda_handler(ev, None)
+    assert reply["statusCode"] == 415 and "application/json" in json.loads(reply["body"])["error"]
