@@ -134,7 +134,7 @@ def _content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
 
 @app.exception_handler(ServiceError)
 def _service_error(exc: ServiceError) -> Response[Any]:  # Powertools' own HTTP errors, in our shape
-    return _error(exc.status_code, exc.msg)
+    return _error(exc.status_code, str(exc.msg))
 
 
 @app.exception_handler(Exception)
