@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dcc.storage import RESERVED_NAME_PREFIX
 
@@ -111,6 +112,20 @@ def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
     if any(part.startswith(RESERVED_NAME_PREFIX) for part in parts):
         raise ValueError(f"must not have a part starting with {RESERVED_NAME_PREFIX!r} (reserved by dcc's storage)")
     return name
+
+
+MAX_META_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level + 1)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def find_invalid_text(value: Any, where: str = "") -> str | None:
@@ -225,6 +240,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _valid_unicode(self) -> JobSpec:
+        if _depth(self.meta) > MAX_META_DEPTH:  # (a record must be readable back: parsers stop near 200)
+            raise ValueError(f"meta nests deeper than {MAX_META_DEPTH} levels")
         found = find_invalid_text(self.model_dump(include={"image", "command", "env", "workingDir", "meta"}))
         for i, item in enumerate(self.inputs):
             found = found or find_invalid_text(item.value, f"inputs[{i}].value")
@@ -263,6 +280,18 @@ class JobSpec(BaseModel):
                 if parent in seen:
                     raise ValueError(f"input {name!r} lies under input file {parent!r}")
         return inputs
+
+    @classmethod
+    def from_stored(cls, data: str | dict[str, Any]) -> JobSpec:
+        """A spec as dcc stored it: checked when it passes today's rules, else taken as it was stored (a job
+        accepted under older rules must stay readable, or it would stop every worker that claims it)."""
+        raw = json.loads(data) if isinstance(data, str) else data
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            params = Parameters.model_construct(**(raw.get("parameters") or {}))
+            inputs = [Input.model_construct(**i) for i in raw.get("inputs") or []]
+            return cls.model_construct(**{**raw, "parameters": params, "inputs": inputs})
 
     @property
     def queue(self) -> str:

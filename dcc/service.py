@@ -49,7 +49,7 @@ def record_from_result(doc: dict[str, Any]) -> JobRecord:
     error = doc.get("error")
     return JobRecord(
         id=doc["id"],
-        spec=JobSpec.model_validate(spec),
+        spec=JobSpec.from_stored(spec),
         state=JobState(doc["state"]),
         queue=doc["queue"],
         submitted_at=timings.get("submitted") or 0.0,
@@ -157,7 +157,7 @@ class JobService:
             raise InvalidJob(
                 f"parameters.memory: {params.memory} MiB is over this deployment's maximum of "
                 f"{s.max_memory_mb} MiB", field="parameters.memory")
-        described = len(spec.without_inline_values().model_dump_json(exclude_defaults=True))
+        described = len(spec.without_inline_values().model_dump_json(exclude_defaults=True).encode())
         if described > s.max_spec_bytes:  # it lives in Redis with the job, and Docker caps a command's size
             raise InputTooLarge(
                 f"the job's description (command, env, meta, input names and URLs) is {described} bytes, over "

@@ -87,7 +87,7 @@ def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
     exit_code = h.get("exit_code")
     return JobRecord(
         id=job_id,
-        spec=JobSpec.model_validate_json(h["spec"]),
+        spec=JobSpec.from_stored(h["spec"]),
         state=JobState(h["state"]),
         queue=h["queue"],
         submitted_at=float(h["submitted"]),

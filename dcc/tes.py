@@ -9,6 +9,7 @@ cancel and statistics work unchanged), and the worker runs every executor in the
 from __future__ import annotations
 
 import functools
+import json
 import math
 import posixpath
 import re
@@ -225,7 +226,9 @@ def parse_task(body: Any) -> TesTask:
     if not isinstance(body, dict):
         raise InvalidJob("the body must be a JSON object (a tesTask)")
     if (problem := find_invalid_text(body)) is not None:
-        raise InvalidJob(problem, field=problem.split(" ", 1)[0])
+        raise InvalidJob(problem, field=problem.split(" is not valid")[0].split(": a key")[0] or "task")
+    if "\\u0000" in json.dumps(body):  # no name, path, command or variable of a task may hold one
+        raise InvalidJob("the task contains a NUL character", field="task")
     try:
         return TesTask.model_validate(body)
     except ValidationError as exc:

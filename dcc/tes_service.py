@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from importlib import metadata
 from typing import Any
 
 from pydantic import ValidationError
 
-from dcc.errors import InvalidJob, JobNotFound
+from dcc.errors import InputTooLarge, InvalidJob, JobNotFound
 from dcc.jobs import JobRecord
 from dcc.service import JobService, check_job_id
 from dcc.tes import (
@@ -52,9 +53,16 @@ class TesService:
         except ValidationError as exc:  # e.g. a ram_gb under Docker's minimum, a NUL in a command
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "task"
+            where = {"memory": "resources.ram_gb", "cpus": "resources.cpu_cores"}.get(where, where)
             raise InvalidJob(f"the task cannot run here: {where}: {err['msg'].removeprefix('Value error, ')}",
                              field=where) from exc
-        record, _ = self.jobs.submit(spec, task=task_document(task))
+        document = task_document(task)
+        size = len(json.dumps(document).encode()) - sum(len((i.content or "").encode()) for i in task.inputs)
+        if size > self.jobs.settings.max_spec_bytes:  # (it is kept with the job in Redis)
+            raise InputTooLarge(f"the task's description (executors, inputs and outputs without contents, tags) is "
+                                f"{size} bytes, over the limit of {self.jobs.settings.max_spec_bytes} bytes",
+                                field="task")
+        record, _ = self.jobs.submit(spec, task=document)
         return record.id
 
     def _task(self, task_id: str) -> JobRecord:

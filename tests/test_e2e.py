@@ -161,6 +161,7 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
         ({"image": "x\x00y"}, "image"),
         ({"image": "x", "parameters": {"memory": 1}}, "parameters.memory"),  # Docker's minimum is 6 MiB
         ({"image": "x", "parameters": {"cpus": 0.001}}, "parameters.cpus"),
+        ({"image": "x", "meta": json.loads("[" * 100 + "]" * 100)}, "meta nests deeper"),
     ):
         reply = post_ascii_json(client, "/v1/jobs", body)
         assert reply.status_code == 400 and field in reply.json()["error"], (body, reply.text)

@@ -223,6 +223,9 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("claim: %s; retrying", exc)
                 self.stopping.wait(1.0)
+            except Exception:  # a bug, or a record it cannot read: never let the claim thread die
+                log.exception("claim failed; retrying")
+                self.stopping.wait(1.0)
 
     def _launch(self, claim: Claim) -> None:
         with self._lock:

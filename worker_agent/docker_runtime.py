@@ -251,20 +251,20 @@ class DockerRuntime:
             sent = self._kill_sent.get(job_id)
             if sent is not None and not sent.is_set():
                 return True  # one is already on its way
-            self._kill_sent[job_id] = threading.Event()
-        threading.Thread(target=self._send_kill, args=(job_id, container), daemon=True).start()
+            sent = self._kill_sent[job_id] = threading.Event()
+        threading.Thread(target=self._send_kill, args=(job_id, container, sent), daemon=True).start()
         return True
 
-    def _send_kill(self, job_id: str, container: Any) -> None:
+    def _send_kill(self, job_id: str, container: Any, sent: threading.Event | None = None) -> None:
         landed = False
         try:
             landed = self._kill(container)
         finally:  # whatever happened, the run waiting for this answer gets it
             with self._lock:
-                if landed:
+                if landed and self._containers.get(job_id) is container:  # (not after its clean-up)
                     self._kill_landed.add(job_id)
-                sent = self._kill_sent.setdefault(job_id, threading.Event())
-            sent.set()
+            if sent is not None:
+                sent.set()
 
     def _kill(self, container: Any) -> bool:
         """True if the kill found the container running; False if it was not (yet, or any more)."""
@@ -336,9 +336,16 @@ def _exit_code(reply: dict[str, Any]) -> int | None:
     return int(code) if code is not None else None
 
 
+_JOB_FAULTS = ("no command specified", "executable file not found", "working directory",
+               "minimum memory limit")
+"""What the engine says (with a 400) when the job itself cannot run: no other worker or attempt would do better.
+Other 400s (more CPUs than the host has, an unknown runtime, a GPU hook that fails) may be the machine's."""
+
+
 def _refused(exc: docker.errors.APIError) -> bool:
-    """Whether the engine refused the request as invalid (400): a fault of the job, not of the machine."""
-    return exc.status_code == 400
+    """Whether the engine refused the job's container for a fault of the job, not of the machine."""
+    text = str(exc.explanation or "").lower()
+    return exc.status_code == 400 and any(fault in text for fault in _JOB_FAULTS)
 
 
 MAX_OUTPUT_NAME = 900  # bytes of an output's path: its storage key (jobs/<id>/outputs/...) stays under S3's 1024

@@ -119,11 +119,15 @@ def _no_route(exc: Exception) -> Response[Any]:
 
 @app.exception_handler(UnicodeDecodeError)
 def _not_utf8(exc: UnicodeDecodeError) -> Response[Any]:
+    if not app.current_event.body:
+        return _unexpected(exc)
     return _error(400, "the body is not valid UTF-8 (JSON bodies must be)")
 
 
 @app.exception_handler(RecursionError)
 def _too_deep(exc: RecursionError) -> Response[Any]:
+    if not app.current_event.body:
+        return _unexpected(exc)
     return _error(400, "the body nests too deeply")
 
 

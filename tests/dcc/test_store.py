@@ -358,3 +358,26 @@ def test_a_task_attempt_lost_before_it_logged_anything_still_gets_a_log(redis_ur
     assert len(logs) == 1 and logs[0]["logs"] == [] and "attempt 1 did not finish" in logs[0]["system_logs"][0]
     assert store.get("plain").task_history == []  # only TES tasks keep attempt logs
 
+
+
+def test_a_record_accepted_under_older_rules_stays_readable_and_claimable(redis_url: str) -> None:
+    """A job stored before a rule tightened (or one a parser limit refuses) must not stop the workers."""
+    from dcc.jobs import Input, Parameters
+
+    store = JobStore(connect(redis_url), lease_seconds=10)
+    nested: object = "x"
+    for _ in range(230):  # json.loads takes it; pydantic's JSON parser stops near 200 levels
+        nested = [nested]
+    spec = JobSpec.model_construct(image="img", command=["true"], env={}, workingDir=None, appendStdOut=False,
+                                   appendStdErr=False, meta=nested, fast=False, wait=False, priority="normal", id=None,
+                                   parameters=Parameters.model_construct(memory=1, cpus=0.001, gpu=0),
+                                   inputs=[Input.model_construct(name="tab\there", value="v", encoding="utf8",
+                                                                 source="inline")])
+    store.create(JobRecord(id="old", spec=spec, state=JobState.QUEUED, queue="cpu", submitted_at=time.time()),
+                 only_if_new=True)
+    with pytest.raises(ValueError):
+        JobSpec.model_validate(spec.model_dump())  # today's rules refuse it
+    claim = store.claim("cpu", "w1")
+    assert claim is not None and claim.job.id == "old"
+    assert claim.job.spec.parameters.memory == 1 and claim.job.spec.inputs[0].name == "tab\there"
+    assert store.get("old").spec.meta == nested

@@ -5,6 +5,7 @@ Every TES reply in these tests is also checked against the spec's schemas (see c
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -210,12 +211,23 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "two"}}},
      "backend_parameters.gpu"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores"),
+    ({"executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a\x00b"]}]}, "NUL"),
+    ({"executors": [{"image": "x", "command": ["a"], "env": {"K": "\ud800"}}]}, "executors[0].env.K"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}}, "resources.ram_gb"),
 ])
 def test_invalid_tasks_get_400_naming_what_is_wrong(tes_server: TesServer, task: dict, says: str) -> None:
-    reply = tes_server.http.post(f"{PREFIX}/tasks", json=task)
+    reply = tes_server.http.post(f"{PREFIX}/tasks", content=json.dumps(task),  # (escaped: "\ud800" reaches it)
+                                 headers={"content-type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert says in reply.json()["error"]
     assert tes_server.http.get(f"{PREFIX}/tasks").json() == {"tasks": []}  # nothing was created
+
+
+def test_a_task_description_past_the_limit_gets_413(tes_server: TesServer) -> None:
+    task = {"executors": [{"image": "x", "command": ["echo", "a" * 3000]}] * 100}  # ~300 KB of executors
+    reply = tes_server.http.post(f"{PREFIX}/tasks", json=task)
+    assert reply.status_code == 413 and "description" in reply.json()["error"], reply.text
+    assert tes_server.http.get(f"{PREFIX}/tasks").json() == {"tasks": []}
 
 
 def test_unsupported_backend_parameters_are_dropped_unless_strict(tes_server: TesServer, test_image: str) -> None:
