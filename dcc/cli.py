@@ -373,7 +373,7 @@ def outputs(
     view = client.get(job_id)
     paths = list(view.get("outputs") or [])
     if view.get("outputsTruncated"):
-        _stderr().print(Text("warning: the job made more outputs than were kept; this is a partial list",
+        _stderr().print(Text("warning: the job's outputs went past its limits: some were left out or cut short",
                              style="yellow"))
     if to is None:
         for path in paths:
@@ -388,14 +388,21 @@ def outputs(
         raise CliError(f"cannot use {to}: {exc.strerror}") from None
     # every path is checked before anything is written
     targets = [(path, output_target(root, path)) for path in paths]
-    total = 0
+    total, cut = 0, []
     for path, dest in targets:
         try:
-            total += client.download_output(job_id, path, dest)
+            size, truncated = client.download_output(job_id, path, dest)
         except OSError as exc:
             raise CliError(f"cannot write {dest}: {exc.strerror}") from None
+        total += size
         typer.echo(str(dest))
+        if truncated:
+            cut.append(path)
+            _stderr().print(Text(f"warning: {path}: only its first {size} bytes were kept", style="yellow"))
     _stderr().print(f"{len(targets)} file(s), {total} bytes, in {root}")
+    if cut:
+        raise CliError(f"{len(cut)} file(s) are incomplete: the job's outputs went past the inline limit of fast "
+                       "jobs (submit it as a standard job to keep them whole)")
 
 
 @app.command()

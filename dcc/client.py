@@ -153,12 +153,13 @@ class DccClient:
             raise DccUnreachable(f"cannot talk to {self._where(exc)}: {exc}") from exc
 
     def _where(self, exc: httpx.TransportError) -> str:
+        shown = str(httpx.URL(self.base_url).copy_with(username=None, password=None))  # never echo a password
         try:
             url = exc.request.url
         except RuntimeError:
-            return self.base_url
+            return shown
         # a redirected output download fails at storage, not at the API
-        return self.base_url if str(url).startswith(self.base_url) else f"{url.scheme}://{url.host}"
+        return shown if str(url).startswith(self.base_url) else f"{url.scheme}://{url.host}"
 
     def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
         with self._translated():
@@ -275,8 +276,9 @@ class DccClient:
         """Paths of the job's output files, relative to its /outputs."""
         return list(self.get(job_id).get("outputs") or [])
 
-    def download_output(self, job_id: str, path: str, dest: Path) -> int:
-        """Stream one output file to ``dest`` (following a redirect to storage); return its size.
+    def download_output(self, job_id: str, path: str, dest: Path) -> tuple[int, bool]:
+        """Stream one output file to ``dest`` (following a redirect to storage); return its size, and whether
+        only its first part was kept (the server says so in ``X-Dcc-Truncated``).
 
         The file appears at ``dest`` only once complete. The caller decides whether ``dest`` is a safe
         place for ``path``.
@@ -291,11 +293,12 @@ class DccClient:
                 if response.is_error:
                     response.read()
                     raise DccApiError(response.status_code, _error_message(response))
+                truncated = response.headers.get("x-dcc-truncated") == "true"
                 for chunk in response.iter_bytes():
                     out.write(chunk)
                     size += len(chunk)
             os.replace(tmp, dest)
-            return size
+            return size, truncated
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -78,6 +78,8 @@ class Download:
 
     data: bytes | None = None
     url: str | None = None
+    truncated: bool = False
+    """Only the first part of the file was kept (a fast job's outputs past the inline limit)."""
 
 
 class JobService:
@@ -308,7 +310,8 @@ class JobService:
         if record.inline_outputs is not None:
             item = record.inline_outputs[path]
             content = item["content"]
-            return Download(data=base64.b64decode(content) if item["encoding"] == "base64" else content.encode())
+            return Download(data=base64.b64decode(content) if item["encoding"] == "base64" else content.encode(),
+                            truncated=bool(item.get("truncated")))
         key = f"{job_prefix(job_id)}outputs/{path}"
         url = self.storage.presigned_url(key)
         if url is not None:

@@ -396,3 +396,23 @@ def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cut_fast_outputs_are_flagged_and_the_cli_says_so(api: tuple[LocalDcc, httpx.Client], settings: Settings,
+                                                          test_image: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dcc.cli import app
+
+    _, client = api
+    limit = settings.max_inline_output_bytes
+    script = f"head -c {limit - 10} /dev/zero > $OUTPUTS/a; head -c 100 /dev/zero > $OUTPUTS/b; echo x > $OUTPUTS/c"
+    job = submit(client, {"image": test_image, "command": ["sh", "-c", script], "fast": True})
+    assert job["state"] == "succeeded" and job["outputsTruncated"] and job["outputFiles"]["b"]["truncated"]
+    whole = client.get(f"/v1/jobs/{job['id']}/outputs/a")
+    cut = client.get(f"/v1/jobs/{job['id']}/outputs/b")
+    assert "x-dcc-truncated" not in whole.headers and cut.headers["x-dcc-truncated"] == "true"
+    result = CliRunner().invoke(app, ["--api", str(client.base_url), "outputs", job["id"], "--to",
+                                      str(tmp_path / "got")])
+    assert result.exit_code == 1 and "incomplete" in result.output, result.output
+    assert "b: only its first" in result.output and (tmp_path / "got" / "a").stat().st_size == limit - 10

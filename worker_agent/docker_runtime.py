@@ -169,11 +169,11 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         self._save_logs(container, stdout, stderr)
-        truncated, unnamed = clean_outputs(outputs, self.max_output_bytes)
-        if unnamed:  # say so where the job's author looks
+        truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes)
+        if unnamed or unsafe:  # say so where the job's author looks
             with stderr.open("a") as f:
-                f.writelines(f"[dcc: output {name} removed: output names must be UTF-8 without backslashes or "
-                             "control characters]\n" for name in unnamed)
+                f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
+                f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in unsafe)
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
@@ -351,11 +351,17 @@ def _refused(exc: docker.errors.APIError) -> bool:
 MAX_OUTPUT_NAME = 900  # bytes of an output's path: its storage key (jobs/<id>/outputs/...) stays under S3's 1024
 
 
+UNNAMED = "output names must be UTF-8, without backslashes or control characters, and not start with .dcc-tmp-"
+UNSAFE = "symbolic links, FIFOs, sockets and devices are not kept (copy the file instead)"
+
+
 class Cleaned(NamedTuple):
     truncated: bool
     """Files were left out past the byte limit."""
     unnamed: list[str]
     """Files and folders removed because their names cannot be output names (shown escaped)."""
+    unsafe: list[str]
+    """Symbolic links, FIFOs, sockets and devices, removed without being followed."""
 
 
 def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
@@ -367,11 +373,13 @@ def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
     total = 0
     truncated = False
     unnamed: list[str] = []
+    unsafe: list[str] = []
     for folder, dirs, files in os.walk(root, topdown=True, followlinks=False):
         for name in sorted(dirs):
             path = os.path.join(folder, name)
             if os.path.islink(path):
                 os.unlink(path)
+                unsafe.append(_shown(root, path))
                 dirs.remove(name)
             elif not _nameable(root, path):
                 shutil.rmtree(path)  # (does not follow links)
@@ -381,8 +389,11 @@ def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
         for name in sorted(files):
             path = os.path.join(folder, name)
             info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-                os.unlink(path)  # links, FIFOs, sockets; a hard link could alias a file we must not publish
+            # links, FIFOs, sockets and devices go. A hard link stays: link(2) never crosses mount points, so one
+            # in the outputs folder (a bind mount of its own) can only name another file the job wrote there
+            if not stat.S_ISREG(info.st_mode):
+                os.unlink(path)
+                unsafe.append(_shown(root, path))
                 continue
             if not _nameable(root, path):
                 os.unlink(path)
@@ -393,7 +404,7 @@ def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
                 truncated = True
                 continue
             total += info.st_size
-    return Cleaned(truncated, unnamed)
+    return Cleaned(truncated, unnamed, unsafe)
 
 
 def _nameable(root: Path, path: str) -> bool:

@@ -3,8 +3,8 @@
 The task's container paths live under one host folder, the sandbox (``<workdir>/sandbox``), at the same
 relative paths: ``/data/in.txt`` is ``sandbox/data/in.txt``. Volumes and output folders are mounted
 read-write, inputs not under them read-only, every executor sees the same mounts. Nothing the containers
-leave is followed on the host: logs and stdin go through ``LocalStorage`` (no link is followed), and links,
-devices and hard links are dropped from the mounted folders before any output is read.
+leave is followed on the host: logs and stdin go through ``LocalStorage`` (no link is followed), and links and
+devices are dropped from the mounted folders before any output is read.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dcc.local_storage import LocalStorage
 from dcc.storage import Storage, check_key
 from dcc.store import JobStore
 from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
-from worker_agent.docker_runtime import clean_outputs
+from worker_agent.docker_runtime import UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
 
 log = logging.getLogger("dcc.worker.tes")
@@ -321,15 +321,14 @@ class TaskRunner:
         """Upload every output it can; the files uploaded, and what went wrong (each output on its own)."""
         failures: list[str] = []
         for m in mounts:
-            # links, devices and hard links go, nothing is followed; past the budget files are left out
+            # links and devices go, nothing is followed; past the budget files are left out
             if m.read_only or not m.source.is_dir():
                 continue
             cleaned = clean_outputs(m.source, self.max_output_bytes)
             if cleaned.truncated:
                 failures.append(f"files under {m.target} past the output limit of {self.max_output_bytes} bytes "
                                 "were left out")
-            failures.extend(f"{m.target}/{name} was left out: output names must be UTF-8 without backslashes or "
-                            "control characters" for name in cleaned.unnamed)
+            failures.extend(f"{m.target}/{name} was left out: {UNNAMED}" for name in cleaned.unnamed)
         uploaded: list[dict[str, str]] = []
         for i, out in enumerate(task.outputs):
             try:

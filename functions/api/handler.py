@@ -5,6 +5,7 @@ Local mode calls the very same ``lambda_handler`` with events it builds from HTT
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -155,9 +156,18 @@ def openapi() -> Response[str]:
                     body=app.get_openapi_json_schema(title="dcc", version="0.1.0"))
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Resolve one API Gateway REST (proxy) event."""
     _get_service()
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    if event.get("body") and headers.get("content-type", "").startswith(_FORMS):
+        # Powertools would read it as form fields and report every JSON key as an unknown field
+        return {"statusCode": 415, "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+                "body": json.dumps({"error": "unsupported content type: send the body as JSON with Content-Type: "
+                                             "application/json (curl -d sends form data unless told otherwise)"})}
     if event.get("path"):
         event = {**event, "path": unquote(event["path"])}
     return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context

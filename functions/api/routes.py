@@ -13,6 +13,7 @@ from dcc.jobs import JobSpec, JobState
 from dcc.service import JobService
 
 router = APIGatewayRouter()
+TRUNCATED_HEADER = "X-Dcc-Truncated"  # on an output of which only the first part was kept
 MAX_WAIT_SECONDS = 25.0  # under API Gateway's 29 s integration timeout
 SMOKE_WINDOW_SECONDS = 300.0
 
@@ -80,7 +81,8 @@ def get_output(job_id: str):  # no return type: bytes bodies skip response valid
     download = service().output(job_id, path)
     if download.url is not None:
         return Response(status_code=302, headers={"Location": download.url}, body="")
-    return Response(status_code=200, content_type="application/octet-stream", body=download.data)
+    headers = {TRUNCATED_HEADER: "true"} if download.truncated else None
+    return Response(status_code=200, content_type="application/octet-stream", body=download.data, headers=headers)
 
 
 @router.post("/v1/jobs/<job_id>/cancel", summary="Cancel a job (a finished one is left as it is)")

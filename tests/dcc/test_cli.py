@@ -277,7 +277,7 @@ def test_outputs_without_to_lists_the_paths(api: FakeApi) -> None:
 
     assert res.exit_code == 0
     assert res.stdout == "a.txt\nsub/b.txt\n"
-    assert "partial list" in res.stderr
+    assert "left out or cut short" in res.stderr
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -323,6 +323,9 @@ def test_unreachable_api_names_the_url_without_a_traceback(monkeypatch: pytest.M
     assert res.exit_code == 1
     assert res.stderr.startswith(f"error: the dcc API is unreachable at {url}")
     assert "Traceback" not in res.output
+    monkeypatch.setenv("DCC_API_URL", url.replace("http://", "http://user:s3cret@"))
+    res = CliRunner().invoke(app, ["status", "job-1"], catch_exceptions=False)
+    assert res.exit_code == 1 and "s3cret" not in res.output and "unreachable at http://127.0.0.1:" in res.stderr
 
 
 @pytest.mark.parametrize(("reply", "message"), [

@@ -108,9 +108,11 @@ def test_unknown_routes_and_bad_page_tokens_say_what_is_wrong_in_json(s3_service
     assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith("page_token:")
 
 
-def test_a_body_that_is_not_json_is_a_415_in_our_shape(s3_service: Settings) -> None:
-    ev = event("submit_job")
-    ev["headers"] = {**ev["headers"], "Content-Type": "text/plain"}
-    ev["multiValueHeaders"] = {**ev["multiValueHeaders"], "Content-Type": ["text/plain"]}
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_is_a_415_in_our_shape(s3_service: Settings, content_type: str) -> None:
+    ev = event("submit_job")  # (its JSON body, labelled as something else: curl -d does this)
+    ev["headers"] = {**ev["headers"], "Content-Type": content_type}
+    ev["multiValueHeaders"] = {**ev["multiValueHeaders"], "Content-Type": [content_type]}
     reply = handler.lambda_handler(ev, None)
     assert reply["statusCode"] == 415 and "application/json" in json.loads(reply["body"])["error"]
+    assert handler.current_service().store.redis.keys("{dcc}:job:*") == []

@@ -130,14 +130,22 @@ def _low_level(runtime: DockerRuntime, spec: ContainerJob) -> dict:
 
 
 def test_links_in_outputs_are_dropped(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "secret").write_text("input\n")
     spec = job(tmp_path, test_image, ["sh", "-c", "ln -s /etc/passwd $OUTPUTS/evil; ln -s / $OUTPUTS/root; "
                                                   "mkfifo $OUTPUTS/fifo; echo ok > $OUTPUTS/real; mkdir $OUTPUTS/d; "
                                                   "echo x > $OUTPUTS/d/f; ln $OUTPUTS/d/f $OUTPUTS/hard; "
-                                                  "echo no > /inputs/x 2>/dev/null || echo inputs-read-only"])
+                                                  "echo no > /inputs/x 2>/dev/null || echo inputs-read-only; "
+                                                  "ln /inputs/secret $OUTPUTS/stolen 2>/dev/null || echo no-link-out; "
+                                                  "ln /etc/hosts $OUTPUTS/hosts 2>/dev/null || echo no-link-out"])
     out = run(runtime, spec, tmp_path)
-    assert sorted(p.relative_to(out.outputs_dir).as_posix() for p in out.outputs_dir.rglob("*")) == ["d", "d/f", "real"]
-    assert (out.outputs_dir / "real").read_text() == "ok\n"
-    assert out.stdout_path.read_text() == "inputs-read-only\n"
+    kept = sorted(p.relative_to(out.outputs_dir).as_posix() for p in out.outputs_dir.rglob("*"))
+    # a hard link can only name a file of the outputs folder itself: link(2) does not cross mount points
+    assert kept == ["d", "d/f", "hard", "real"]
+    assert (out.outputs_dir / "real").read_text() == "ok\n" and (out.outputs_dir / "hard").read_text() == "x\n"
+    assert out.stdout_path.read_text() == "inputs-read-only\nno-link-out\nno-link-out\n"
+    notes = [line for line in out.stderr_path.read_text().splitlines() if line.startswith("[dcc: output ")]
+    assert sorted(line.split()[2] for line in notes) == ["evil", "fifo", "root"]
 
 
 def test_outputs_past_the_limit_are_truncated(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
