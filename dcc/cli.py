@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 
 from dcc.client import DccClient, is_terminal
 from dcc.errors import DccError
-from dcc.jobs import JobState, check_relative_path
+from dcc.jobs import MAX_OUTPUT_NAME, JobState, check_relative_path
 
 ENV_API_URL = "DCC_API_URL"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -350,7 +350,7 @@ def output_target(root: Path, path: Any) -> Path:
     try:
         if not isinstance(path, str):
             raise ValueError("is not a string")
-        check_relative_path(path)
+        check_relative_path(path, max_length=MAX_OUTPUT_NAME)
     except ValueError as exc:
         raise CliError(f"refusing output path {path!r} from the API: it {exc}") from None
     dest = root / path
@@ -358,6 +358,12 @@ def output_target(root: Path, path: Any) -> Path:
     real = dest.resolve()
     if real == root or not real.is_relative_to(root):
         raise CliError(f"refusing output path {path!r} from the API: it would be written outside {root}")
+    # a clash with what is already there is found before anything is written, not halfway through
+    for folder in reversed(dest.relative_to(root).parents[:-1]):
+        if (root / folder).exists() and not (root / folder).is_dir():
+            raise CliError(f"cannot write {dest}: {root / folder} exists and is not a folder")
+    if dest.is_dir():
+        raise CliError(f"cannot write {dest}: a folder of that name exists")
     return dest
 
 

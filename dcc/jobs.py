@@ -74,6 +74,8 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
 MAX_INPUT_NAME = 255
+MAX_OUTPUT_NAME = 900
+"""Bytes of an output's path: its storage key (``jobs/<id>/outputs/...``) stays under S3's 1024."""
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
 """How far ahead (high) or behind (low) of normal a job is queued: the bound on priority starvation."""
 FAST_OFFSET_MS = 10**12

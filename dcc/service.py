@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcc.errors import InputTooLarge, InvalidJob, JobNotFound, NotReady, ObjectNotFound, StorageError
-from dcc.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobSpec, JobState, Parameters, check_relative_path
+from dcc.jobs import (
+    JOB_ID_PATTERN,
+    MAX_OUTPUT_NAME,
+    JobError,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Parameters,
+    check_relative_path,
+)
 from dcc.settings import Settings
 from dcc.storage import Storage, job_prefix
 from dcc.store import JobStore, Page
@@ -301,7 +310,7 @@ class JobService:
     def output(self, job_id: str, path: str) -> Download:
         """One output file: a presigned URL where storage has them, else its bytes."""
         try:
-            check_relative_path(path)
+            check_relative_path(path, max_length=MAX_OUTPUT_NAME)
         except ValueError as exc:
             raise InvalidJob(f"path: {exc}", field="path") from exc
         record = self.get(job_id)

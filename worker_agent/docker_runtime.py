@@ -27,7 +27,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
 from dcc.errors import JobSystemError
-from dcc.jobs import check_relative_path
+from dcc.jobs import MAX_OUTPUT_NAME, check_relative_path
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 log = logging.getLogger("dcc.worker")
@@ -348,7 +348,6 @@ def _refused(exc: docker.errors.APIError) -> bool:
     return exc.status_code == 400 and any(fault in text for fault in _JOB_FAULTS)
 
 
-MAX_OUTPUT_NAME = 900  # bytes of an output's path: its storage key (jobs/<id>/outputs/...) stays under S3's 1024
 
 
 UNNAMED = "output names must be UTF-8, without backslashes or control characters, and not start with .dcc-tmp-"

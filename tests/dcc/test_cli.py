@@ -252,6 +252,30 @@ def test_outputs_refuses_paths_outside_the_folder(api: FakeApi, tmp_path: Path, 
     assert not [r for r in api.requests if "/outputs/" in r.url.path]
 
 
+@pytest.mark.parametrize("clash", ["file-where-a-folder-goes", "folder-where-a-file-goes"])
+def test_outputs_refuses_a_clash_with_what_is_there_before_writing_anything(api: FakeApi, tmp_path: Path,
+                                                                           clash: str) -> None:
+    long_name = "deep/" + "/".join(["n" * 60] * 5)  # over 255 characters: outputs may have longer paths
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=["a.txt", long_name, "sub/deep/x.txt"])})
+    for name in ("a.txt", long_name, "sub/deep/x.txt"):
+        api.on("GET", f"/v1/jobs/job-1/outputs/{name}", {"status_code": 200, "content": b"ok"})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    if clash == "file-where-a-folder-goes":
+        (dest / "sub").write_text("a file")
+    else:
+        (dest / "sub" / "deep" / "x.txt").mkdir(parents=True)
+
+    res = run(api, "outputs", "job-1", "--to", str(dest))
+
+    assert res.exit_code == 1 and "cannot write" in res.stderr
+    assert not (dest / "a.txt").exists() and not [r for r in api.requests if "/outputs/" in r.url.path]
+    (dest / "sub").unlink() if (dest / "sub").is_file() else (dest / "sub" / "deep" / "x.txt").rmdir()
+    assert run(api, "outputs", "job-1", "--to", str(dest)).exit_code == 0
+    assert (dest / long_name).read_bytes() == b"ok"
+
+
 def test_outputs_refuses_a_path_through_a_symlink_leading_out(api: FakeApi, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
