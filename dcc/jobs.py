@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dcc.storage import RESERVED_NAME_PREFIX
 
@@ -130,21 +139,22 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def find_invalid_text(value: Any, where: str = "") -> str | None:
-    """The first string in ``value`` (nested lists and dicts, keys too) that is not valid Unicode, as
-    ``"<where>: <why>"``; None when all are. JSON can carry such strings (``"\\ud800"``) that nothing
-    downstream can encode."""
+def find_invalid_text(value: Any, where: str = "", *, nul: bool = True) -> str | None:
+    """The first string in ``value`` (nested lists and dicts, keys too) that is not valid Unicode, or holds a
+    NUL when ``nul`` is False, as ``"<where> <why>"``; None when all are fine. JSON can carry such strings
+    (``"\\ud800"``, ``"\\u0000"``) that nothing downstream can encode, or pass to a process."""
     if isinstance(value, str):
-        problem = unicode_problem(value)
+        problem = unicode_problem(value) or (None if nul or "\x00" not in value else "contains NUL")
         return None if problem is None else f"{where or 'value'} {problem}"
     if isinstance(value, dict):
         for key, item in value.items():
-            found = find_invalid_text(key, f"{where}: a key") or find_invalid_text(item, f"{where}.{key}".lstrip("."))
+            found = (find_invalid_text(key, f"{where}: a key", nul=nul)
+                     or find_invalid_text(item, f"{where}.{key}".lstrip("."), nul=nul))
             if found:
                 return found
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            if found := find_invalid_text(item, f"{where}[{i}]"):
+            if found := find_invalid_text(item, f"{where}[{i}]", nul=nul):
                 return found
     return None
 
@@ -233,18 +243,15 @@ class JobSpec(BaseModel):
             raise ValueError("must not contain control characters")
         return image
 
-    @field_validator("command")
-    @classmethod
-    def _command(cls, command: list[str] | None) -> list[str] | None:
-        if command is not None and any("\x00" in arg for arg in command):
-            raise ValueError("an argument contains NUL")
-        return command
-
     @model_validator(mode="after")
-    def _valid_unicode(self) -> JobSpec:
+    def _storable(self, info: ValidationInfo) -> JobSpec:
+        if info.context and info.context.get("stored"):  # checked when it was submitted
+            return self
         if _depth(self.meta) > MAX_META_DEPTH:  # (a record must be readable back: parsers stop near 200)
             raise ValueError(f"meta nests deeper than {MAX_META_DEPTH} levels")
-        found = find_invalid_text(self.model_dump(include={"image", "command", "env", "workingDir", "meta"}))
+        # what reaches Docker may not hold a NUL; meta is only stored, as JSON
+        found = find_invalid_text({"image": self.image, "command": self.command, "env": self.env,
+                                   "workingDir": self.workingDir}, nul=False) or find_invalid_text(self.meta, "meta")
         for i, item in enumerate(self.inputs):
             found = found or find_invalid_text(item.value, f"inputs[{i}].value")
         if found:
@@ -261,8 +268,6 @@ class JobSpec(BaseModel):
     def _workdir(cls, path: str | None) -> str | None:
         if path is not None and not path.startswith("/"):
             raise ValueError("must be an absolute path in the container")
-        if path is not None and "\x00" in path:
-            raise ValueError("must not contain NUL")
         return path
 
     @field_validator("inputs")
@@ -287,10 +292,12 @@ class JobSpec(BaseModel):
     def from_stored(cls, data: str | dict[str, Any]) -> JobSpec:
         """A spec as dcc stored it: checked when it passes today's rules, else taken as it was stored (a job
         accepted under older rules must stay readable, or it would stop every worker that claims it)."""
-        raw = json.loads(data) if isinstance(data, str) else data
         try:
-            return cls.model_validate(raw)
+            if isinstance(data, str):
+                return cls.model_validate_json(data, context={"stored": True})
+            return cls.model_validate(data, context={"stored": True})
         except ValidationError:
+            raw = json.loads(data) if isinstance(data, str) else data
             params = Parameters.model_construct(**(raw.get("parameters") or {}))
             inputs = [Input.model_construct(**i) for i in raw.get("inputs") or []]
             return cls.model_construct(**{**raw, "parameters": params, "inputs": inputs})

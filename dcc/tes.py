@@ -9,7 +9,6 @@ cancel and statistics work unchanged), and the worker runs every executor in the
 from __future__ import annotations
 
 import functools
-import json
 import math
 import posixpath
 import re
@@ -225,10 +224,10 @@ def parse_task(body: Any) -> TesTask:
     """The task in a create request, or ``InvalidJob`` naming the first thing wrong with it."""
     if not isinstance(body, dict):
         raise InvalidJob("the body must be a JSON object (a tesTask)")
-    if (problem := find_invalid_text(body)) is not None:
-        raise InvalidJob(problem, field=problem.split(" is not valid")[0].split(": a key")[0] or "task")
-    if "\\u0000" in json.dumps(body):  # no name, path, command or variable of a task may hold one
-        raise InvalidJob("the task contains a NUL character", field="task")
+    # no name, path, command or variable of a task may hold a NUL
+    if (problem := find_invalid_text(body, nul=False)) is not None:
+        where = problem.split(" is not valid")[0].split(" contains NUL")[0].split(": a key")[0]
+        raise InvalidJob(problem, field=where or "task")
     try:
         return TesTask.model_validate(body)
     except ValidationError as exc:

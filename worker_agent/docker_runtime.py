@@ -129,13 +129,8 @@ class DockerRuntime:
             self._forget_kills(job.job_id)
         try:
             return self._run_created(job, container, workdir, outputs)
-        except docker.errors.APIError as exc:
-            if _refused(exc):  # e.g. the command is not in the image: the job's own doing, no retry helps
-                raise JobSystemError("container_refused", f"Docker could not start the job's container: "
-                                     f"{exc.explanation}", retryable=False) from exc
-            raise JobSystemError("runtime_failed", f"Docker failed running the job: {exc}", retryable=True) from exc
-        except docker.errors.DockerException as exc:
-            raise JobSystemError("runtime_failed", f"Docker failed running the job: {exc}", retryable=True) from exc
+        except docker.errors.DockerException as exc:  # e.g. the command is not in the image
+            raise _engine_error(exc, "running the job") from exc
         except requests.exceptions.RequestException as exc:
             raise JobSystemError("runtime_failed", f"Docker engine unreachable: {exc}", retryable=True) from exc
 
@@ -192,13 +187,8 @@ class DockerRuntime:
             raise
         except docker.errors.ImageNotFound as exc:
             raise JobSystemError("image_not_found", f"image {job.image!r} not found", retryable=False) from exc
-        except docker.errors.APIError as exc:
-            if _refused(exc):  # e.g. no command and the image has none, an invalid working directory
-                raise JobSystemError("container_refused", f"Docker refused the job's container: {exc.explanation}",
-                                     retryable=False) from exc
-            raise JobSystemError("runtime_failed", f"cannot create the container: {exc}", retryable=True) from exc
-        except docker.errors.DockerException as exc:
-            raise JobSystemError("runtime_failed", f"cannot create the container: {exc}", retryable=True) from exc
+        except docker.errors.DockerException as exc:  # e.g. no command, and the image has none
+            raise _engine_error(exc, "creating the job's container") from exc
         except requests.exceptions.RequestException as exc:
             raise JobSystemError("runtime_failed", f"Docker engine unreachable: {exc}", retryable=True) from exc
 
@@ -342,12 +332,13 @@ _JOB_FAULTS = ("no command specified", "executable file not found", "working dir
 Other 400s (more CPUs than the host has, an unknown runtime, a GPU hook that fails) may be the machine's."""
 
 
-def _refused(exc: docker.errors.APIError) -> bool:
-    """Whether the engine refused the job's container for a fault of the job, not of the machine."""
-    text = str(exc.explanation or "").lower()
-    return exc.status_code == 400 and any(fault in text for fault in _JOB_FAULTS)
-
-
+def _engine_error(exc: docker.errors.DockerException, doing: str) -> JobSystemError:
+    """A job that the engine refused for a fault of its own ends without retry; anything else may be the
+    machine's, and is retried (and counts against the worker's health)."""
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 400 \
+            and any(fault in str(exc.explanation or "").lower() for fault in _JOB_FAULTS):
+        return JobSystemError("container_refused", f"Docker refused {doing}: {exc.explanation}", retryable=False)
+    return JobSystemError("runtime_failed", f"Docker failed {doing}: {exc}", retryable=True)
 
 
 UNNAMED = "output names must be UTF-8, without backslashes or control characters, and not start with .dcc-tmp-"
@@ -412,7 +403,7 @@ def _nameable(root: Path, path: str) -> bool:
         check_relative_path(name, max_length=MAX_OUTPUT_NAME)
     except ValueError:
         return False
-    return len(name.encode()) <= MAX_OUTPUT_NAME
+    return len(name.encode()) <= MAX_OUTPUT_NAME  # (characters were checked; UTF-8 may take more bytes)
 
 
 def _shown(root: Path, path: str) -> str:
