@@ -207,10 +207,12 @@ class Parameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    maxDuration: int | None = Field(default=None, gt=0, description="Seconds before the job is killed.")
-    cpus: float | None = Field(default=None, ge=0.01, le=256)
-    memory: int | None = Field(default=None, ge=6, description="MiB (Docker's minimum is 6)")
-    gpu: int = Field(default=0, ge=0, le=64, description="GPUs; > 0 sends the job to the gpu queue.")
+    # strict: a number given as a string or a boolean is a client's mistake, not something to guess at
+    maxDuration: int | None = Field(default=None, gt=0, strict=True,
+                                    description="Seconds before the job is killed.")
+    cpus: float | None = Field(default=None, ge=0.01, le=256, strict=True)
+    memory: int | None = Field(default=None, ge=6, strict=True, description="MiB (Docker's minimum is 6)")
+    gpu: int = Field(default=0, ge=0, le=64, strict=True, description="GPUs; > 0 sends the job to the gpu queue.")
 
 
 class JobSpec(BaseModel):
@@ -223,13 +225,15 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     workingDir: str | None = None
     inputs: list[Input] = Field(default_factory=list, max_length=1000)
-    appendStdOut: bool = False
-    appendStdErr: bool = False
+    appendStdOut: bool = Field(default=False, strict=True)  # strict: "yes" or 0 is not taken for a boolean
+    appendStdErr: bool = Field(default=False, strict=True)
     parameters: Parameters = Field(default_factory=Parameters)
     meta: Any = None
-    fast: bool = Field(default=False, description="Inputs and results in Redis; ahead of standard jobs; the reply "
-                                                   "comes when the job ends.")
-    wait: bool = Field(default=False, description="Reply when the job ends (or with 202 at the wait limit).")
+    fast: bool = Field(default=False, strict=True,
+                       description="Inputs and results in Redis; ahead of standard jobs; the reply comes when the job "
+                                   "ends.")
+    wait: bool = Field(default=False, strict=True,
+                       description="Reply when the job ends (or with 202 at the wait limit).")
     priority: Literal["high", "normal", "low"] = "normal"
     id: str | None = Field(default=None, pattern=JOB_ID_PATTERN,
                            description="Client id; submitting it twice is a no-op.")

@@ -162,6 +162,14 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
         ({"image": "x", "parameters": {"memory": 1}}, "parameters.memory"),  # Docker's minimum is 6 MiB
         ({"image": "x", "parameters": {"cpus": 0.001}}, "parameters.cpus"),
         ({"image": "x", "meta": json.loads("[" * 100 + "]" * 100)}, "meta nests deeper"),
+        # no guessing at types: a string or a boolean is not a number, "yes" or 1 is not a boolean
+        ({"image": "x", "fast": "yes"}, "fast"),
+        ({"image": "x", "wait": 1}, "wait"),
+        ({"image": "x", "appendStdOut": "true"}, "appendStdOut"),
+        ({"image": "x", "parameters": {"gpu": True}}, "parameters.gpu"),
+        ({"image": "x", "parameters": {"maxDuration": "60"}}, "parameters.maxDuration"),
+        ({"image": "x", "parameters": {"memory": 64.5}}, "parameters.memory"),
+        ({"image": "x", "parameters": {"cpus": "2"}}, "parameters.cpus"),
     ):
         reply = post_ascii_json(client, "/v1/jobs", body)
         assert reply.status_code == 400 and field in reply.json()["error"], (body, reply.text)
