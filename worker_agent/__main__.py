@@ -42,6 +42,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         max_memory_mb=settings.max_memory_mb,
         pids_limit=settings.pids_limit,
         max_output_bytes=settings.max_output_bytes,
+        max_log_bytes=settings.max_log_bytes,
     )
     machine = detect()
     gpu_ids = tuple(g.index for g in machine.gpus)

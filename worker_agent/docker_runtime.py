@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, LogConfig, Mount
 
 from dcc.errors import JobSystemError
 from dcc.jobs import MAX_OUTPUT_NAME, check_relative_path
@@ -33,6 +33,14 @@ from worker_agent.runtime import ContainerJob, ContainerOutcome
 log = logging.getLogger("dcc.worker")
 
 ETC_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+# The engine keeps a job's output (both streams) in its "local" log driver, in LOG_FILES files of max_log_bytes /
+# LOG_FILES each: past that the oldest file goes, so the engine's disk use is bounded, reading the output back
+# takes bounded time (~2.7 s per million lines here, mostly the engine's), and the end of the output is kept.
+# Docker's default json-file driver keeps everything.
+LOG_FILES = 8
+LOG_ENTRY_OVERHEAD = 32  # bytes the local driver adds to each line it stores: at least what it adds (27 here)
+LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "repository name")
 
@@ -49,6 +57,7 @@ class DockerRuntime:
         max_memory_mb: int = 16384,
         pids_limit: int = 1024,
         max_output_bytes: int = 1 << 30,
+        max_log_bytes: int = 64 << 20,
         gpu_runtime: str | None = None,
     ) -> None:
         self.client = client or docker.from_env(timeout=120)
@@ -61,6 +70,8 @@ class DockerRuntime:
         self.max_memory_mb = max_memory_mb
         self.pids_limit = pids_limit
         self.max_output_bytes = max_output_bytes
+        self.max_log_bytes = max_log_bytes
+        self._log_file_bytes = max(max_log_bytes // LOG_FILES, 1024)
         self.gpu_runtime = gpu_runtime
         self._lock = threading.Lock()
         self._containers: dict[str, Any] = {}
@@ -96,6 +107,8 @@ class DockerRuntime:
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "pids_limit": self.pids_limit,
+            "log_config": LogConfig(type="local", config={
+                "max-size": str(self._log_file_bytes), "max-file": str(LOG_FILES), "compress": "false"}),
             "mem_limit": f"{memory}m",
             "memswap_limit": f"{memory}m",
             "detach": True,
@@ -163,10 +176,14 @@ class DockerRuntime:
         with self._lock:  # killed only if a kill found it running: one that exited by itself keeps its result
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
-        self._save_logs(container, stdout, stderr)
+        stored = self._save_logs(container, stdout, stderr)
         truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes)
-        if unnamed or unsafe:  # say so where the job's author looks
+        # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
+        cut = stored >= 0.99 * (LOG_FILES - 1) * self._log_file_bytes  # (a long line's pieces cost a little more)
+        if unnamed or unsafe or cut:  # say so where the job's author looks
             with stderr.open("a") as f:
+                if cut:
+                    f.write(LOG_CUT.format(limit=self._log_file_bytes * LOG_FILES))
                 f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
                 f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in unsafe)
         return ContainerOutcome(
@@ -209,16 +226,17 @@ class DockerRuntime:
         except requests.exceptions.RequestException as exc:
             raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc}", retryable=True) from exc
 
-    def _save_logs(self, container: Any, stdout: Path, stderr: Path) -> None:
+    def _save_logs(self, container: Any, stdout: Path, stderr: Path) -> int:
         """Both streams in one request (the SDK's ``logs`` makes two per stream): a container without a TTY has
-        its output framed by the engine, each frame an 8-byte header (stream 1 or 2, size) and its bytes."""
+        its output framed by the engine, each frame an 8-byte header (stream 1 or 2, size) and its bytes, one
+        frame per stored line. Returns at least how many bytes the engine's store of these lines takes."""
         api = self.client.api
         reply = api.get(f"{api.base_url}/containers/{container.id}/logs", params={"stdout": 1, "stderr": 1},
                          stream=True)
         with closing(reply), stdout.open("wb") as out, stderr.open("wb") as err:
             reply.raise_for_status()
             files = {1: out, 2: err}
-            buffer, pos = bytearray(), 0
+            buffer, pos, stored = bytearray(), 0, 0
             for chunk in reply.iter_content(chunk_size=1 << 16):
                 buffer += chunk
                 while len(buffer) - pos >= 8:
@@ -227,8 +245,10 @@ class DockerRuntime:
                         break
                     files.get(buffer[pos], out).write(buffer[pos + 8:pos + 8 + size])
                     pos += 8 + size
+                    stored += size + LOG_ENTRY_OVERHEAD
                 del buffer[:pos]
                 pos = 0
+        return stored
 
     # control -----------------------------------------------------------------------------------------
     def kill(self, job_id: str) -> bool:

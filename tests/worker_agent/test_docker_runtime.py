@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from dcc.errors import JobSystemError
-from worker_agent.docker_runtime import DockerRuntime
+from worker_agent.docker_runtime import LOG_FILES, DockerRuntime
 from worker_agent.runtime import ContainerJob
 
 pytestmark = pytest.mark.docker
@@ -62,6 +62,27 @@ def test_large_interleaved_logs_keep_each_stream_whole(runtime: DockerRuntime, t
     assert out.stderr_path.read_text() == "".join(f"err{i}\n" for i in range(3000))
 
 
+def test_output_past_the_log_limit_keeps_its_end_and_says_so(docker_client: docker.DockerClient, test_image: str,
+                                                              tmp_path: Path) -> None:
+    limit = 256 << 10
+    runtime = DockerRuntime(client=docker_client, max_log_bytes=limit)
+    # 60,000 short lines take ~1.9 MB in the engine's store, 7x the limit: the earliest are dropped
+    spec = job(tmp_path, test_image, ["seq", "60000"])
+    out = run(runtime, spec, tmp_path)
+    stdout = out.stdout_path.read_text().splitlines()
+    assert stdout[-1] == "60000" and stdout[0] != "1"
+    assert stdout == [str(i) for i in range(int(stdout[0]), 60001)]  # a whole tail, nothing missing inside it
+    assert out.stdout_path.stat().st_size < limit
+    assert out.stderr_path.read_text() == ("[dcc: the job's output reached the log limit of "
+                                           f"{limit} bytes: earlier output may have been dropped]\n")
+    # well under the limit (a quarter of it in the engine's store), all of it and no note
+    (tmp_path / "small").mkdir()
+    spec = job(tmp_path / "small", test_image, ["sh", "-c", "seq 2000; echo last words >&2"])
+    out = run(runtime, spec, tmp_path / "small")
+    assert out.stdout_path.read_text() == "".join(f"{i}\n" for i in range(1, 2001))
+    assert out.stderr_path.read_text() == "last words\n"
+
+
 def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
     assert run(runtime, job(tmp_path, test_image, ["sh", "-c", "exit 42"]), tmp_path).exit_code == 42
 
@@ -111,6 +132,9 @@ def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.D
         assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
         assert host["NetworkMode"] == "none" and host["PidsLimit"] == 1024 and host["Memory"] == 64 << 20
         assert not host.get("Binds") and not host.get("Privileged")
+        # the engine keeps at most 64 MiB of the job's output, in files it rotates
+        assert host["LogConfig"] == {"Type": "local", "Config": {
+            "max-size": str(8 << 20), "max-file": str(LOG_FILES), "compress": "false"}}
         # the only host folder the job sees is its own inputs, read-only
         assert [(m["Target"], m["Source"], m.get("ReadOnly")) for m in host["Mounts"]] == [
             ("/inputs", str(spec.inputs_dir.resolve()), True)]
@@ -124,7 +148,7 @@ def _low_level(runtime: DockerRuntime, spec: ContainerJob) -> dict:
     host_config = api.create_host_config(
         network_mode=kw["network_mode"], cap_drop=kw["cap_drop"], security_opt=kw["security_opt"],
         pids_limit=kw["pids_limit"], mem_limit=kw["mem_limit"], memswap_limit=kw["memswap_limit"],
-        device_requests=kw.get("device_requests"), mounts=kw["mounts"])
+        device_requests=kw.get("device_requests"), mounts=kw["mounts"], log_config=kw["log_config"])
     return {"image": kw["image"], "command": kw["command"], "environment": kw["environment"],
             "labels": kw["labels"], "host_config": host_config, "network_disabled": kw["network_disabled"]}
 
