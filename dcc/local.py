@@ -167,14 +167,17 @@ class LocalDcc:
             tes_dir = (self.data_dir / "tes").resolve()
             tes_dir.mkdir(parents=True, exist_ok=True)
             settings = settings.with_(tes_locations=(f"file://{tes_dir}/",))
-        self.settings = settings
-        self.service = build_service(settings)
-        self.service.blocking = handler.stepped_aside
-        handler.configure(self.service)
         if not settings.disable_worker:
             from worker_agent.__main__ import build_worker
 
             self.worker = build_worker(settings, slots=self.slots, workdir=self.data_dir / "work")
+            if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked
+                settings = settings.with_(max_gpus_per_worker=self.worker.config.slots.get("gpu", 0))
+        self.settings = settings
+        self.service = build_service(settings)
+        self.service.blocking = handler.stepped_aside
+        handler.configure(self.service)
+        if self.worker is not None:
             self.worker.start()
         self._reaper = threading.Thread(target=self._reap_loop, name="dcc-reaper", daemon=True)
         self._reaper.start()

@@ -161,7 +161,7 @@ class JobService:
         s = self.settings
         params = spec.parameters
         duration = min(params.maxDuration or s.default_max_duration, s.max_duration)
-        if params.gpu > s.max_gpus_per_worker:
+        if s.max_gpus_per_worker is not None and params.gpu > s.max_gpus_per_worker:
             raise InvalidJob(f"parameters.gpu: {params.gpu} GPUs is more than any worker of this deployment has "
                              f"({s.max_gpus_per_worker})", field="parameters.gpu")
         if params.memory is not None and params.memory > s.max_memory_mb:

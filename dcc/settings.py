@@ -24,6 +24,11 @@ def _env_int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _env_optional_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return None if raw in (None, "") else int(raw)
+
+
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return default if raw in (None, "") else float(raw)
@@ -53,6 +58,9 @@ class Settings:
     allow_private_urls: bool = False
     max_output_bytes: int = 1 << 30
     append_log_bytes: int = 1 << 20
+    max_log_bytes: int = 64 << 20
+    """What a worker keeps of a job's output (stdout and stderr together); past it the earliest goes, and stderr
+    ends with a note saying so."""
     redis_socket_timeout: float = 5.0
     disable_worker: bool = False
     max_fast_inline_bytes: int = 1024 * 1024
@@ -61,8 +69,9 @@ class Settings:
     """How long a fast (or ``wait``) submit holds the reply before answering 202: under API Gateway's 29 s."""
     max_inline_output_bytes: int = 1024 * 1024
     smoke_image: str = "busybox:latest"
-    max_gpus_per_worker: int = 8
-    """The most GPUs any worker of the deployment has: a job asking for more is refused at submit."""
+    max_gpus_per_worker: int | None = None
+    """The most GPUs any worker of the deployment has: a job asking for more is refused at submit (the stack
+    sets it from the GPU instance type). Unset: local mode takes its own worker's; else no limit but 64."""
     tes_locations: tuple[str, ...] = ()
     """GA4GH TES: where tasks may read inputs and write outputs, as ``s3://bucket/prefix/`` or ``file:///dir/``."""
     organization_url: str | None = None
@@ -92,6 +101,7 @@ class Settings:
             "allow_private_urls": _env_bool("DCC_ALLOW_PRIVATE_URLS", base.allow_private_urls),
             "max_output_bytes": _env_int("DCC_MAX_OUTPUT_BYTES", base.max_output_bytes),
             "append_log_bytes": _env_int("DCC_APPEND_LOG_BYTES", base.append_log_bytes),
+            "max_log_bytes": _env_int("DCC_MAX_LOG_BYTES", base.max_log_bytes),
             "redis_socket_timeout": _env_float("DCC_REDIS_SOCKET_TIMEOUT", base.redis_socket_timeout),
             "disable_worker": _env_bool(DISABLE_WORKER, base.disable_worker),
             "max_fast_inline_bytes": _env_int("DCC_MAX_FAST_INLINE_BYTES", base.max_fast_inline_bytes),
@@ -99,7 +109,7 @@ class Settings:
             "wait_seconds": _env_float("DCC_WAIT_SECONDS", base.wait_seconds),
             "max_inline_output_bytes": _env_int("DCC_MAX_INLINE_OUTPUT_BYTES", base.max_inline_output_bytes),
             "smoke_image": os.environ.get("DCC_SMOKE_IMAGE", base.smoke_image),
-            "max_gpus_per_worker": _env_int("DCC_MAX_GPUS_PER_WORKER", base.max_gpus_per_worker),
+            "max_gpus_per_worker": _env_optional_int("DCC_MAX_GPUS_PER_WORKER"),
             "tes_locations": tuple(x.strip() for x in os.environ.get("DCC_TES_LOCATIONS", "").split(",") if x.strip()),
             "organization_url": os.environ.get("DCC_ORGANIZATION_URL") or None,
         }

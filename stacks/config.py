@@ -7,6 +7,12 @@ from typing import Any
 
 from constructs import Node
 
+from stacks import instance_types
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value in (None, "") else int(value)
+
 
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
@@ -35,6 +41,8 @@ class DccConfig:
     gpu_instance_type: str = "g5.xlarge"  # gpuInstanceType
     gpu_min: int = 0  # gpuMin
     gpu_max: int = 2  # gpuMax
+    cpu_vcpus: int | None = None  # cpuVcpus: vCPUs of cpuInstanceType, where its name does not say (t*, *.metal)
+    gpu_count: int | None = None  # gpuCount: NVIDIA GPUs of gpuInstanceType, where dcc's table does not know it
     worker_volume_gib: int = 100  # workerVolumeGiB
     worker_ssm: bool = True  # workerSsm: Session Manager access to workers
     log_level: str = "INFO"  # logLevel
@@ -69,10 +77,27 @@ class DccConfig:
             gpu_instance_type=str(get("gpuInstanceType", base.gpu_instance_type)),
             gpu_min=int(get("gpuMin", base.gpu_min)),
             gpu_max=int(get("gpuMax", base.gpu_max)),
+            cpu_vcpus=_optional_int(get("cpuVcpus", None)),
+            gpu_count=_optional_int(get("gpuCount", None)),
             worker_volume_gib=int(get("workerVolumeGiB", base.worker_volume_gib)),
             worker_ssm=_bool(get("workerSsm", base.worker_ssm)),
             log_level=str(get("logLevel", base.log_level)),
         )
         if config.cpu_arch not in ("arm64", "x86_64"):
             raise ValueError(f"cpuArch must be arm64 or x86_64, not {config.cpu_arch!r}")
+        config.slots()  # a type whose counts are unknown fails here, naming the context key to set
         return config
+
+    def slots(self) -> dict[str, int]:
+        """Job slots of one worker of each group, as the worker agent counts them: a CPU worker runs a CPU job
+        per vCPU; a GPU worker runs a GPU job per GPU (and CPU jobs on the rest, which the scaler does not
+        count on). The scaler sizes the groups from these until workers report their own."""
+        cpus = self.cpu_vcpus or instance_types.vcpus(self.cpu_instance_type)
+        if not cpus:
+            raise ValueError(f"cpuInstanceType {self.cpu_instance_type!r}: its vCPUs are not known offline; "
+                             "set the context key cpuVcpus")
+        gpus = self.gpu_count if self.gpu_count is not None else instance_types.nvidia_gpus(self.gpu_instance_type)
+        if gpus < 1:
+            raise ValueError(f"gpuInstanceType {self.gpu_instance_type!r} has no NVIDIA GPU dcc knows of; "
+                             "set the context key gpuCount")
+        return {"cpu": cpus, "gpu": gpus}

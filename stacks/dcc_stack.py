@@ -39,12 +39,15 @@ class DccStack(Stack):
                                 node_type=config.redis_node_type, replicas=config.redis_replicas)
         bucket = self.storage.bucket
         allowed_buckets = ",".join(config.allowed_buckets)
+        slots = config.slots()
         dcc_env = {
             "REDIS_URL": self.redis.url,
             "DCC_REDIS_SECRET_ARN": self.redis.secret.secret_arn,
             "DCC_STORAGE": self.storage.storage_url,
             "DCC_ALLOWED_BUCKETS": allowed_buckets,
             "DCC_TES_LOCATIONS": self.storage.tes_url,
+            # a job asking for more GPUs than a GPU worker has would wait forever: the API refuses it
+            "DCC_MAX_GPUS_PER_WORKER": str(slots["gpu"]),
         }
 
         def function(construct_id: str, *, handler: str, service: str, timeout: Duration,
@@ -92,7 +95,9 @@ class DccStack(Stack):
         self.scaler_function = function(
             "ScalerFunction", handler=SCALER_HANDLER, service="scaler", timeout=Duration.seconds(50),
             description="dcc scaler and reaper",
-            env={"DCC_CPU_GROUP": names["cpu"], "DCC_GPU_GROUP": names["gpu"]})
+            env={"DCC_CPU_GROUP": names["cpu"], "DCC_GPU_GROUP": names["gpu"],
+                 # a group's slots per instance until its workers report theirs (the first scale-up from zero)
+                 "DCC_CPU_SLOTS": str(slots["cpu"]), "DCC_GPU_SLOTS": str(slots["gpu"])})
         # The reaper ends jobs past their last attempt, and that writes their result.json.
         grant_job_data(self.scaler_function.role, bucket)
         self.scaler = ScalerSchedule(self, "Scaler", function=self.scaler_function.function,

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.docker]
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
     return Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=3.0,
-                    max_inline_bytes=64 * 1024, max_attempts=3)
+                    max_inline_bytes=64 * 1024, max_attempts=3,
+                    max_gpus_per_worker=1)  # as if GPU workers ran elsewhere: GPU jobs wait in the gpu queue
 
 
 @pytest.fixture
@@ -176,6 +177,25 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
     storage = Path(settings.storage_url)
     assert not storage.exists() or not any(storage.rglob("*"))
     assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
+def test_local_mode_refuses_gpu_jobs_its_own_worker_cannot_run(settings: Settings, tmp_path: Path, test_image: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # no GPU on this machine, and no limit set: a GPU job would wait forever, so it is refused
+    with serve_local(tmp_path / "plain", settings.with_(max_gpus_per_worker=None), workers=1) as (local, client):
+        reply = client.post("/v1/jobs", json={"image": test_image, "command": ["true"], "parameters": {"gpu": 1}})
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"] == ("parameters.gpu: 1 GPUs is more than any worker of this deployment has "
+                                         "(0)")
+        assert client.get("/v1/queues").json()["queues"]["gpu"] == 0
+    # a worker given two (data-flow-only) GPUs takes jobs of up to two
+    monkeypatch.setenv("DISABLE_NVIDIA_RUNTIME", "true")
+    monkeypatch.setenv("DCC_GPUS", "2")
+    with serve_local(tmp_path / "gpus", settings.with_(max_gpus_per_worker=None), workers=1) as (local, client):
+        job = submit(client, {"image": test_image, "command": ["true"], "parameters": {"gpu": 2}})
+        assert wait_done(client, job["id"])["state"] == "succeeded"
+        reply = client.post("/v1/jobs", json={"image": test_image, "command": ["true"], "parameters": {"gpu": 3}})
+        assert reply.status_code == 400 and "(2)" in reply.json()["error"], reply.text
 
 
 def test_containers_docker_refuses_end_the_job_without_retries_or_harm_to_the_worker(

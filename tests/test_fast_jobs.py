@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.docker]
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
     return Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), wait_seconds=5.0,
-                    max_fast_inline_bytes=1000)
+                    max_fast_inline_bytes=1000,
+                    max_gpus_per_worker=1)  # as if GPU workers ran elsewhere: GPU jobs wait in the gpu queue
 
 
 @pytest.fixture

@@ -125,10 +125,14 @@ def test_worker_role_is_scoped(synth: Any) -> None:
             assert s["Action"] == "ecr:GetAuthorizationToken"  # the one action AWS allows only on "*"
 
 
+def function_env(synth: Any, handler: str) -> dict[str, Any]:
+    return next(f["Properties"]["Environment"]["Variables"] for f in resources(synth, "AWS::Lambda::Function").values()
+                if f["Properties"].get("Handler") == handler)
+
+
 def test_tes_tasks_use_their_own_prefix_of_the_bucket(synth: Any) -> None:
     # the API checks task URLs against DCC_TES_LOCATIONS; workers read and write only there (and job data)
-    env = next(f["Properties"]["Environment"]["Variables"] for f in resources(synth, "AWS::Lambda::Function").values()
-               if f["Properties"].get("Handler") == "functions.api.handler.lambda_handler")
+    env = function_env(synth, "functions.api.handler.lambda_handler")
     assert json.dumps(env["DCC_TES_LOCATIONS"]).endswith('"/tes/"]]}')
     writes = [s for s in statements_of(synth, "WorkersRole") if "s3:PutObject" in s["Action"]]
     resources_text = json.dumps([s["Resource"] for s in writes])
@@ -136,6 +140,11 @@ def test_tes_tasks_use_their_own_prefix_of_the_bucket(synth: Any) -> None:
     templates = resources(synth, "AWS::EC2::LaunchTemplate")
     assert all("DCC_TES_LOCATIONS=" in json.dumps(t["Properties"]["LaunchTemplateData"]["UserData"])
                for t in templates.values())
+
+
+def test_the_api_refuses_jobs_asking_more_gpus_than_a_gpu_worker_has(synth: Any) -> None:
+    for handler in ("functions.api.handler.lambda_handler", "functions.api.websocket.lambda_handler"):
+        assert function_env(synth, handler)["DCC_MAX_GPUS_PER_WORKER"] == "1"  # g5.xlarge: one GPU
 
 
 def test_worker_user_data_renders_the_bootstrap(synth: Any) -> None:
@@ -169,6 +178,9 @@ def test_scaler_may_set_capacity_and_runs_every_minute(synth: Any) -> None:
     assert {"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup",
             "autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"} <= acts
     assert not any(a == "*" or a.endswith(":*") for a in acts)
+    # until workers report their slots, the scaler sizes groups by the instance types' (m7g.large, g5.xlarge)
+    env = function_env(synth, "functions.scaler.handler.lambda_handler")
+    assert (env["DCC_CPU_SLOTS"], env["DCC_GPU_SLOTS"]) == ("2", "1")
     rules = resources(synth, "AWS::Events::Rule")
     [rule] = rules.values()
     assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"

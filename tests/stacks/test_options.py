@@ -10,7 +10,8 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 OPTIONS = {"apiKeys": True, "bucketAccessLogs": True, "workerSsm": False, "apiCloudWatchRole": False,
-           "allowedBuckets": "in-a,in-b", "cpuArch": "x86_64", "cpuInstanceType": "m7i.large",
+           "allowedBuckets": "in-a,in-b", "cpuArch": "x86_64", "cpuInstanceType": "m7i.4xlarge",
+           "gpuInstanceType": "g6.12xlarge",
            "jobDataRetentionDays": 7, "account": "123456789012", "region": "eu-west-1"}
 
 
@@ -34,3 +35,21 @@ def test_every_option_on(tmp_path: Path) -> None:
     template.has_resource_properties("AWS::IAM::Policy", {"PolicyDocument": {"Statement": Match.array_with([
         Match.object_like({"Action": "s3:GetObject", "Resource": Match.array_with([
             {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::in-a/*"]]}])})])}})
+    # the instance types' counts reach the API (GPU limit) and the scaler (slots before workers report)
+    template.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "functions.api.handler.lambda_handler",
+        "Environment": {"Variables": Match.object_like({"DCC_MAX_GPUS_PER_WORKER": "4"})}})
+    template.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "functions.scaler.handler.lambda_handler",
+        "Environment": {"Variables": Match.object_like({"DCC_CPU_SLOTS": "16", "DCC_GPU_SLOTS": "4"})}})
+    template.has_resource_properties("AWS::EC2::LaunchTemplate", {
+        "LaunchTemplateData": Match.object_like({"InstanceType": "g6.12xlarge"})})
+
+
+def test_a_worker_type_whose_counts_are_unknown_names_the_context_key(tmp_path: Path) -> None:
+    import aws_cdk as cdk
+
+    from app import build_app, file_context
+
+    with pytest.raises(ValueError, match="cpuVcpus"):
+        build_app(cdk.App(outdir=str(tmp_path), context={**file_context(), "cpuInstanceType": "t4g.large"}))

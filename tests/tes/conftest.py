@@ -93,7 +93,8 @@ def tes_server(redis_url: str, tmp_path: Path, docker_host: str, test_image: str
     files.mkdir()
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"),
                         tes_locations=(f"file://{files}/", f"s3://{BUCKET}/shared/"),
-                        allowed_buckets=frozenset({BUCKET}))
+                        allowed_buckets=frozenset({BUCKET}),
+                        max_gpus_per_worker=1)  # as if GPU workers ran elsewhere: GPU tasks wait in the gpu queue
     checker = SpecChecker()
     with serve_local(tmp_path / "local", settings, workers=2, wrap=checker.wrap) as (local, http):
         yield TesServer(local=local, http=http, url=str(http.base_url).rstrip("/"), files=files, checker=checker)

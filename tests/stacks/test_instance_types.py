@@ -1,0 +1,34 @@
+"""Worker instance types: vCPUs and NVIDIA GPUs known offline, and the deployment parameters built on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks.config import DccConfig
+from stacks.instance_types import nvidia_gpus, vcpus
+
+
+@pytest.mark.parametrize(("instance_type", "cpus", "gpus"), [
+    ("m7g.large", 2, 0), ("c7g.medium", 1, 0), ("m7i.xlarge", 4, 0), ("c7g.16xlarge", 64, 0),
+    ("g5.xlarge", 4, 1), ("g5.12xlarge", 48, 4), ("g5.48xlarge", 192, 8), ("g4dn.12xlarge", 48, 4),
+    ("g4dn.16xlarge", 64, 1), ("g5g.16xlarge", 64, 2), ("g6e.2xlarge", 8, 1), ("p3.8xlarge", 32, 4),
+    ("p4d.24xlarge", 96, 8), ("p5.48xlarge", 192, 8),
+    ("t4g.large", None, 0), ("m7g.metal", None, 0), ("g4dn.metal", None, 8), ("inf2.xlarge", 4, 0),
+])
+def test_counts_follow_ec2_names_and_the_gpu_table(instance_type: str, cpus: int | None, gpus: int) -> None:
+    assert (vcpus(instance_type), nvidia_gpus(instance_type)) == (cpus, gpus)
+
+
+def test_not_an_instance_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an EC2 instance type"):
+        vcpus("m7glarge")
+
+
+def test_slots_come_from_the_types_or_the_context() -> None:
+    assert DccConfig().slots() == {"cpu": 2, "gpu": 1}  # m7g.large, g5.xlarge
+    assert DccConfig(cpu_instance_type="c7g.4xlarge", gpu_instance_type="g5.12xlarge").slots() == {"cpu": 16, "gpu": 4}
+    assert DccConfig(cpu_instance_type="t4g.xlarge", cpu_vcpus=4, gpu_count=2).slots() == {"cpu": 4, "gpu": 2}
+    with pytest.raises(ValueError, match="cpuVcpus"):
+        DccConfig(cpu_instance_type="t4g.xlarge").slots()
+    with pytest.raises(ValueError, match="gpuCount"):
+        DccConfig(gpu_instance_type="inf2.xlarge").slots()
