@@ -217,40 +217,60 @@ class TaskRunner:
 
     # inputs ----------------------------------------------------------------------------------------------
     def _fetch_inputs(self, task: TesTask, sandbox: Path) -> None:
+        """Write or download each input. Under ``disk_gb``, an input that would take the task's files past it
+        fails the task before it is downloaded (where its size is known first) or as soon as it has been."""
+        disk_gb = task.resources.disk_gb if task.resources else None
+        budget = int(disk_gb * GIB) if disk_gb else None
+        used = 0
         for i, item in enumerate(task.inputs):
             dest = host_path(sandbox, item.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            room = None if budget is None else budget - used
             try:
                 if item.url is None:
-                    dest.write_bytes((item.content or "").encode())
+                    data = (item.content or "").encode()
+                    _fits(len(data), room)
+                    dest.write_bytes(data)
+                    used += len(data)
                 elif item.type == "DIRECTORY":
-                    self._fetch_folder(item.url, dest)
+                    used += self._fetch_folder(item.url, dest, room)
                 else:
-                    self._fetch_file(item.url, dest)
+                    used += self._fetch_file(item.url, dest, room)
+            except _TooBig as exc:
+                raise JobSystemError(ErrorCode.DISK_LIMIT,
+                                     f"inputs.{i} ({item.url or item.path}): {exc.size} bytes would take the task's "
+                                     f"files past its disk_gb of {disk_gb} ({budget} bytes)", retryable=False) from exc
             except (StorageError, OSError) as exc:
                 raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"inputs.{i} ({item.url}): {exc}",
                                      retryable=not isinstance(exc, ObjectNotFound)) from exc
             dest.chmod(0o755 if dest.is_dir() else 0o644)
 
-    def _fetch_file(self, url: str, dest: Path) -> None:
+    def _fetch_file(self, url: str, dest: Path, room: int | None = None) -> int:
         found = self.locations.resolve(url)
         if found is not None:
             storage, key = found
+            if room is not None:
+                _fits(next((size for name, size in storage.list(key) if name == key), 0), room)
             storage.download(key, dest)
+            size = dest.stat().st_size
         elif self.fetch is not None:
-            self.fetch(url, dest)
+            size = self.fetch(url, dest)
         else:
             raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: URL inputs are not enabled", retryable=False)
+        _fits(size, room)  # (a URL's size is known once it is here)
+        return size
 
-    def _fetch_folder(self, url: str, dest: Path) -> None:
+    def _fetch_folder(self, url: str, dest: Path, room: int | None = None) -> int:
         found = self.locations.resolve(url, folder=True)
         if found is None:
             raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: not a location folders are read from",
                                  retryable=False)
         storage, key = found
         prefix = f"{key}/" if key else ""
+        objects = list(storage.list(prefix))
+        _fits(sum(size for _, size in objects), room)  # before any of it is downloaded
         dest.mkdir(parents=True, exist_ok=True)
-        for name, _ in storage.list(prefix):
+        for name, _ in objects:
             rel = check_key(name[len(prefix):])  # an object named 'a/../../x' must not land outside the sandbox
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +278,7 @@ class TaskRunner:
             target.chmod(0o644)
         for folder, _, _ in os.walk(dest):
             Path(folder).chmod(0o755)
+        return sum(size for _, size in objects)
 
     # executors -------------------------------------------------------------------------------------------
     def _run_executor(self, claim: Claim, index: int, executor: TesExecutor, base: ContainerJob,
@@ -388,6 +409,18 @@ class DiskWatch:
             self._thread.join()
             self._thread = None
         self.check()  # what the last executor left counts too
+
+
+class _TooBig(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _fits(size: int, room: int | None) -> None:
+    """Raise ``_TooBig`` if ``size`` bytes do not fit in ``room`` (None: no limit)."""
+    if room is not None and size > room:
+        raise _TooBig(size)
 
 
 def tree_bytes(root: Path) -> int:

@@ -280,6 +280,33 @@ def test_a_task_over_its_disk_gb_is_stopped_with_a_reason(tes_server: TesServer,
     assert any("over its disk_gb of 0.002" in line for line in task["logs"][0]["system_logs"])
 
 
+def test_inputs_past_the_disk_gb_fail_the_task_before_they_are_downloaded(tes_server: TesServer,
+                                                                         test_image: str) -> None:
+    (tes_server.files / "big").write_bytes(b"x" * (3 << 20))
+    (tes_server.files / "dir").mkdir()
+    for i in range(3):
+        (tes_server.files / "dir" / f"part{i}").write_bytes(b"y" * (1 << 20))
+    small = {"path": "/in/small", "content": "a few bytes"}
+    for big in ({"path": "/in/big", "url": f"file://{tes_server.files}/big"},
+                {"path": "/in/dir", "url": f"file://{tes_server.files}/dir", "type": "DIRECTORY"}):
+        task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+            "resources": {"disk_gb": 0.002},  # about 2 MiB, under either input's 3 MiB
+            "inputs": [small, big],
+            "executors": [{"image": test_image, "command": ["true"]}]}).json()["id"]
+        task = tes_server.wait(task_id)
+        assert task["state"] == "SYSTEM_ERROR" and task["logs"][-1]["logs"] == []  # nothing ran
+        assert any(f"inputs.1 ({big['url']}): 3145728 bytes would take the task's files past its disk_gb of 0.002"
+                   in line for line in task["logs"][-1]["system_logs"]), task["logs"]
+        assert len(task["logs"]) == 1  # not retried: it would not fit the next time either
+    # the same inputs fit a larger disk_gb
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "resources": {"disk_gb": 0.01},
+        "inputs": [small, {"path": "/in/dir", "url": f"file://{tes_server.files}/dir", "type": "DIRECTORY"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "cat /in/dir/* | wc -c"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "COMPLETE" and task["logs"][0]["logs"][0]["stdout"].strip() == str(3 << 20)
+
+
 def test_local_mode_gives_tasks_a_folder_of_its_own_by_default(redis_url: str, tmp_path: Path, docker_host: str,
                                                                test_image: str) -> None:
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
