@@ -179,7 +179,8 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
 
 def build_job(image: str, command: Sequence[str] | None, *, inputs: Sequence[str] = (), env: Sequence[str] = (),
               max_duration: int | None = None, cpus: float | None = None, memory: int | None = None,
-              gpu: int | None = None, job_id: str | None = None) -> dict[str, Any]:
+              gpu: int | None = None, job_id: str | None = None,
+              keep: Sequence[str] | None = None) -> dict[str, Any]:
     """The ``POST /v1/jobs`` body for the ``submit`` options; only what was given is sent."""
     job: dict[str, Any] = {"image": image}
     if command:
@@ -194,6 +195,8 @@ def build_job(image: str, command: Sequence[str] | None, *, inputs: Sequence[str
         job["parameters"] = parameters
     if job_id is not None:
         job["id"] = job_id
+    if keep:
+        job["keepOutputs"] = list(keep)
     return job
 
 
@@ -266,12 +269,16 @@ def submit(
     memory: Annotated[int | None, typer.Option("--memory", min=1, help="MiB.")] = None,
     gpu: Annotated[int | None, typer.Option("--gpu", min=0)] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Your id; submitting it again is a no-op.")] = None,
+    keep: Annotated[list[str] | None, typer.Option(
+        "--keep", metavar="PATTERN",
+        help="Keep only the outputs this glob matches (relative to /outputs; ** spans folders, a leading ! "
+             "excludes). Repeatable; default: every file.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code.")] = False,
     show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout (implies --wait).")] = False,
 ) -> None:
     """Submit a job and print its id: dcc submit IMAGE [OPTIONS] -- CMD..."""
     job = build_job(image, command, inputs=inputs or (), env=env or (), max_duration=max_duration, cpus=cpus,
-                    memory=memory, gpu=gpu, job_id=job_id)
+                    memory=memory, gpu=gpu, job_id=job_id, keep=keep)
     client = _client(ctx)
     view = client.submit(job)
     typer.echo(view["id"])

@@ -83,6 +83,7 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
 MAX_INPUT_NAME = 255
+MAX_OUTPUT_PATTERNS = 100
 MAX_OUTPUT_NAME = 900
 """Bytes of an output's path: its storage key (``jobs/<id>/outputs/...``) stays under S3's 1024."""
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
@@ -225,6 +226,10 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     workingDir: str | None = None
     inputs: list[Input] = Field(default_factory=list, max_length=1000)
+    keepOutputs: list[str] | None = Field(
+        default=None, max_length=MAX_OUTPUT_PATTERNS,
+        description="Which files under /outputs to keep, as glob patterns relative to it (`**` any depth, "
+                    "`{a,b}` either, a leading `!` excludes); default: every file.")
     appendStdOut: bool = Field(default=False, strict=True)  # strict: "yes" or 0 is not taken for a boolean
     appendStdErr: bool = Field(default=False, strict=True)
     parameters: Parameters = Field(default_factory=Parameters)
@@ -266,6 +271,19 @@ class JobSpec(BaseModel):
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
         return check_env(env)
+
+    @field_validator("keepOutputs")
+    @classmethod
+    def _output_patterns(cls, patterns: list[str] | None) -> list[str] | None:
+        for i, pattern in enumerate(patterns or ()):
+            path = pattern.removeprefix("!")
+            why = ("must not be empty" if not path else "must be relative to /outputs" if path.startswith("/")
+                   else "must not contain '..'" if ".." in path.split("/")
+                   else "must not contain control characters" if _CONTROL.search(path)
+                   else f"is longer than {MAX_OUTPUT_NAME} characters" if len(path) > MAX_OUTPUT_NAME else None)
+            if why:
+                raise ValueError(f"pattern {i} ({pattern!r}) {why}")
+        return patterns
 
     @field_validator("workingDir")
     @classmethod
@@ -414,6 +432,8 @@ class JobRecord:
             out["fast"] = True
         if self.spec.priority != "normal":
             out["priority"] = self.spec.priority
+        if self.spec.keepOutputs is not None:
+            out["keepOutputs"] = self.spec.keepOutputs
         if self.inline_outputs is not None:
             out["outputFiles"] = self.inline_outputs
         return out

@@ -171,6 +171,12 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
         ({"image": "x", "parameters": {"maxDuration": "60"}}, "parameters.maxDuration"),
         ({"image": "x", "parameters": {"memory": 64.5}}, "parameters.memory"),
         ({"image": "x", "parameters": {"cpus": "2"}}, "parameters.cpus"),
+        # outputs to keep are patterns relative to /outputs
+        ({"image": "x", "keepOutputs": ["../x"]}, "pattern 0 ('../x') must not contain '..'"),
+        ({"image": "x", "keepOutputs": ["*.txt", "!/etc/*"]}, "pattern 1 ('!/etc/*') must be relative to /outputs"),
+        ({"image": "x", "keepOutputs": [""]}, "pattern 0 ('') must not be empty"),
+        ({"image": "x", "keepOutputs": "*.txt"}, "keepOutputs"),
+        ({"image": "x", "keepOutputs": ["*"] * 101}, "keepOutputs"),
     ):
         reply = post_ascii_json(client, "/v1/jobs", body)
         assert reply.status_code == 400 and field in reply.json()["error"], (body, reply.text)
@@ -214,6 +220,20 @@ def test_containers_docker_refuses_end_the_job_without_retries_or_harm_to_the_wo
     assert workers and all(w["health"] == "HEALTHY" for w in workers)  # the job's fault, not the machine's
     ok = submit(client, {"image": test_image, "command": ["true"]})
     assert wait_done(client, ok["id"])["state"] == "succeeded"
+
+
+def test_only_the_outputs_asked_for_are_kept(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    _, client = api
+    script = "cd $OUTPUTS && mkdir -p plots tmp && echo 1 > a.csv && echo 2 > plots/p.svg && echo 3 > tmp/x.csv"
+    for fast in (False, True):
+        job = submit(client, {"image": test_image, "command": ["sh", "-c", script], "fast": fast,
+                              "keepOutputs": ["*.csv", "plots/**"]})
+        done = job if fast else wait_done(client, job["id"])
+        assert done["state"] == "succeeded" and sorted(done["outputs"]) == ["a.csv", "plots/p.svg"], done
+        assert client.get(f"/v1/jobs/{job['id']}/outputs/a.csv").text == "1\n"
+        assert client.get(f"/v1/jobs/{job['id']}/outputs/tmp/x.csv").status_code == 404
+        view = client.get(f"/v1/jobs/{job['id']}").json()
+        assert view["outputs"] == done["outputs"] and view["keepOutputs"] == ["*.csv", "plots/**"]
 
 
 def test_outputs_whose_names_cannot_be_kept_are_removed_and_said_so(api: tuple[LocalDcc, httpx.Client],

@@ -338,6 +338,7 @@ class Worker:
             memory_mb=p.memory,
             gpu_device_ids=gpus,
             labels={"dcc.worker": self.config.worker_id},
+            keep=tuple(job.spec.keepOutputs) if job.spec.keepOutputs is not None else None,
         )
 
     def _materialize_inputs(self, job: JobRecord, inputs_dir: Path) -> None:

@@ -25,6 +25,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount
+from wcmatch.glob import BRACE, DOTGLOB, GLOBSTAR, NEGATE, NEGATEALL, globmatch
 
 from dcc.errors import JobSystemError
 from dcc.jobs import MAX_OUTPUT_NAME, check_relative_path
@@ -41,6 +42,10 @@ ETC_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 LOG_FILES = 8
 LOG_ENTRY_OVERHEAD = 32  # bytes the local driver adds to each line it stores: at least what it adds (27 here)
 LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
+
+# Outputs to keep: `**` spans folders, `{a,b}` is either, `*` also matches names starting with a dot, and a
+# pattern starting with `!` excludes (only exclusions: everything else is kept).
+KEEP_FLAGS = GLOBSTAR | BRACE | DOTGLOB | NEGATE | NEGATEALL
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "repository name")
 
@@ -177,7 +182,7 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
-        truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes)
+        truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         cut = stored >= 0.99 * (LOG_FILES - 1) * self._log_file_bytes  # (a long line's pieces cost a little more)
         if unnamed or unsafe or cut:  # say so where the job's author looks
@@ -374,9 +379,10 @@ class Cleaned(NamedTuple):
     """Symbolic links, FIFOs, sockets and devices, removed without being followed."""
 
 
-def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
+def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = None) -> Cleaned:
     """Leave only regular files (and folders) under ``root`` whose names can be output names (valid UTF-8, no
-    backslash or control characters, not storage's reserved prefix), at most ``max_bytes`` in all.
+    backslash or control characters, not storage's reserved prefix) and that ``keep``'s glob patterns match
+    (all, if None), at most ``max_bytes`` in all: files not asked for do not count toward it.
 
     Nothing is followed: a link is removed as a link, whatever it points to. Runs after the container exited.
     """
@@ -408,6 +414,9 @@ def clean_outputs(root: Path, max_bytes: int) -> Cleaned:
             if not _nameable(root, path):
                 os.unlink(path)
                 unnamed.append(_shown(root, path))
+                continue
+            if keep is not None and not globmatch(os.path.relpath(path, root), keep, flags=KEEP_FLAGS):
+                os.unlink(path)  # not asked for
                 continue
             if total + info.st_size > max_bytes:
                 os.unlink(path)

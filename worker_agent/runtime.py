@@ -41,6 +41,8 @@ class ContainerJob:
     mounts: tuple[BindMount, ...] = ()
     stdin_path: Path | None = None
     """A file whose bytes are the container's standard input."""
+    keep: tuple[str, ...] | None = None
+    """Glob patterns of the outputs to keep (``dcc.jobs.JobSpec.keepOutputs``); None keeps every file."""
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ def test_submit_sends_the_job_and_prints_only_its_id(api: FakeApi, tmp_path: Pat
     res = run(api, "submit", "img:1",
               "--input", f"data/in.txt=@{text}", "--input", f"blob.bin=@{blob}", "--input", "note.txt=just text",
               "--env", "A=1", "--env", "B=x=y", "--max-duration", "30", "--cpus", "1.5", "--memory", "256",
-              "--gpu", "1", "--id", "job-1", "--", "sh", "-c", "echo hi", "--wait")
+              "--gpu", "1", "--id", "job-1", "--keep", "*.csv", "--keep", "!tmp/**",
+              "--", "sh", "-c", "echo hi", "--wait")
 
     assert res.exit_code == 0, res.output
     assert res.stdout == "job-1\n"
@@ -112,6 +113,7 @@ def test_submit_sends_the_job_and_prints_only_its_id(api: FakeApi, tmp_path: Pat
         ],
         "parameters": {"maxDuration": 30, "cpus": 1.5, "memory": 256, "gpu": 1},
         "id": "job-1",
+        "keepOutputs": ["*.csv", "!tmp/**"],
     }
     assert not api.sent("GET", "/v1/jobs/job-1/wait"), "submit without --wait must not wait"
 

@@ -83,6 +83,24 @@ def test_output_past_the_log_limit_keeps_its_end_and_says_so(docker_client: dock
     assert out.stderr_path.read_text() == "last words\n"
 
 
+def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    script = ("cd $OUTPUTS && mkdir -p sub/deep tmp && echo > a.txt && echo > .hidden.txt && echo > b.log && "
+              "echo > sub/c.txt && echo > sub/deep/d.txt && echo > sub/e.log && head -c 1500000 /dev/zero > tmp/big")
+    for keep, kept in (
+        (None, ["a.txt", ".hidden.txt", "b.log", "sub/c.txt", "sub/deep/d.txt", "sub/e.log"]),  # tmp/big: > 1 MiB
+        (("*.txt", "sub/**/*.txt"), ["a.txt", ".hidden.txt", "sub/c.txt", "sub/deep/d.txt"]),
+        (("!**/*.log", "!tmp/**"), ["a.txt", ".hidden.txt", "sub/c.txt", "sub/deep/d.txt"]),
+        (("{a,b}.*", "sub/**"), ["a.txt", "b.log", "sub/c.txt", "sub/deep/d.txt", "sub/e.log"]),
+    ):
+        work = tmp_path / str(len(list(tmp_path.iterdir())))
+        work.mkdir()
+        out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=keep), work)
+        found = sorted(str(p.relative_to(out.outputs_dir)) for p in out.outputs_dir.rglob("*") if p.is_file())
+        assert found == sorted(kept), keep
+        # the 1.5 MB file is over the limit (1 MiB here): dropped as such only when it was asked for
+        assert out.outputs_truncated is (keep is None)
+
+
 def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
     assert run(runtime, job(tmp_path, test_image, ["sh", "-c", "exit 42"]), tmp_path).exit_code == 42
 
