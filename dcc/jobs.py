@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "worker_lost"
     CONTAINER_REFUSED = "container_refused"  # Docker refused the job's container (no command, not in the image...)
     DISK_LIMIT = "disk_limit_exceeded"
+    LOG_LIMIT = "log_limit_exceeded"  # a TES executor's stdout/stderr file would have missed its start
 
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"

@@ -38,9 +38,12 @@ ETC_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # The engine keeps a job's output (both streams) in its "local" log driver, in LOG_FILES files of max_log_bytes /
 # LOG_FILES each: past that the oldest file goes, so the engine's disk use is bounded, reading the output back
 # takes bounded time (~2.7 s per million lines here, mostly the engine's), and the end of the output is kept.
-# Docker's default json-file driver keeps everything.
+# Docker's default json-file driver keeps everything. The limit counts what the driver stores: each line takes
+# ~27 bytes besides its own. Under MIN_LOG_BYTES a last stderr line can go while older stdout stays (the engine
+# copies the streams apart, and lags on a busy one).
 LOG_FILES = 8
 LOG_ENTRY_OVERHEAD = 32  # bytes the local driver adds to each line it stores: at least what it adds (27 here)
+MIN_LOG_BYTES = 8 << 20
 LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
 
 # Outputs to keep: `**` spans folders, `{a,b}` is either, `*` also matches names starting with a dot, and a
@@ -75,8 +78,7 @@ class DockerRuntime:
         self.max_memory_mb = max_memory_mb
         self.pids_limit = pids_limit
         self.max_output_bytes = max_output_bytes
-        self.max_log_bytes = max_log_bytes
-        self._log_file_bytes = max(max_log_bytes // LOG_FILES, 1024)
+        self.max_log_bytes = max(max_log_bytes, MIN_LOG_BYTES)
         self.gpu_runtime = gpu_runtime
         self._lock = threading.Lock()
         self._containers: dict[str, Any] = {}
@@ -113,7 +115,7 @@ class DockerRuntime:
             "security_opt": ["no-new-privileges"],
             "pids_limit": self.pids_limit,
             "log_config": LogConfig(type="local", config={
-                "max-size": str(self._log_file_bytes), "max-file": str(LOG_FILES), "compress": "false"}),
+                "max-size": str(self._log_file_bytes(job)), "max-file": str(LOG_FILES), "compress": "false"}),
             "mem_limit": f"{memory}m",
             "memswap_limit": f"{memory}m",
             "detach": True,
@@ -129,6 +131,9 @@ class DockerRuntime:
             if self.gpu_runtime:
                 kwargs["runtime"] = self.gpu_runtime
         return {k: v for k, v in kwargs.items() if v is not None}
+
+    def _log_file_bytes(self, job: ContainerJob) -> int:
+        return max(job.max_log_bytes or self.max_log_bytes, MIN_LOG_BYTES) // LOG_FILES
 
     # running -----------------------------------------------------------------------------------------
     def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
@@ -184,17 +189,18 @@ class DockerRuntime:
         stored = self._save_logs(container, stdout, stderr)
         truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
-        cut = stored >= 0.99 * (LOG_FILES - 1) * self._log_file_bytes  # (a long line's pieces cost a little more)
+        file_bytes = self._log_file_bytes(job)
+        cut = stored >= 0.99 * (LOG_FILES - 1) * file_bytes  # (a long line's pieces cost a little more)
         if unnamed or unsafe or cut:  # say so where the job's author looks
             with stderr.open("a") as f:
                 if cut:
-                    f.write(LOG_CUT.format(limit=self._log_file_bytes * LOG_FILES))
+                    f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
                 f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
                 f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in unsafe)
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
-            outputs_truncated=truncated,
+            outputs_truncated=truncated, logs_cut=cut,
         )
 
     def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None) -> Any:

@@ -41,6 +41,8 @@ class ContainerJob:
     mounts: tuple[BindMount, ...] = ()
     stdin_path: Path | None = None
     """A file whose bytes are the container's standard input."""
+    max_log_bytes: int | None = None
+    """What the engine keeps of the output, if not the runtime's own limit."""
     keep: tuple[str, ...] | None = None
     """Glob patterns of the outputs to keep (``dcc.jobs.JobSpec.keepOutputs``); None keeps every file."""
 
@@ -61,6 +63,8 @@ class ContainerOutcome:
     """Local directory holding the regular files the job left under ``/outputs`` (links dropped)."""
     outputs_truncated: bool = False
     """True when outputs past the size limit were left out."""
+    logs_cut: bool = False
+    """True when the output reached the log limit, so its start may be missing from the logs."""
 
 
 class ContainerRuntime(Protocol):

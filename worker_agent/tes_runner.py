@@ -186,14 +186,26 @@ class TaskRunner:
                 self.store.write_task_log(claim, {**run.progress, "running": i})
             except StoreUnavailable as exc:  # progress only: the final log goes with the outcome
                 log.warning("task %s: could not record progress: %s", claim.job.id, exc)
-            with watch:
-                result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+            try:
+                with watch:
+                    result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+            except _NotStarted as exc:
+                run.state, run.error = JobState.ERROR, JobError(code=exc.code, message=exc.message)
+                run.system_logs.append(exc.message)
+                return
             run.first_start = run.first_start or result.started_at
             run.last_exit = result.exited_at
             run.exit_code = result.exit_code
             run.progress["logs"].append(self._executor_log(result))
             if watch.exceeded is not None:
                 self._disk_exceeded(run, watch, disk_gb)
+                return
+            if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
+                files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
+                message = (f"executor {i}'s output passed what the engine keeps of it (as much as the output "
+                           f"limit, DCC_MAX_OUTPUT_BYTES): {files_named} would miss its start")
+                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.LOG_LIMIT, message=message)
+                run.system_logs.append(message)
                 return
             if result.killed:  # (a stop asked after the executor ended is seen before the next one)
                 run.state = JobState.CANCELLED
@@ -294,10 +306,10 @@ class TaskRunner:
                         raise StorageError(f"larger than {self.max_output_bytes} bytes")
                     with stdin.open("wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-            except StorageError as exc:
-                stdin.write_bytes(b"")
-                log.info("task %s executor %d: no stdin file %s (%s); empty stdin", claim.job.id, index,
-                         executor.stdin, exc)
+            except StorageError as exc:  # a typo must not run the executor on empty input
+                raise _NotStarted(ErrorCode.INPUT_FETCH_FAILED,
+                                  f"executor {index}: its stdin {executor.stdin} cannot be read: {exc}") from exc
+        files_out = executor.stdout is not None or executor.stderr is not None
         job = ContainerJob(
             job_id=base.job_id,
             image=executor.image,
@@ -312,6 +324,8 @@ class TaskRunner:
             labels=base.labels,
             mounts=tuple(mounts),
             stdin_path=stdin,
+            # the output is a file of the task's: the engine keeps as much of it as an output may hold
+            max_log_bytes=self.max_output_bytes if files_out else None,
         )
         try:
             result = self.runtime.run(job, workdir=run_dir)
@@ -409,6 +423,14 @@ class DiskWatch:
             self._thread.join()
             self._thread = None
         self.check()  # what the last executor left counts too
+
+
+class _NotStarted(Exception):
+    """An executor that cannot start, for a reason of the task's own."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class _TooBig(Exception):

@@ -363,3 +363,31 @@ def test_a_finished_task_is_served_after_its_redis_record_expires(tes_server: Te
     store.redis.delete(store.job_key(task_id))  # what retention does
     after = tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": "FULL"}).json()
     assert after == before and after["logs"][0]["logs"][0]["stdout"] == "durable\n"
+
+
+def test_an_executor_stdout_file_is_whole_or_the_task_fails(redis_url: str, tmp_path: Path, docker_host: str,
+                                                             test_image: str) -> None:
+    # outputs up to 1 MiB: what the engine keeps of an executor writing to a stdout file is as much (at least
+    # dcc's 8 MiB floor), and 400,000 lines of seq take ~13 MB there
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), max_output_bytes=1 << 20)
+    with serve_local(tmp_path / "data", settings, workers=1) as (_, http):
+        folder = (tmp_path / "data" / "tes").resolve()
+        server = TesServer(local=None, http=http, url="", files=folder, checker=SpecChecker())  # type: ignore[arg-type]
+
+        def run(executor: dict, **task: object) -> dict:
+            task_id = http.post(f"{PREFIX}/tasks", json={"executors": [{"image": test_image, **executor}],
+                                                         **task}).json()["id"]
+            return server.wait(task_id)
+
+        cut = run({"command": ["seq", "400000"], "stdout": "/out/seq.txt"},
+                  outputs=[{"path": "/out/seq.txt", "url": f"file://{folder}/seq.txt"}])
+        assert cut["state"] == "SYSTEM_ERROR", cut
+        assert any("/out/seq.txt would miss its start" in line for line in cut["logs"][0]["system_logs"])
+        # the same output as a log only: its end is kept, and the task completes
+        logged = run({"command": ["seq", "400000"]})
+        assert logged["state"] == "COMPLETE" and logged["logs"][0]["logs"][0]["stdout"].endswith("400000\n")
+        # a stdin file that is not there is the task's error, not an empty input
+        typo = run({"command": ["wc", "-c"], "stdin": "/in/typo.txt"}, volumes=["/in"])
+        assert typo["state"] == "SYSTEM_ERROR" and typo["logs"][0]["logs"] == []
+        assert any(line.startswith("executor 0: its stdin /in/typo.txt cannot be read")
+                   for line in typo["logs"][0]["system_logs"]), typo["logs"]

@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from dcc.errors import JobSystemError
-from worker_agent.docker_runtime import LOG_FILES, DockerRuntime
+from worker_agent.docker_runtime import LOG_FILES, MIN_LOG_BYTES, DockerRuntime
 from worker_agent.runtime import ContainerJob
 
 pytestmark = pytest.mark.docker
@@ -64,23 +64,24 @@ def test_large_interleaved_logs_keep_each_stream_whole(runtime: DockerRuntime, t
 
 def test_output_past_the_log_limit_keeps_its_end_and_says_so(docker_client: docker.DockerClient, test_image: str,
                                                               tmp_path: Path) -> None:
-    limit = 256 << 10
-    runtime = DockerRuntime(client=docker_client, max_log_bytes=limit)
-    # 60,000 short lines take ~1.9 MB in the engine's store, 7x the limit: the earliest are dropped
-    spec = job(tmp_path, test_image, ["seq", "60000"])
+    limit = MIN_LOG_BYTES  # 8 MiB: a smaller setting is raised to it
+    runtime = DockerRuntime(client=docker_client, max_log_bytes=256 << 10)
+    # 400,000 short lines take ~13.5 MB in the engine's store: the earliest are dropped
+    spec = job(tmp_path, test_image, ["seq", "400000"])
     out = run(runtime, spec, tmp_path)
+    assert out.logs_cut
     stdout = out.stdout_path.read_text().splitlines()
-    assert stdout[-1] == "60000" and stdout[0] != "1"
-    assert stdout == [str(i) for i in range(int(stdout[0]), 60001)]  # a whole tail, nothing missing inside it
+    assert stdout[-1] == "400000" and stdout[0] != "1"
+    assert stdout == [str(i) for i in range(int(stdout[0]), 400001)]  # a whole tail, nothing missing inside it
     assert out.stdout_path.stat().st_size < limit
     assert out.stderr_path.read_text() == ("[dcc: the job's output reached the log limit of "
                                            f"{limit} bytes: earlier output may have been dropped]\n")
-    # well under the limit (a quarter of it in the engine's store), all of it and no note
+    # well under the limit, all of it and no note
     (tmp_path / "small").mkdir()
     spec = job(tmp_path / "small", test_image, ["sh", "-c", "seq 2000; echo last words >&2"])
     out = run(runtime, spec, tmp_path / "small")
     assert out.stdout_path.read_text() == "".join(f"{i}\n" for i in range(1, 2001))
-    assert out.stderr_path.read_text() == "last words\n"
+    assert out.stderr_path.read_text() == "last words\n" and not out.logs_cut
 
 
 def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
