@@ -7,6 +7,7 @@ The HTTP server turns each request into an API Gateway REST proxy event and call
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
 import os
 import shutil
@@ -99,11 +100,56 @@ def build_app() -> Starlette:
     return Starlette(routes=[WebSocketRoute("/v1/ws", live), Route("/{path:path}", proxy, methods=METHODS)])
 
 
+def hold_data_dir(data_dir: Path) -> Any:
+    """Lock ``data_dir`` for this process (the lock goes with it, however it ends); DccError if a live local mode
+    holds it already. Returns the open lock file: keep it open."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "local.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "?"
+        lock.close()
+        raise DccError(f"{data_dir} is in use by another dcc local (pid {owner}): stop it, or use another "
+                       "--data-dir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def stable_id(path: Path, make: Any) -> str:
+    """The id stored at ``path``, made with ``make()`` and stored the first time."""
+    try:
+        return path.read_text().strip() or _store_id(path, make())
+    except FileNotFoundError:
+        return _store_id(path, make())
+
+
+def _store_id(path: Path, value: str) -> str:
+    path.write_text(value + "\n")
+    return value
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (an ended one may linger unreaped: state Z)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 class RedisProcess:
-    """A redis-server of local mode's own, persisted (AOF) under ``directory``."""
+    """A redis-server of local mode's own, persisted (AOF) under ``directory``.
+
+    One redis-server per directory: a server left by a local mode that was killed (SIGKILL gives it no chance
+    to stop its child) is stopped before a new one starts, so two never write the same append-only file.
+    """
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
+        self.dir = directory.absolute()
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -113,12 +159,13 @@ class RedisProcess:
             raise DccError("redis-server is not installed: install it (Debian: apt-get install redis-server) "
                            "or set REDIS_URL to a Redis you run")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"],
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1", "--pidfile", str(self.pidfile)],
             stdout=(self.dir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
@@ -131,6 +178,28 @@ class RedisProcess:
                     break
                 time.sleep(0.05)
         raise DccError(f"redis-server did not start; see {self.dir / 'redis.log'}")
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "redis.pid"
+
+    def _stop_orphan(self) -> None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            # redis-server retitles itself, so it is known by its name and its working directory (--dir)
+            ours = (Path(f"/proc/{pid}/comm").read_text().strip() == "redis-server"
+                    and os.readlink(f"/proc/{pid}/cwd") == str(self.dir.resolve()))
+        except (OSError, ValueError):
+            return  # no server left, or not one we can see
+        if not ours or not _running(pid):
+            return  # the pid was reused by something else, or it has ended
+        log.warning("stopping redis-server %d, left running by an earlier local mode on %s", pid, self.dir)
+        os.kill(pid, signal.SIGTERM)  # it writes out its append-only file and exits
+        deadline = time.monotonic() + 30
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _running(pid):
+            raise DccError(f"redis-server {pid} (left by an earlier local mode on {self.dir}) did not stop")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -153,10 +222,12 @@ class LocalDcc:
         self.settings = self.base_settings
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._lock: Any = None
 
     def start(self) -> None:
         from functions.api import handler
 
+        self._lock = hold_data_dir(self.data_dir)  # one local mode per data dir; what a dead one left is ours
         settings = self.base_settings
         if not os.environ.get("REDIS_URL") and settings.redis_url == Settings().redis_url:
             self.redis = RedisProcess(self.data_dir / "redis")
@@ -169,8 +240,14 @@ class LocalDcc:
             settings = settings.with_(tes_locations=(f"file://{tes_dir}/",))
         if not settings.disable_worker:
             from worker_agent.__main__ import build_worker
+            from worker_agent.agent import default_worker_id
 
-            self.worker = build_worker(settings, slots=self.slots, workdir=self.data_dir / "work")
+            # The same worker id on every start: containers a killed run left are found and removed (and the
+            # jobs they ran, whose leases lapse, run again); so are the folders of those runs.
+            worker_id = os.environ.get("DCC_WORKER_ID") or stable_id(self.data_dir / "worker-id", default_worker_id)
+            shutil.rmtree(self.data_dir / "work", ignore_errors=True)
+            self.worker = build_worker(settings, worker_id=worker_id, slots=self.slots,
+                                       workdir=self.data_dir / "work")
             if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked
                 settings = settings.with_(max_gpus_per_worker=self.worker.config.slots.get("gpu", 0))
         self.settings = settings
@@ -201,6 +278,9 @@ class LocalDcc:
         handler.configure(None)
         if self.redis is not None:
             self.redis.stop()
+        if self._lock is not None:
+            self._lock.close()  # (releases the lock)
+            self._lock = None
 
 
 def serve(port: int = 8000, data_dir: Path | None = None, workers: int | None = None,

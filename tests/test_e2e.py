@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from dcc.local import LocalDcc
+from dcc.local import LocalDcc, _running
 from dcc.settings import Settings
 from tests.e2e_support import serve_local, wait_done, wait_state
 
@@ -444,6 +445,74 @@ def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _start_local(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DCC_STORAGE")}
+    return subprocess.Popen([str(Path(sys.executable).parent / "dcc"), "local", "--port", str(port), "--data-dir",
+                             str(data_dir)], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _until_healthy(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("local mode did not come up")
+
+
+def test_a_killed_local_mode_is_replaced_cleanly_on_its_data_dir(tmp_path: Path, docker_client, test_image: str,
+                                                                  ) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port
+
+    data = tmp_path / "data"
+    first_port, second_port = free_port(), free_port()
+    first = _start_local(data, first_port, DCC_LEASE_SECONDS="2")
+    second = None
+    redis_pid = 0
+    stack = contextlib.ExitStack()
+    try:
+        _until_healthy(first_port)
+        client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{first_port}", timeout=30))
+        job = submit(client, {"image": test_image, "command": ["sh", "-c", "sleep 6; echo done"]})
+        wait_state(client, job["id"], "running")
+        deadline = time.monotonic() + 10
+        while not (found := docker_client.containers.list(filters={"label": f"dcc.job={job['id']}"})):
+            assert time.monotonic() < deadline, "the job's container did not appear"
+            time.sleep(0.05)
+        [container] = found
+        # a second local mode on a data dir in use stops at once, saying why
+        refused = _start_local(data, free_port())
+        _, said = refused.communicate(timeout=30)
+        assert refused.returncode != 0 and b"is in use by another dcc local (pid" in said, said
+        [redis_pid] = [pid for pid, name in _children(first.pid).items() if name.startswith("redis-server")]
+        first.kill()  # SIGKILL: its redis-server and the job's container live on
+        first.wait(timeout=10)
+        assert _running(redis_pid) and container.reload() is None
+
+        second = _start_local(data, second_port, DCC_LEASE_SECONDS="2")
+        _until_healthy(second_port)
+        assert not _running(redis_pid)  # stopped, not writing the same append-only file as ours
+        assert [n for n in _children(second.pid).values() if n.startswith("redis-server")] == ["redis-server"]
+        with pytest.raises(Exception, match="404"):  # the orphaned container went (the same worker id)
+            container.reload()
+        client = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{second_port}", timeout=30))
+        done = wait_done(client, job["id"], timeout=60)
+        assert (done["state"], done["attempts"]) == ("succeeded", 2), done  # its lease lapsed: it ran again
+        assert client.get(f"/v1/jobs/{job['id']}/stdout").text == "done\n"
+    finally:
+        stack.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # (stops its redis-server too)
+                proc.wait(timeout=60)
+            if proc is not None and proc.stderr is not None:
+                proc.stderr.close()
+        if redis_pid and _running(redis_pid):
+            os.kill(redis_pid, signal.SIGTERM)
 
 
 def test_cut_fast_outputs_are_flagged_and_the_cli_says_so(api: tuple[LocalDcc, httpx.Client], settings: Settings,
