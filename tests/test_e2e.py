@@ -422,35 +422,12 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
-def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str) -> None:
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DCC_STORAGE")}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "dcc"), "local", "--port", str(port), "--data-dir",
-                             str(tmp_path / "data")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        redis_pids = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
-        assert len(redis_pids) == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) != 0
-        assert not Path(f"/proc/{redis_pids[0]}").exists()  # stopped with it, not left to init
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
 def _start_local(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """``dcc local`` in a process of its own; what it says goes to ``local-PORT.log`` beside the data dir."""
     clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DCC_STORAGE")}
-    return subprocess.Popen([str(Path(sys.executable).parent / "dcc"), "local", "--port", str(port), "--data-dir",
-                             str(data_dir)], env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with (data_dir.parent / f"local-{port}.log").open("wb") as said:
+        return subprocess.Popen([str(Path(sys.executable).parent / "dcc"), "local", "--port", str(port),
+                                 "--data-dir", str(data_dir)], env={**clean, **env}, stdout=said, stderr=said)
 
 
 def _until_healthy(port: int) -> None:
@@ -462,6 +439,23 @@ def _until_healthy(port: int) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("local mode did not come up")
+
+
+def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = _start_local(tmp_path / "data", port)
+    try:
+        _until_healthy(port)
+        redis_pids = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
+        assert len(redis_pids) == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        assert not Path(f"/proc/{redis_pids[0]}").exists()  # stopped with it, not left to init
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_killed_local_mode_is_replaced_cleanly_on_its_data_dir(tmp_path: Path, docker_client, test_image: str,
@@ -485,9 +479,10 @@ def test_a_killed_local_mode_is_replaced_cleanly_on_its_data_dir(tmp_path: Path,
             time.sleep(0.05)
         [container] = found
         # a second local mode on a data dir in use stops at once, saying why
-        refused = _start_local(data, free_port())
-        _, said = refused.communicate(timeout=30)
-        assert refused.returncode != 0 and b"is in use by another dcc local (pid" in said, said
+        refused_port = free_port()
+        refused = _start_local(data, refused_port)
+        said = (tmp_path / f"local-{refused_port}.log").read_bytes() if refused.wait(timeout=30) else b""
+        assert b"is in use by another dcc local (pid" in said, said
         [redis_pid] = [pid for pid, name in _children(first.pid).items() if name.startswith("redis-server")]
         first.kill()  # SIGKILL: its redis-server and the job's container live on
         first.wait(timeout=10)
@@ -509,8 +504,6 @@ def test_a_killed_local_mode_is_replaced_cleanly_on_its_data_dir(tmp_path: Path,
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # (stops its redis-server too)
                 proc.wait(timeout=60)
-            if proc is not None and proc.stderr is not None:
-                proc.stderr.close()
         if redis_pid and _running(redis_pid):
             os.kill(redis_pid, signal.SIGTERM)
 
