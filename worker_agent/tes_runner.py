@@ -133,9 +133,14 @@ class TaskRunner:
         """
         task = TesTask.model_validate(claim.job.task)
         sandbox = workdir / "sandbox"
-        mounts = self._prepare(task, sandbox)
         progress: dict[str, Any] = {"attempt": claim.attempt, "logs": [], "outputs": [],
                                     "start_time": rfc3339(time.time()), "metadata": {"worker": claim.job.worker or ""}}
+        try:
+            mounts = self._prepare(task, sandbox, cancelled)
+        except _Cancelled:  # while its inputs were downloading
+            progress["end_time"] = rfc3339(time.time())
+            return Outcome(state=JobState.CANCELLED, exit_code=None, error=None, started_at=None, exited_at=None,
+                           task_log=progress)
         run = _Run(progress=progress)
         self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
         error = run.error
@@ -151,13 +156,13 @@ class TaskRunner:
         return Outcome(state=run.state, exit_code=run.exit_code, error=error, started_at=run.first_start,
                        exited_at=run.last_exit, task_log=progress)
 
-    def _prepare(self, task: TesTask, sandbox: Path) -> list[BindMount]:
+    def _prepare(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool] = lambda: False) -> list[BindMount]:
         """Make the sandbox: writable folders, then the inputs; the mounts every executor gets."""
         sandbox.mkdir(mode=0o755)
         mounts = plan_mounts(task, sandbox)
         for target in (*task.volumes, *(out.folder() for out in task.outputs)):
             host_path(sandbox, target).mkdir(parents=True, exist_ok=True)  # (and so every writable mount)
-        self._fetch_inputs(task, sandbox)
+        self._fetch_inputs(task, sandbox, cancelled)
         for m in mounts:  # after the inputs: a folder input inside a writable mount must not undo this
             if not m.read_only:
                 for folder, _, _ in os.walk(m.source):
@@ -228,13 +233,15 @@ class TaskRunner:
         run.system_logs.append(message)
 
     # inputs ----------------------------------------------------------------------------------------------
-    def _fetch_inputs(self, task: TesTask, sandbox: Path) -> None:
+    def _fetch_inputs(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool]) -> None:
         """Write or download each input. Under ``disk_gb``, an input that would take the task's files past it
         fails the task before it is downloaded (where its size is known first) or as soon as it has been."""
         disk_gb = task.resources.disk_gb if task.resources else None
         budget = int(disk_gb * GIB) if disk_gb else None
         used = 0
         for i, item in enumerate(task.inputs):
+            if cancelled():  # seen between inputs (and between a folder's files): a cancel need not wait for all
+                raise _Cancelled
             dest = host_path(sandbox, item.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             room = None if budget is None else budget - used
@@ -245,7 +252,7 @@ class TaskRunner:
                     dest.write_bytes(data)
                     used += len(data)
                 elif item.type == "DIRECTORY":
-                    used += self._fetch_folder(item.url, dest, room)
+                    used += self._fetch_folder(item.url, dest, room, cancelled)
                 else:
                     used += self._fetch_file(item.url, dest, room)
             except _TooBig as exc:
@@ -272,7 +279,8 @@ class TaskRunner:
         _fits(size, room)  # (a URL's size is known once it is here)
         return size
 
-    def _fetch_folder(self, url: str, dest: Path, room: int | None = None) -> int:
+    def _fetch_folder(self, url: str, dest: Path, room: int | None = None,
+                      cancelled: Callable[[], bool] = lambda: False) -> int:
         found = self.locations.resolve(url, folder=True)
         if found is None:
             raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: not a location folders are read from",
@@ -280,9 +288,13 @@ class TaskRunner:
         storage, key = found
         prefix = f"{key}/" if key else ""
         objects = list(storage.list(prefix))
+        if not objects:  # (a folder in a bucket is its files: none is a wrong URL as often as an empty folder)
+            raise ObjectNotFound("no files under it")
         _fits(sum(size for _, size in objects), room)  # before any of it is downloaded
         dest.mkdir(parents=True, exist_ok=True)
         for name, _ in objects:
+            if cancelled():
+                raise _Cancelled
             rel = check_key(name[len(prefix):])  # an object named 'a/../../x' must not land outside the sandbox
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -423,6 +435,10 @@ class DiskWatch:
             self._thread.join()
             self._thread = None
         self.check()  # what the last executor left counts too
+
+
+class _Cancelled(Exception):
+    """The task was cancelled before its executors ran."""
 
 
 class _NotStarted(Exception):

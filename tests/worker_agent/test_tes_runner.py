@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dcc.errors import StorageError
+from dcc.errors import JobSystemError, StorageError
 from dcc.tes import TesTask
-from worker_agent.tes_runner import TaskRunner, _output_files, plan_mounts
+from worker_agent.tes_runner import TaskRunner, _Cancelled, _output_files, plan_mounts
 
 
 def task(**fields: object) -> TesTask:
@@ -78,6 +78,49 @@ def test_a_folder_input_never_writes_outside_the_sandbox(tmp_path: Path) -> None
         runner._fetch_folder("s3://b/in/set", dest)
     assert not list(tmp_path.rglob("escaped.txt"))
     assert (dest / "ok.txt").read_text() == "in/set/ok.txt"
+
+
+class _Listing:
+    def __init__(self, names: list[str]) -> None:
+        self.names, self.downloaded = names, []  # type: list[str]
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for name in self.names:
+            yield f"{prefix}{name}", 1
+
+    def download(self, key: str, path: Path) -> None:
+        self.downloaded.append(key)
+        path.write_text("x")
+
+
+def _runner(listing: _Listing) -> TaskRunner:
+    runner = TaskRunner(runtime=None, store=None, fetch=None, locations=("s3://b/in/",),  # type: ignore[arg-type]
+                        max_output_bytes=1 << 20)
+    runner.locations._cache["s3://b/"] = listing  # type: ignore[assignment]
+    return runner
+
+
+def test_a_cancel_is_seen_between_inputs_and_between_a_folders_files(tmp_path: Path) -> None:
+    listing = _Listing(["a", "b", "c"])
+    runner = _runner(listing)
+    t = task(inputs=[{"path": "/in/set", "url": "s3://b/in/set", "type": "DIRECTORY"},
+                     {"path": "/in/one", "url": "s3://b/in/one"}])
+    with pytest.raises(_Cancelled):  # cancelled once the first file is here: the rest are not fetched
+        runner._prepare(t, tmp_path / "s1", cancelled=lambda: bool(listing.downloaded))
+    assert listing.downloaded == ["in/set/a"]
+    listing.downloaded.clear()
+    with pytest.raises(_Cancelled):
+        runner._prepare(t, tmp_path / "s2", cancelled=lambda: len(listing.downloaded) >= 3)
+    assert listing.downloaded == ["in/set/a", "in/set/b", "in/set/c"]  # the folder, and not the next input
+
+
+def test_a_folder_input_with_no_files_is_the_tasks_error(tmp_path: Path) -> None:
+    runner = _runner(_Listing([]))
+    t = task(inputs=[{"path": "/in/set", "url": "s3://b/in/nothing-here", "type": "DIRECTORY"}])
+    with pytest.raises(JobSystemError) as caught:
+        runner._prepare(t, tmp_path / "s")
+    assert caught.value.code == "input_fetch_failed" and not caught.value.retryable
+    assert str(caught.value) == "inputs.0 (s3://b/in/nothing-here): no files under it"
 
 
 def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) -> None:
