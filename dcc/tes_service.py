@@ -36,6 +36,12 @@ TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLET
 _STARTED = time.time()
 
 
+# A job's fields as a task names them
+TASK_FIELDS = {"parameters.gpu": "resources.backend_parameters.gpu", "parameters.memory": "resources.ram_gb",
+               "parameters.cpus": "resources.cpu_cores",
+               "parameters.maxDuration": "resources.backend_parameters.max_duration"}
+
+
 class TesService:
     """Tasks are jobs: each create submits one job that runs the task's executors."""
 
@@ -62,7 +68,13 @@ class TesService:
             raise InputTooLarge(f"the task's description (executors, inputs and outputs without contents, tags) is "
                                 f"{size} bytes, over the limit of {self.jobs.settings.max_spec_bytes} bytes",
                                 field="task")
-        record, _ = self.jobs.submit(spec, task=document)
+        try:
+            record, _ = self.jobs.submit(spec, task=document)
+        except InvalidJob as exc:  # the deployment's limits, checked on the job: say it in the task's own terms
+            field = TASK_FIELDS.get(exc.field or "")
+            if field is None or exc.field is None:
+                raise
+            raise type(exc)(str(exc).replace(exc.field, field, 1), field=field) from exc
         return record.id
 
     def _task(self, task_id: str) -> JobRecord:

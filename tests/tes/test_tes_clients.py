@@ -214,6 +214,11 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a\x00b"]}]}, "NUL"),
     ({"executors": [{"image": "x", "command": ["a"], "env": {"K": "\ud800"}}]}, "executors[0].env.K"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}}, "resources.ram_gb"),
+    # the deployment's limits, said in the task's terms (not the dcc job's fields it becomes)
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "2"}}},
+     "resources.backend_parameters.gpu: 2 GPUs is more than any worker of this deployment has (1)"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1000}},
+     "resources.ram_gb: 1024000 MiB is over this deployment's maximum"),
 ])
 def test_invalid_tasks_get_400_naming_what_is_wrong(tes_server: TesServer, task: dict, says: str) -> None:
     reply = tes_server.http.post(f"{PREFIX}/tasks", content=json.dumps(task),  # (escaped: "\ud800" reaches it)
