@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dcc.errors import DccError
-from dcc.service import JobService, check_job_id
+from dcc.service import JobService, split_job_ids
 from dcc.store import record_from_hash
 
 MAX_SUBSCRIPTIONS = 1000
@@ -55,12 +55,14 @@ class LiveSession:
             request = json.loads(text)
             if not isinstance(request["jobIds"], list):  # (a string would be taken letter by letter)
                 raise TypeError("jobIds must be a list")
-            action, ids = request["action"], [check_job_id(str(i)) for i in request["jobIds"]]
-        except (ValueError, KeyError, TypeError, DccError):
+            action, (ids, unknown) = request["action"], split_job_ids(request["jobIds"])
+        except (ValueError, KeyError, TypeError):
             await self.send({"type": "error", "error": USAGE})
             return
         if action == "subscribe":
             await self.subscribe(ids)
+            for job_id in unknown:  # an id that cannot be a job's is one not found
+                await self.send({"type": "error", "jobId": job_id, "error": "not found"})
         elif action == "unsubscribe":
             gone = [c for c in map(self.store.events_channel, ids) if self.channels.pop(c, None)]
             if gone:

@@ -8,7 +8,7 @@ changes a job's state (worker, API, reaper) calls ``push`` when a WebSocket endp
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import botocore.exceptions
@@ -37,19 +37,23 @@ class WebsocketPusher:
     def _conn_key(self, connection: str) -> str:
         return f"{self.store.prefix}:ws:conn:{connection}"
 
-    def subscribe(self, connection: str, job_ids: list[str]) -> None:
-        """Record the subscriptions, then send each job's current state at once."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.sadd(self._job_key(job_id), connection)
-            pipe.expire(self._job_key(job_id), CONNECTION_TTL)
-        pipe.sadd(self._conn_key(connection), *job_ids)
-        pipe.expire(self._conn_key(connection), CONNECTION_TTL)
-        pipe.execute()
+    def subscribe(self, connection: str, job_ids: list[str], unknown: Sequence[str] = ()) -> None:
+        """Record the subscriptions, then send each job's current state at once; ``unknown``: ids that cannot
+        be jobs' (each is answered "not found", as a job that does not exist is)."""
+        if job_ids:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.sadd(self._job_key(job_id), connection)
+                pipe.expire(self._job_key(job_id), CONNECTION_TTL)
+            pipe.sadd(self._conn_key(connection), *job_ids)
+            pipe.expire(self._conn_key(connection), CONNECTION_TTL)
+            pipe.execute()
         for job_id in job_ids:
             view = self.find(job_id)
             message = {"type": "job", "job": view} if view else {"type": "error", "jobId": job_id, "error": "not found"}
             self._post(connection, message)
+        for job_id in unknown:
+            self._post(connection, {"type": "error", "jobId": job_id, "error": "not found"})
 
     def disconnect(self, connection: str) -> None:
         """Forget a connection and its subscriptions."""

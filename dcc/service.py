@@ -343,3 +343,9 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.match(job_id):
         raise JobNotFound(job_id)
     return job_id
+
+
+def split_job_ids(values: list[Any]) -> tuple[list[str], list[str]]:
+    """The values that can be job ids, and those that cannot (as text)."""
+    ids = [str(v) for v in values]
+    return [i for i in ids if _JOB_ID.match(i)], [i for i in ids if not _JOB_ID.match(i)]

@@ -40,8 +40,8 @@ def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_
         assert seen_by_second[-1] == "failed" and done["exitCode"] == 4
         # subscribing to a finished job answers with its final state at once; unknown ids say so
         with connect(ws_url) as late:
-            late.send(json.dumps({"action": "subscribe", "jobIds": [busy["id"], job["id"], "no-such-job"]}))
-            replies = [json.loads(late.recv(timeout=30)) for _ in range(3)]
+            late.send(json.dumps({"action": "subscribe", "jobIds": [busy["id"], job["id"], "no-such-job", "../x"]}))
+            replies = [json.loads(late.recv(timeout=30)) for _ in range(4)]
             late.send("not json")
             assert "subscribe" in json.loads(late.recv(timeout=10))["error"]
             late.send(json.dumps({"action": "subscribe", "jobIds": busy["id"]}))  # a string, not a list
@@ -53,6 +53,7 @@ def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_
             assert refused == ["job-997", "job-998", "job-999"]
         assert replies[1]["job"]["state"] == "failed"
         assert replies[2] == {"type": "error", "jobId": "no-such-job", "error": "not found"}
+        assert replies[3] == {"type": "error", "jobId": "../x", "error": "not found"}  # not an id: one not found
 
 
 def test_cli_wait_follows_the_websocket(redis_url: str, tmp_path: Path, docker_host: str, test_image: str,

@@ -14,7 +14,7 @@ import boto3
 
 from dcc.errors import DccError
 from dcc.push import WebsocketPusher
-from dcc.service import check_job_id
+from dcc.service import split_job_ids
 from functions.api import handler as api
 
 _pusher: WebsocketPusher | None = None
@@ -59,8 +59,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = json.loads(event.get("body") or "{}")
         if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > 1000:
             raise TypeError("jobIds must be a list of at most 1000 ids")
-        ids = [check_job_id(str(i)) for i in body["jobIds"]]
-    except (ValueError, KeyError, TypeError, DccError):
+        ids, unknown = split_job_ids(body["jobIds"])  # an id that cannot be a job's is one not found
+    except (ValueError, KeyError, TypeError):
         return {"statusCode": 400, "body": 'send {"action": "subscribe", "jobIds": ["<id>", ...]}'}
-    pusher.subscribe(connection, ids)
+    pusher.subscribe(connection, ids, unknown)
     return {"statusCode": 200}

@@ -86,10 +86,30 @@ def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) ->
     assert pusher.store.redis.keys("{dcc}:ws:*") == []
 
 
+def test_an_id_that_cannot_be_a_job_is_not_found_and_spoils_nothing(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, stub = wired
+    pusher.store.create(JobRecord(id="job3", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                                  submitted_at=time.time()), only_if_new=True)
+    posted: list[dict] = []
+    original = pusher.client.post_to_connection
+
+    def record(**kwargs: object) -> object:
+        posted.append(sent(kwargs["Data"]))  # type: ignore[arg-type]
+        return original(**kwargs)
+
+    pusher.client.post_to_connection = record  # type: ignore[method-assign]
+    for _ in range(3):
+        stub.add_response("post_to_connection", {})
+    request = event("ws_subscribe", JOB_ID="x")
+    request["body"] = '{"action": "subscribe", "jobIds": ["../etc", "job3", 7]}'
+    assert websocket.lambda_handler(request, None)["statusCode"] == 200
+    assert [(m["type"], m.get("jobId") or m["job"]["id"]) for m in posted] == [
+        ("job", "job3"), ("error", "7"), ("error", "../etc")]  # (7: not found, like any job that does not exist)
+    assert pusher.store.redis.smembers("{dcc}:ws:conn:Abc123=") == {"job3", "7"}
+
+
 def test_bad_subscribe_is_a_400(wired: tuple[WebsocketPusher, Stubber]) -> None:
     bad = event("ws_subscribe", JOB_ID="x")
-    bad["body"] = '{"action": "subscribe", "jobIds": ["../etc"]}'
-    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
     bad["body"] = "not json"
     assert websocket.lambda_handler(bad, None)["statusCode"] == 400
     bad["body"] = '{"action": "subscribe", "jobIds": "abc"}'  # not three jobs a, b and c
