@@ -242,14 +242,20 @@ class JobService:
             record = self.wait(record.id, self.settings.wait_seconds)
         return record, created
 
+    def _smoke_gpu(self, gpu: bool) -> None:
+        if gpu and self.settings.max_gpus_per_worker == 0:  # (the job's own check would name a field never sent)
+            raise InvalidJob("no worker of this deployment has a GPU: there is no GPU job to test")
+
     def smoke(self, *, gpu: bool) -> JobRecord:
         """Run one small fast job and return it as it is when done (or at the wait limit)."""
+        self._smoke_gpu(gpu)
         spec = JobSpec(image=self.settings.smoke_image, command=["sh", "-c", "echo ok"], fast=True,
                        parameters=Parameters(gpu=1 if gpu else 0, maxDuration=60), meta={"smoke": True})
         return self.submit_and_wait(spec)[0]
 
     def smoke_load(self, *, gpu: bool, count: int, seconds: int) -> list[str]:
         """Queue ``count`` jobs that sleep ``seconds``; their ids."""
+        self._smoke_gpu(gpu)
         spec = JobSpec(image=self.settings.smoke_image, command=["sleep", str(seconds)],
                        parameters=Parameters(gpu=1 if gpu else 0, maxDuration=seconds + 60), meta={"smoke": True})
         return [self.submit(spec)[0].id for _ in range(count)]

@@ -195,6 +195,10 @@ def test_local_mode_refuses_gpu_jobs_its_own_worker_cannot_run(settings: Setting
         assert reply.json()["error"] == ("parameters.gpu: 1 GPUs is more than any worker of this deployment has "
                                          "(0)")
         assert client.get("/v1/queues").json()["queues"]["gpu"] == 0
+        for path in ("/test/gpu", "/test/gpu/2/1"):
+            reply = client.get(path)
+            assert reply.status_code == 400 and reply.json()["error"] == (
+                "no worker of this deployment has a GPU: there is no GPU job to test"), reply.text
     # a worker given two (data-flow-only) GPUs takes jobs of up to two
     monkeypatch.setenv("DISABLE_NVIDIA_RUNTIME", "true")
     monkeypatch.setenv("DCC_GPUS", "2")
