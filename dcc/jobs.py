@@ -84,7 +84,10 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
 MAX_INPUT_NAME = 255
-MAX_OUTPUT_PATTERNS = 100
+MAX_OUTPUT_PATTERNS = 32
+MAX_PATTERN_LENGTH = 256
+MAX_GLOBSTARS = 2  # each '**' multiplies the work of matching a deep path: two keep it to milliseconds a file
+MAX_BRACES = 2  # each '{a,b}' multiplies the patterns matched
 MAX_OUTPUT_NAME = 900
 """Bytes of an output's path: its storage key (``jobs/<id>/outputs/...``) stays under S3's 1024."""
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
@@ -230,7 +233,8 @@ class JobSpec(BaseModel):
     keepOutputs: list[str] | None = Field(
         default=None, max_length=MAX_OUTPUT_PATTERNS,
         description="Which files under /outputs to keep, as glob patterns relative to it (`**` any depth, "
-                    "`{a,b}` either, a leading `!` excludes); default: every file.")
+                    "`{a,b}` either, a leading `!` excludes); default: every file. At most 32 patterns, each "
+                    "with at most two `**` and two `{...}`.")
     appendStdOut: bool = Field(default=False, strict=True)  # strict: "yes" or 0 is not taken for a boolean
     appendStdErr: bool = Field(default=False, strict=True)
     parameters: Parameters = Field(default_factory=Parameters)
@@ -280,8 +284,12 @@ class JobSpec(BaseModel):
             path = pattern.removeprefix("!")
             why = ("must not be empty" if not path else "must be relative to /outputs" if path.startswith("/")
                    else "must not contain '..'" if ".." in path.split("/")
+                   else "must not start with './' (patterns are relative to /outputs)" if path.startswith("./")
+                   else f"names a folder: '{path.rstrip('/')}/**' keeps the files in it" if path.endswith("/")
                    else "must not contain control characters" if _CONTROL.search(path)
-                   else f"is longer than {MAX_OUTPUT_NAME} characters" if len(path) > MAX_OUTPUT_NAME else None)
+                   else f"is longer than {MAX_PATTERN_LENGTH} characters" if len(path) > MAX_PATTERN_LENGTH
+                   else f"has more than {MAX_GLOBSTARS} '**'" if path.count("**") > MAX_GLOBSTARS
+                   else f"has more than {MAX_BRACES} '{{...}}' groups" if path.count("{") > MAX_BRACES else None)
             if why:
                 raise ValueError(f"pattern {i} ({pattern!r}) {why}")
         return patterns

@@ -25,10 +25,10 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount
-from wcmatch.glob import BRACE, DOTGLOB, GLOBSTAR, NEGATE, NEGATEALL, globmatch
+from wcmatch import glob as wcglob
 
 from dcc.errors import JobSystemError
-from dcc.jobs import MAX_OUTPUT_NAME, check_relative_path
+from dcc.jobs import MAX_OUTPUT_NAME, ErrorCode, check_relative_path
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 log = logging.getLogger("dcc.worker")
@@ -48,7 +48,10 @@ LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlie
 
 # Outputs to keep: `**` spans folders, `{a,b}` is either, `*` also matches names starting with a dot, and a
 # pattern starting with `!` excludes (only exclusions: everything else is kept).
-KEEP_FLAGS = GLOBSTAR | BRACE | DOTGLOB | NEGATE | NEGATEALL
+KEEP_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB | wcglob.NEGATE | wcglob.NEGATEALL
+KEEP_EXPANSIONS = 1000  # patterns '{a,b}' may expand to
+KEEP_SECONDS = 60.0  # matching a job's outputs stops past this (their number, not the patterns, is unbounded)
+NOTHING_KEPT = "[dcc: no output matched keepOutputs; {n} file(s) were removed]\n"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "repository name")
 
@@ -187,12 +190,15 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
-        truncated, unnamed, unsafe = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
+        truncated, unnamed, unsafe, kept, not_asked = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
         cut = stored >= 0.99 * (LOG_FILES - 1) * file_bytes  # (a long line's pieces cost a little more)
-        if unnamed or unsafe or cut:  # say so where the job's author looks
+        nothing_kept = not_asked and not kept
+        if unnamed or unsafe or cut or nothing_kept:  # say so where the job's author looks
             with stderr.open("a") as f:
+                if nothing_kept:
+                    f.write(NOTHING_KEPT.format(n=not_asked))
                 if cut:
                     f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
                 f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
@@ -383,6 +389,10 @@ class Cleaned(NamedTuple):
     """Files and folders removed because their names cannot be output names (shown escaped)."""
     unsafe: list[str]
     """Symbolic links, FIFOs, sockets and devices, removed without being followed."""
+    kept: int = 0
+    """Regular files left."""
+    not_asked: int = 0
+    """Files removed because no ``keep`` pattern matched them."""
 
 
 def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = None) -> Cleaned:
@@ -392,10 +402,12 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
 
     Nothing is followed: a link is removed as a link, whatever it points to. Runs after the container exited.
     """
-    total = 0
+    total = kept = not_asked = 0
     truncated = False
     unnamed: list[str] = []
     unsafe: list[str] = []
+    wanted = _keep_matcher(keep)
+    deadline = time.monotonic() + KEEP_SECONDS
     for folder, dirs, files in os.walk(root, topdown=True, followlinks=False):
         for name in sorted(dirs):
             path = os.path.join(folder, name)
@@ -421,15 +433,31 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unnamed.append(_shown(root, path))
                 continue
-            if keep is not None and not globmatch(os.path.relpath(path, root), keep, flags=KEEP_FLAGS):
-                os.unlink(path)  # not asked for
-                continue
+            if wanted is not None:
+                if time.monotonic() > deadline:
+                    raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: matching the job's outputs took "
+                                         f"over {KEEP_SECONDS:.0f} s; fewer files or simpler patterns",
+                                         retryable=False)
+                if not wanted.match(os.path.relpath(path, root)):
+                    os.unlink(path)  # not asked for
+                    not_asked += 1
+                    continue
             if total + info.st_size > max_bytes:
                 os.unlink(path)
                 truncated = True
                 continue
             total += info.st_size
-    return Cleaned(truncated, unnamed, unsafe)
+            kept += 1
+    return Cleaned(truncated, unnamed, unsafe, kept, not_asked)
+
+
+def _keep_matcher(keep: tuple[str, ...] | None) -> Any:
+    if keep is None:
+        return None
+    try:
+        return wcglob.compile(list(keep), flags=KEEP_FLAGS, limit=KEEP_EXPANSIONS)
+    except Exception as exc:  # (wcmatch's own errors: too many expansions, a pattern it cannot read)
+        raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: {exc}", retryable=False) from exc
 
 
 def _nameable(root: Path, path: str) -> bool:

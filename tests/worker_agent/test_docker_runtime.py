@@ -100,6 +100,18 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
         assert found == sorted(kept), keep
         # the 1.5 MB file is over the limit (1 MiB here): dropped as such only when it was asked for
         assert out.outputs_truncated is (keep is None)
+        assert "keepOutputs" not in out.stderr_path.read_text()
+    # patterns that keep nothing say so; patterns wcmatch cannot expand end the job, not the worker
+    work = tmp_path / "none"
+    work.mkdir()
+    out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=("plots",)), work)
+    assert not any(p.is_file() for p in out.outputs_dir.rglob("*"))
+    assert out.stderr_path.read_text() == "[dcc: no output matched keepOutputs; 7 file(s) were removed]\n"
+    work = tmp_path / "huge"
+    work.mkdir()
+    with pytest.raises(JobSystemError, match="^keepOutputs: ") as caught:
+        run(runtime, job(work, test_image, ["true"], keep=("{a,b}" * 12,)), work)
+    assert not caught.value.retryable
 
 
 def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
