@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-# vCPUs by size, for every family but the burstable t* ones and bare metal: medium 1, large 2, xlarge 4,
-# Nxlarge 4N (c7g.16xlarge: 64; p4d.24xlarge: 96).
+# vCPUs by size, for every family but the burstable t* ones, the HPC ones (hpc*: one vCPU a core) and bare
+# metal: medium 1, large 2, xlarge 4, Nxlarge 4N (c7g.16xlarge: 64; p4d.24xlarge: 96); then the sizes that differ.
 _SIZE = re.compile(r"^(?:(medium)|(large)|(\d*)xlarge)$")
+_VCPUS = {"c4.8xlarge": 36, "d2.8xlarge": 36}
 
 # NVIDIA GPUs per instance: the families' count for most sizes, then the sizes that differ.
 _NVIDIA: dict[str, tuple[int, dict[str, int]]] = {
@@ -20,13 +21,13 @@ _NVIDIA: dict[str, tuple[int, dict[str, int]]] = {
     "g5": (1, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}),
     "g5g": (1, {"16xlarge": 2, "metal": 2}),
     "g6": (1, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}),
-    "g6e": (1, {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}),
+    "g6e": (1, {"12xlarge": 2, "24xlarge": 4, "48xlarge": 8}),
     "gr6": (1, {}),
     "p3": (1, {"8xlarge": 4, "16xlarge": 8}),
     "p3dn": (8, {}),
     "p4d": (8, {}),
     "p4de": (8, {}),
-    "p5": (8, {}),
+    "p5": (8, {"4xlarge": 1}),
     "p5e": (8, {}),
     "p5en": (8, {}),
 }
@@ -42,8 +43,10 @@ def _split(instance_type: str) -> tuple[str, str]:
 def vcpus(instance_type: str) -> int | None:
     """The type's vCPUs, or None where the naming rule does not say (burstable and metal types)."""
     family, size = _split(instance_type)
+    if instance_type in _VCPUS:
+        return _VCPUS[instance_type]
     match = _SIZE.match(size)
-    if family.startswith("t") or match is None:
+    if family.startswith(("t", "hpc")) or match is None:
         return None
     medium, large, n = match.groups()
     return 1 if medium else 2 if large else 4 * int(n or 1)

@@ -11,8 +11,9 @@ from stacks.instance_types import nvidia_gpus, vcpus
 @pytest.mark.parametrize(("instance_type", "cpus", "gpus"), [
     ("m7g.large", 2, 0), ("c7g.medium", 1, 0), ("m7i.xlarge", 4, 0), ("c7g.16xlarge", 64, 0),
     ("g5.xlarge", 4, 1), ("g5.12xlarge", 48, 4), ("g5.48xlarge", 192, 8), ("g4dn.12xlarge", 48, 4),
-    ("g4dn.16xlarge", 64, 1), ("g5g.16xlarge", 64, 2), ("g6e.2xlarge", 8, 1), ("p3.8xlarge", 32, 4),
-    ("p4d.24xlarge", 96, 8), ("p5.48xlarge", 192, 8),
+    ("g4dn.16xlarge", 64, 1), ("g5g.16xlarge", 64, 2), ("g6e.2xlarge", 8, 1), ("g6e.12xlarge", 48, 2),
+    ("p3.8xlarge", 32, 4), ("p4d.24xlarge", 96, 8), ("p5.4xlarge", 16, 1), ("p5.48xlarge", 192, 8),
+    ("c4.8xlarge", 36, 0), ("hpc7g.16xlarge", None, 0),
     ("t4g.large", None, 0), ("m7g.metal", None, 0), ("g4dn.metal", None, 8), ("inf2.xlarge", 4, 0),
 ])
 def test_counts_follow_ec2_names_and_the_gpu_table(instance_type: str, cpus: int | None, gpus: int) -> None:
