@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import shutil
 import stat
@@ -28,7 +29,7 @@ from dcc.local_storage import LocalStorage
 from dcc.storage import Storage, check_key
 from dcc.store import JobStore
 from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
-from worker_agent.docker_runtime import UNNAMED, clean_outputs
+from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
 
 log = logging.getLogger("dcc.worker.tes")
@@ -205,18 +206,18 @@ class TaskRunner:
             if watch.exceeded is not None:
                 self._disk_exceeded(run, watch, disk_gb)
                 return
-            if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
-                files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
-                message = (f"executor {i}'s output passed what the engine keeps of it (as much as the output "
-                           f"limit, DCC_MAX_OUTPUT_BYTES): {files_named} would miss its start")
-                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.LOG_LIMIT, message=message)
-                run.system_logs.append(message)
-                return
             if result.killed:  # (a stop asked after the executor ended is seen before the next one)
                 run.state = JobState.CANCELLED
                 return
             if result.timed_out:
                 run.state = JobState.TIMED_OUT
+                return
+            if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
+                files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
+                message = (f"executor {i}'s output passed what the engine keeps of it (the output limit, "
+                           f"DCC_MAX_OUTPUT_BYTES, as the engine stores it): {files_named} would miss its start")
+                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.LOG_LIMIT, message=message)
+                run.system_logs.append(message)
                 return
             if result.exit_code != 0 and not executor.ignore_error:
                 run.state = JobState.FAILED
@@ -336,8 +337,9 @@ class TaskRunner:
             labels=base.labels,
             mounts=tuple(mounts),
             stdin_path=stdin,
-            # the output is a file of the task's: the engine keeps as much of it as an output may hold
-            max_log_bytes=self.max_output_bytes if files_out else None,
+            # the output is a file of the task's: the engine keeps as much of it as an output may hold (a cut is
+            # only known once LOG_FILES - 1 of its files are full: room for the limit in those)
+            max_log_bytes=math.ceil(self.max_output_bytes * LOG_FILES / (LOG_FILES - 1)) if files_out else None,
         )
         try:
             result = self.runtime.run(job, workdir=run_dir)
