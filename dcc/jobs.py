@@ -14,11 +14,12 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -207,17 +208,27 @@ class Input(BaseModel):
         return self.value.encode()
 
 
+def _whole(value: Any) -> Any:
+    """A whole number written as a float (60.0: some JSON encoders write every number so) is that number."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
 class Parameters(BaseModel):
     """Resources and limits of a job."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # strict: a number given as a string or a boolean is a client's mistake, not something to guess at
-    maxDuration: int | None = Field(default=None, gt=0, strict=True,
-                                    description="Seconds before the job is killed.")
+    # strict: a number given as a string or a boolean is a client's mistake, not something to guess at (but 60.0
+    # is 60)
+    maxDuration: WholeNumber | None = Field(default=None, gt=0, strict=True,
+                                            description="Seconds before the job is killed.")
     cpus: float | None = Field(default=None, ge=0.01, le=256, strict=True)
-    memory: int | None = Field(default=None, ge=6, strict=True, description="MiB (Docker's minimum is 6)")
-    gpu: int = Field(default=0, ge=0, le=64, strict=True, description="GPUs; > 0 sends the job to the gpu queue.")
+    memory: WholeNumber | None = Field(default=None, ge=6, strict=True, description="MiB (Docker's minimum is 6)")
+    gpu: WholeNumber = Field(default=0, ge=0, le=64, strict=True,
+                             description="GPUs; > 0 sends the job to the gpu queue.")
 
 
 class JobSpec(BaseModel):

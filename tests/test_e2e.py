@@ -170,7 +170,7 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
         ({"image": "x", "appendStdOut": "true"}, "appendStdOut"),
         ({"image": "x", "parameters": {"gpu": True}}, "parameters.gpu"),
         ({"image": "x", "parameters": {"maxDuration": "60"}}, "parameters.maxDuration"),
-        ({"image": "x", "parameters": {"memory": 64.5}}, "parameters.memory"),
+        ({"image": "x", "parameters": {"memory": 64.5}}, "parameters.memory"),  # (64.0 is taken for 64)
         ({"image": "x", "parameters": {"cpus": "2"}}, "parameters.cpus"),
         # outputs to keep are patterns relative to /outputs
         ({"image": "x", "keepOutputs": ["../x"]}, "pattern 0 ('../x') must not contain '..'"),

@@ -50,6 +50,16 @@ def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) 
     assert field in text and words in text
 
 
+def test_whole_numbers_written_as_floats_are_those_numbers_and_nothing_else_is_guessed() -> None:
+    spec = JobSpec.model_validate_json('{"image": "x", "parameters": {"maxDuration": 60.0, "memory": 64.0, '
+                                       '"gpu": 1.0, "cpus": 2}}')
+    p = spec.parameters
+    assert (p.maxDuration, p.memory, p.gpu, p.cpus) == (60, 64, 1, 2.0) and type(p.maxDuration) is int
+    for bad in ('{"maxDuration": 60.5}', '{"maxDuration": "60"}', '{"gpu": true}', '{"cpus": "2"}'):
+        with pytest.raises(ValidationError):
+            JobSpec.model_validate_json(f'{{"image": "x", "parameters": {bad}}}')
+
+
 def test_inline_size_counts_decoded_bytes() -> None:
     spec = JobSpec.model_validate({"image": "x", "inputs": [
         {"name": "a", "value": "aGVsbG8=", "encoding": "base64"}, {"name": "b", "value": "héllo"},
