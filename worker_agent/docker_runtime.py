@@ -52,6 +52,7 @@ KEEP_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB | wcglob.NEGATE | w
 KEEP_EXPANSIONS = 1000  # patterns '{a,b}' may expand to
 KEEP_SECONDS = 60.0  # matching a job's outputs stops past this (their number, not the patterns, is unbounded)
 NOTHING_KEPT = "[dcc: no output matched keepOutputs; {n} file(s) were removed]\n"
+NAMES_A_FOLDER = "[dcc: keepOutputs pattern {p!r} names a folder, which is not a file: {p}/** keeps its files]\n"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "repository name")
 
@@ -190,15 +191,17 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
-        truncated, unnamed, unsafe, kept, not_asked = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
+        truncated, unnamed, unsafe, asked, not_asked = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
         cut = stored >= 0.99 * (LOG_FILES - 1) * file_bytes  # (a long line's pieces cost a little more)
-        nothing_kept = not_asked and not kept
-        if unnamed or unsafe or cut or nothing_kept:  # say so where the job's author looks
+        nothing_kept = not_asked and not asked
+        folders = _folders_named(outputs, job.keep)
+        if unnamed or unsafe or cut or nothing_kept or folders:  # say so where the job's author looks
             with stderr.open("a") as f:
                 if nothing_kept:
                     f.write(NOTHING_KEPT.format(n=not_asked))
+                f.writelines(NAMES_A_FOLDER.format(p=p) for p in folders)
                 if cut:
                     f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
                 f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
@@ -389,8 +392,8 @@ class Cleaned(NamedTuple):
     """Files and folders removed because their names cannot be output names (shown escaped)."""
     unsafe: list[str]
     """Symbolic links, FIFOs, sockets and devices, removed without being followed."""
-    kept: int = 0
-    """Regular files left."""
+    asked: int = 0
+    """Regular files ``keep`` matched (every file, without patterns), kept unless past the byte limit."""
     not_asked: int = 0
     """Files removed because no ``keep`` pattern matched them."""
 
@@ -402,7 +405,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
 
     Nothing is followed: a link is removed as a link, whatever it points to. Runs after the container exited.
     """
-    total = kept = not_asked = 0
+    total = asked = not_asked = 0
     truncated = False
     unnamed: list[str] = []
     unsafe: list[str] = []
@@ -442,13 +445,19 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                     os.unlink(path)  # not asked for
                     not_asked += 1
                     continue
+            asked += 1
             if total + info.st_size > max_bytes:
                 os.unlink(path)
                 truncated = True
                 continue
             total += info.st_size
-            kept += 1
-    return Cleaned(truncated, unnamed, unsafe, kept, not_asked)
+    return Cleaned(truncated, unnamed, unsafe, asked, not_asked)
+
+
+def _folders_named(root: Path, keep: tuple[str, ...] | None) -> list[str]:
+    """The plain names (no wildcard) among ``keep`` that are folders the job wrote: a common slip for name/**."""
+    return [p for p in keep or () if not p.startswith("!") and not any(c in p for c in "*?[{\\")
+            and (root / p).is_dir() and not (root / p).is_symlink()]
 
 
 def _keep_matcher(keep: tuple[str, ...] | None) -> Any:

@@ -104,9 +104,11 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
     # patterns that keep nothing say so; patterns wcmatch cannot expand end the job, not the worker
     work = tmp_path / "none"
     work.mkdir()
-    out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=("plots",)), work)
+    out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=("sub", "tmp/nothing-*")), work)
     assert not any(p.is_file() for p in out.outputs_dir.rglob("*"))
-    assert out.stderr_path.read_text() == "[dcc: no output matched keepOutputs; 7 file(s) were removed]\n"
+    assert out.stderr_path.read_text() == (
+        "[dcc: no output matched keepOutputs; 7 file(s) were removed]\n"
+        "[dcc: keepOutputs pattern 'sub' names a folder, which is not a file: sub/** keeps its files]\n")
     work = tmp_path / "huge"
     work.mkdir()
     with pytest.raises(JobSystemError, match="^keepOutputs: ") as caught:
