@@ -88,7 +88,7 @@ MAX_INPUT_NAME = 255
 MAX_OUTPUT_PATTERNS = 32
 MAX_PATTERN_LENGTH = 256
 MAX_GLOBSTARS = 2  # each '**' multiplies the work of matching a deep path: two keep it to milliseconds a file
-MAX_BRACES = 2  # each '{a,b}' multiplies the patterns matched
+_GLOBSTAR = re.compile(r"\*\*+")
 MAX_OUTPUT_NAME = 900
 """Bytes of an output's path: its storage key (``jobs/<id>/outputs/...``) stays under S3's 1024."""
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
@@ -244,8 +244,7 @@ class JobSpec(BaseModel):
     keepOutputs: list[str] | None = Field(
         default=None, max_length=MAX_OUTPUT_PATTERNS,
         description="Which files under /outputs to keep, as glob patterns relative to it (`**` any depth, "
-                    "`{a,b}` either, a leading `!` excludes); default: every file. At most 32 patterns, each "
-                    "with at most two `**` and two `{...}`.")
+                    "a leading `!` excludes); default: every file. At most 32 patterns, each with at most two `**`.")
     appendStdOut: bool = Field(default=False, strict=True)  # strict: "yes" or 0 is not taken for a boolean
     appendStdErr: bool = Field(default=False, strict=True)
     parameters: Parameters = Field(default_factory=Parameters)
@@ -299,8 +298,8 @@ class JobSpec(BaseModel):
                    else f"names a folder: '{path.rstrip('/')}/**' keeps the files in it" if path.endswith("/")
                    else "must not contain control characters" if _CONTROL.search(path)
                    else f"is longer than {MAX_PATTERN_LENGTH} characters" if len(path) > MAX_PATTERN_LENGTH
-                   else f"has more than {MAX_GLOBSTARS} '**'" if path.count("**") > MAX_GLOBSTARS
-                   else f"has more than {MAX_BRACES} '{{...}}' groups" if path.count("{") > MAX_BRACES else None)
+                   else f"has more than {MAX_GLOBSTARS} '**'" if len(_GLOBSTAR.findall(path)) > MAX_GLOBSTARS
+                   else None)
             if why:
                 raise ValueError(f"pattern {i} ({pattern!r}) {why}")
         return patterns

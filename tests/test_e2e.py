@@ -181,7 +181,7 @@ def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx
         ({"image": "x", "keepOutputs": ["./a.txt"]}, "pattern 0 ('./a.txt') must not start with './'"),
         ({"image": "x", "keepOutputs": ["plots/"]}, "pattern 0 ('plots/') names a folder: 'plots/**' keeps"),
         ({"image": "x", "keepOutputs": ["**/a/**/a/**/b"]}, "has more than 2 '**'"),
-        ({"image": "x", "keepOutputs": ["{a,b}{c,d}{e,f}"]}, "has more than 2 '{...}' groups"),
+        ({"image": "x", "keepOutputs": ["***/a/***/b/***"]}, "has more than 2 '**'"),
     ):
         reply = post_ascii_json(client, "/v1/jobs", body)
         assert reply.status_code == 400 and field in reply.json()["error"], (body, reply.text)

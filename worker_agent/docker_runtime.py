@@ -46,10 +46,10 @@ LOG_ENTRY_OVERHEAD = 32  # bytes the local driver adds to each line it stores: a
 MIN_LOG_BYTES = 8 << 20
 LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
 
-# Outputs to keep: `**` spans folders, `{a,b}` is either, `*` also matches names starting with a dot, and a
-# pattern starting with `!` excludes (only exclusions: everything else is kept).
-KEEP_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE | wcglob.DOTGLOB | wcglob.NEGATE | wcglob.NEGATEALL
-KEEP_EXPANSIONS = 1000  # patterns '{a,b}' may expand to
+# Outputs to keep: `**` spans folders, `*` also matches names starting with a dot, and a pattern starting with
+# `!` excludes (only exclusions: everything else is kept). No `{a,b}`: an expansion could make more `**` than
+# the two a pattern may hold (`*{*/*,}*`), and each one multiplies the work of matching a deep path.
+KEEP_FLAGS = wcglob.GLOBSTAR | wcglob.DOTGLOB | wcglob.NEGATE | wcglob.NEGATEALL
 KEEP_SECONDS = 60.0  # matching a job's outputs stops past this (their number, not the patterns, is unbounded)
 NOTHING_KEPT = "[dcc: no output matched keepOutputs; {n} file(s) were removed]\n"
 NAMES_A_FOLDER = "[dcc: keepOutputs pattern {p!r} names a folder, which is not a file: {p}/** keeps its files]\n"
@@ -464,8 +464,8 @@ def _keep_matcher(keep: tuple[str, ...] | None) -> Any:
     if keep is None:
         return None
     try:
-        return wcglob.compile(list(keep), flags=KEEP_FLAGS, limit=KEEP_EXPANSIONS)
-    except Exception as exc:  # (wcmatch's own errors: too many expansions, a pattern it cannot read)
+        return wcglob.compile(list(keep), flags=KEEP_FLAGS)
+    except Exception as exc:  # (wcmatch's own errors: the job's patterns, not the worker, are at fault)
         raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: {exc}", retryable=False) from exc
 
 

@@ -91,7 +91,8 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
         (None, ["a.txt", ".hidden.txt", "b.log", "sub/c.txt", "sub/deep/d.txt", "sub/e.log"]),  # tmp/big: > 1 MiB
         (("*.txt", "sub/**/*.txt"), ["a.txt", ".hidden.txt", "sub/c.txt", "sub/deep/d.txt"]),
         (("!**/*.log", "!tmp/**"), ["a.txt", ".hidden.txt", "sub/c.txt", "sub/deep/d.txt"]),
-        (("{a,b}.*", "sub/**"), ["a.txt", "b.log", "sub/c.txt", "sub/deep/d.txt", "sub/e.log"]),
+        (("[ab].*", "sub/**"), ["a.txt", "b.log", "sub/c.txt", "sub/deep/d.txt", "sub/e.log"]),
+        (("{a,b}.*",), []),  # braces are not expanded: no file is named so
     ):
         work = tmp_path / str(len(list(tmp_path.iterdir())))
         work.mkdir()
@@ -100,8 +101,8 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
         assert found == sorted(kept), keep
         # the 1.5 MB file is over the limit (1 MiB here): dropped as such only when it was asked for
         assert out.outputs_truncated is (keep is None)
-        assert "keepOutputs" not in out.stderr_path.read_text()
-    # patterns that keep nothing say so; patterns wcmatch cannot expand end the job, not the worker
+        assert ("no output matched keepOutputs" in out.stderr_path.read_text()) is (not kept)
+    # patterns that keep nothing say so
     work = tmp_path / "none"
     work.mkdir()
     out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=("sub", "tmp/nothing-*")), work)
@@ -109,11 +110,6 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
     assert out.stderr_path.read_text() == (
         "[dcc: no output matched keepOutputs; 7 file(s) were removed]\n"
         "[dcc: keepOutputs pattern 'sub' names a folder, which is not a file: sub/** keeps its files]\n")
-    work = tmp_path / "huge"
-    work.mkdir()
-    with pytest.raises(JobSystemError, match="^keepOutputs: ") as caught:
-        run(runtime, job(work, test_image, ["true"], keep=("{a,b}" * 12,)), work)
-    assert not caught.value.retryable
 
 
 def test_nonzero_exit_code(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
