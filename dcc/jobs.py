@@ -388,6 +388,8 @@ class JobRecord:
     queue: str
     submitted_at: float
     attempts: int = 0
+    handbacks: int = 0
+    """Attempts that ended in a worker's shutdown hand-back: they do not count toward the attempt limit."""
     worker: str | None = None
     inputs_prefix: str | None = None
     claimed_at: float | None = None
@@ -477,6 +479,8 @@ class Outcome:
     """Fast jobs: each output's content, ``{"encoding": "utf8"|"base64", "content": ..., "truncated": bool}``."""
     task_log: dict[str, Any] | None = None
     """GA4GH TES tasks: the final TES task log of this attempt."""
+    handed_back: bool = False
+    """``queued`` because the worker stopped (a clean shutdown): the attempt does not count toward the limit."""
 
 
 @dataclass(frozen=True)

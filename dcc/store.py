@@ -92,6 +92,7 @@ def record_from_hash(job_id: str, h: dict[str, str]) -> JobRecord:
         queue=h["queue"],
         submitted_at=float(h["submitted"]),
         attempts=int(h.get("attempts") or 0),
+        handbacks=int(h.get("handbacks") or 0),
         worker=h.get("worker") or None,
         inputs_prefix=h.get("inputs_prefix") or None,
         claimed_at=_num(h.get("claimed")),
@@ -294,7 +295,8 @@ class JobStore:
             "finish",
             [job.id, claim.attempt, outcome.state.value, repr(finished),
              self.fast_retention_ms if job.spec.fast else self.retention_ms,
-             repr(job.submitted_at), job.queue, sample, *_outcome_fields(outcome)],
+             repr(job.submitted_at), job.queue, sample, "1" if outcome.handed_back else "0",
+             *_outcome_fields(outcome)],
         )
         return bool(done)
 

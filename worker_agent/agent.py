@@ -271,14 +271,14 @@ class Worker:
             with self._lock:
                 running = self._entry(claim)
             if running is not None and running.handed_back:  # the worker stopped while the inputs came in
-                return Outcome(state=JobState.QUEUED)
+                return Outcome(state=JobState.QUEUED, handed_back=True)
             (workdir / "run").mkdir()
             gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
                 running = self._entry(claim)
             if running is not None and running.handed_back and result.killed:
-                return Outcome(state=JobState.QUEUED)  # (one that exited by itself meanwhile keeps its result)
+                return Outcome(state=JobState.QUEUED, handed_back=True)  # (one that exited by itself keeps its result)
             cancelled = running is not None and running.cancel and result.killed
             if job.spec.fast:
                 outcome = self._inline_results(claim, result, cancelled=cancelled)
@@ -320,7 +320,7 @@ class Worker:
             running = self._entry(claim)
         if (running is not None and running.handed_back and not running.cancel
                 and outcome.state == JobState.CANCELLED):  # stopped by the hand-back, not finished meanwhile
-            return Outcome(state=JobState.QUEUED)
+            return Outcome(state=JobState.QUEUED, handed_back=True)
         self._system_errors = 0
         return self._write_result(claim, outcome)
 
@@ -421,7 +421,7 @@ class Worker:
                 self.health = f"UNHEALTHY:{self._system_errors} system errors in a row"  # next health check
         error = JobError(code=str(exc.code), message=exc.message)
         log.warning("job %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
-        if exc.retryable and claim.attempt < self.config.max_attempts:
+        if exc.retryable and claim.attempt - claim.job.handbacks < self.config.max_attempts:
             task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
             return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
         outcome = Outcome(state=JobState.ERROR, error=error)

@@ -94,6 +94,22 @@ def test_expired_lease_is_requeued_then_given_up_after_max_attempts(redis_url: s
     assert record.state == JobState.ERROR and record.error.code == "worker_lost" and record.attempts == 2
 
 
+def test_clean_shutdown_hand_backs_do_not_use_up_attempts(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0])
+    make(store, "moved", at=999.0)
+    for _ in range(3):  # three workers stop cleanly while running it, each handing it back
+        claim = store.claim("cpu", "w")
+        assert store.finish(claim, Outcome(state=JobState.QUEUED, handed_back=True))
+    retry = store.claim("cpu", "w")
+    assert retry.attempt == 4 and retry.job.handbacks == 3
+    assert store.finish(retry, Outcome(state=JobState.QUEUED))  # a system failure's retry: it counts
+    store.claim("cpu", "w")
+    now[0] += 11
+    assert store.reap() == {"moved": JobState.ERROR}  # the second counted attempt lost: the limit of 2
+    assert store.get("moved").error.message == "the worker running the job was lost 2 times"
+
+
 def test_renew_extends_the_lease(redis_url: str) -> None:
     now = [1000.0]
     store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0])
