@@ -371,8 +371,8 @@ class Worker:
             exited_at=result.exited_at,
             outputs=outputs,
             outputs_truncated=result.outputs_truncated,
-            stdout=self._text(result.stdout_path) if job.spec.appendStdOut else None,
-            stderr=self._text(result.stderr_path) if job.spec.appendStdErr else None,
+            stdout=self._text(result.stdout_path, tail=result.logs_cut) if job.spec.appendStdOut else None,
+            stderr=self._text(result.stderr_path, tail=result.logs_cut) if job.spec.appendStdErr else None,
         )
         return self._write_result(claim, outcome)
 
@@ -395,15 +395,23 @@ class Worker:
             state=_end_state(result, cancelled=cancelled), exit_code=result.exit_code,
             started_at=result.started_at, exited_at=result.exited_at, outputs=list(files),
             outputs_truncated=result.outputs_truncated or any(f["truncated"] for f in files.values()),
-            stdout=self._text(result.stdout_path), stderr=self._text(result.stderr_path),
+            stdout=self._text(result.stdout_path, tail=result.logs_cut),
+            stderr=self._text(result.stderr_path, tail=result.logs_cut),
             inline_outputs=files, finished_at=time.time(),
         )
 
-    def _text(self, path: Path) -> str:
+    def _text(self, path: Path, *, tail: bool = False) -> str:
+        """The log's text, cut to ``append_log_bytes``: its start, or its end when ``tail`` (a log whose start
+        the engine already dropped: its end is what is left to show)."""
+        limit = self.config.append_log_bytes
         with path.open("rb") as f:
-            data = f.read(self.config.append_log_bytes + 1)
-        text = data[: self.config.append_log_bytes].decode("utf-8", errors="replace")
-        return text + "\n[dcc: truncated]" if len(data) > self.config.append_log_bytes else text
+            size = path.stat().st_size
+            if tail and size > limit:
+                f.seek(size - limit)
+                return "[dcc: truncated]\n" + f.read(limit).decode("utf-8", errors="replace")
+            data = f.read(limit + 1)
+        text = data[:limit].decode("utf-8", errors="replace")
+        return text + "\n[dcc: truncated]" if len(data) > limit else text
 
     def _write_result(self, claim: Claim, outcome: Outcome) -> Outcome:
         """Write result.json; returns the outcome stamped with the finish time it records."""

@@ -82,6 +82,9 @@ class DockerRuntime:
         self.max_memory_mb = max_memory_mb
         self.pids_limit = pids_limit
         self.max_output_bytes = max_output_bytes
+        if max_log_bytes < MIN_LOG_BYTES:
+            log.warning("DCC_MAX_LOG_BYTES %d is under the least a job's output may keep: %d", max_log_bytes,
+                        MIN_LOG_BYTES)
         self.max_log_bytes = max(max_log_bytes, MIN_LOG_BYTES)
         self.gpu_runtime = gpu_runtime
         self._lock = threading.Lock()
