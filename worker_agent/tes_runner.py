@@ -320,8 +320,9 @@ class TaskRunner:
                     with stdin.open("wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
             except StorageError as exc:  # a typo must not run the executor on empty input
-                raise _NotStarted(ErrorCode.INPUT_FETCH_FAILED,
-                                  f"executor {index}: its stdin {executor.stdin} cannot be read: {exc}") from exc
+                folder = (files.root / executor.stdin.lstrip("/")).is_dir()  # (metadata only: nothing is read)
+                raise _NotStarted(ErrorCode.INPUT_FETCH_FAILED, f"executor {index}: its stdin {executor.stdin} "
+                                  f"cannot be read: {'it is a folder' if folder else exc}") from exc
         files_out = executor.stdout is not None or executor.stderr is not None
         job = ContainerJob(
             job_id=base.job_id,

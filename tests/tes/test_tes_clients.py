@@ -396,3 +396,5 @@ def test_an_executor_stdout_file_is_whole_or_the_task_fails(redis_url: str, tmp_
         assert typo["state"] == "SYSTEM_ERROR" and typo["logs"][0]["logs"] == []
         assert any(line.startswith("executor 0: its stdin /in/typo.txt cannot be read")
                    for line in typo["logs"][0]["system_logs"]), typo["logs"]
+        folder = run({"command": ["wc", "-c"], "stdin": "/in"}, volumes=["/in"])
+        assert "executor 0: its stdin /in cannot be read: it is a folder" in folder["logs"][0]["system_logs"]
