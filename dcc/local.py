@@ -122,15 +122,11 @@ def hold_data_dir(data_dir: Path) -> Any:
 
 def stable_id(path: Path, make: Any) -> str:
     """The id stored at ``path``, made with ``make()`` and stored the first time."""
-    try:
-        return path.read_text().strip() or _store_id(path, make())
-    except FileNotFoundError:
-        return _store_id(path, make())
-
-
-def _store_id(path: Path, value: str) -> str:
-    path.write_text(value + "\n")
-    return value
+    stored = path.read_text().strip() if path.exists() else ""
+    if not stored:
+        stored = make()
+        path.write_text(stored + "\n")
+    return stored
 
 
 def _running(pid: int) -> bool:

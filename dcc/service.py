@@ -353,5 +353,8 @@ def check_job_id(job_id: str) -> str:
 
 def split_job_ids(values: list[Any]) -> tuple[list[str], list[str]]:
     """The values that can be job ids, and those that cannot (as text)."""
-    ids = [str(v) for v in values]
-    return [i for i in ids if _JOB_ID.match(i)], [i for i in ids if not _JOB_ID.match(i)]
+    valid: list[str] = []
+    invalid: list[str] = []
+    for text in map(str, values):
+        (valid if _JOB_ID.match(text) else invalid).append(text)
+    return valid, invalid

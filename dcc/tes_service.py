@@ -36,10 +36,14 @@ TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLET
 _STARTED = time.time()
 
 
-# A job's fields as a task names them
-TASK_FIELDS = {"parameters.gpu": "resources.backend_parameters.gpu", "parameters.memory": "resources.ram_gb",
-               "parameters.cpus": "resources.cpu_cores",
-               "parameters.maxDuration": "resources.backend_parameters.max_duration"}
+# A job's parameters as a task names them
+TASK_FIELDS = {"gpu": "resources.backend_parameters.gpu", "memory": "resources.ram_gb", "cpus": "resources.cpu_cores",
+               "maxDuration": "resources.backend_parameters.max_duration"}
+
+
+def task_field(job_field: str) -> str | None:
+    """What a task calls a job's parameter (``memory`` or ``parameters.memory``); None if it is not one."""
+    return TASK_FIELDS.get(job_field.removeprefix("parameters."))
 
 
 class TesService:
@@ -59,7 +63,7 @@ class TesService:
         except ValidationError as exc:  # e.g. a ram_gb under Docker's minimum, a NUL in a command
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "task"
-            where = {"memory": "resources.ram_gb", "cpus": "resources.cpu_cores"}.get(where, where)
+            where = task_field(where) or where
             raise InvalidJob(f"the task cannot run here: {where}: {err['msg'].removeprefix('Value error, ')}",
                              field=where) from exc
         document = task_document(task)
@@ -71,7 +75,7 @@ class TesService:
         try:
             record, _ = self.jobs.submit(spec, task=document)
         except InvalidJob as exc:  # the deployment's limits, checked on the job: say it in the task's own terms
-            field = TASK_FIELDS.get(exc.field or "")
+            field = task_field(exc.field or "")
             if field is None or exc.field is None:
                 raise
             raise type(exc)(str(exc).replace(exc.field, field, 1), field=field) from exc

@@ -421,7 +421,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unsafe.append(_shown(root, path))
                 dirs.remove(name)
-            elif not _nameable(root, path):
+            elif not _nameable(os.path.relpath(path, root)):
                 shutil.rmtree(path)  # (does not follow links)
                 unnamed.append(_shown(root, path))
                 dirs.remove(name)
@@ -435,7 +435,8 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unsafe.append(_shown(root, path))
                 continue
-            if not _nameable(root, path):
+            name = os.path.relpath(path, root)
+            if not _nameable(name):
                 os.unlink(path)
                 unnamed.append(_shown(root, path))
                 continue
@@ -444,7 +445,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                     raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: matching the job's outputs took "
                                          f"over {KEEP_SECONDS:.0f} s; fewer files or simpler patterns",
                                          retryable=False)
-                if not wanted.match(os.path.relpath(path, root)):
+                if not wanted.match(name):
                     os.unlink(path)  # not asked for
                     not_asked += 1
                     continue
@@ -459,7 +460,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
 
 def _folders_named(root: Path, keep: tuple[str, ...] | None) -> list[str]:
     """The plain names (no wildcard) among ``keep`` that are folders the job wrote: a common slip for name/**."""
-    return [p for p in keep or () if not p.startswith("!") and not any(c in p for c in "*?[{\\")
+    return [p for p in keep or () if not p.startswith("!") and not any(c in p for c in "*?[\\")
             and (root / p).is_dir() and not (root / p).is_symlink()]
 
 
@@ -472,8 +473,7 @@ def _keep_matcher(keep: tuple[str, ...] | None) -> Any:
         raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: {exc}", retryable=False) from exc
 
 
-def _nameable(root: Path, path: str) -> bool:
-    name = os.path.relpath(path, root)
+def _nameable(name: str) -> bool:
     try:
         check_relative_path(name, max_length=MAX_OUTPUT_NAME)
     except ValueError:
