@@ -37,7 +37,7 @@ ETC_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 # The engine keeps a job's output (both streams) in its "local" log driver, in LOG_FILES files of max_log_bytes /
 # LOG_FILES each: past that the oldest file goes, so the engine's disk use is bounded, reading the output back
-# takes bounded time (~2.7 s per million lines here, mostly the engine's), and the end of the output is kept.
+# takes bounded time (~2.6-2.9 s per million lines here, bench_log_driver.py), and the end of the output is kept.
 # Docker's default json-file driver keeps everything. The limit counts what the driver stores: each line takes
 # ~27 bytes besides its own. Under MIN_LOG_BYTES a last stderr line can go while older stdout stays (the engine
 # copies the streams apart, and lags on a busy one).
