@@ -53,6 +53,7 @@ KEEP_FLAGS = wcglob.GLOBSTAR | wcglob.DOTGLOB | wcglob.NEGATE | wcglob.NEGATEALL
 KEEP_SECONDS = 60.0  # matching a job's outputs stops past this (their number, not the patterns, is unbounded)
 NOTHING_KEPT = "[dcc: no output matched keepOutputs; {n} file(s) were removed]\n"
 NAMES_A_FOLDER = "[dcc: keepOutputs pattern {p!r} names a folder, which is not a file: {p}/** keeps its files]\n"
+MATCHED_NOTHING = "[dcc: keepOutputs pattern {p!r} matched no output that was kept]\n"
 
 _NOT_FOUND_HINTS = ("not found", "manifest unknown", "does not exist", "pull access denied", "repository name")
 
@@ -194,25 +195,27 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
-        truncated, unnamed, unsafe, asked, not_asked = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
+        cleaned = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
         cut = stored >= 0.99 * (LOG_FILES - 1) * file_bytes  # (a long line's pieces cost a little more)
-        nothing_kept = not_asked and not asked
         folders = _folders_named(outputs, job.keep)
-        if unnamed or unsafe or cut or nothing_kept or folders:  # say so where the job's author looks
-            with stderr.open("a") as f:
-                if nothing_kept:
-                    f.write(NOTHING_KEPT.format(n=not_asked))
+        # one note for a set that kept nothing; else, when some were kept, one for each pattern that kept none
+        idle = [p for p in cleaned.unmatched if p not in folders] if cleaned.asked else []
+        if cleaned.unnamed or cleaned.unsafe or cut or cleaned.nothing_kept or folders or idle:
+            with stderr.open("a") as f:  # say so where the job's author looks
+                if cleaned.nothing_kept:
+                    f.write(NOTHING_KEPT.format(n=cleaned.not_asked))
                 f.writelines(NAMES_A_FOLDER.format(p=p) for p in folders)
+                f.writelines(MATCHED_NOTHING.format(p=p) for p in idle)
                 if cut:
                     f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
-                f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in unnamed)
-                f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in unsafe)
+                f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in cleaned.unnamed)
+                f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in cleaned.unsafe)
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
-            outputs_truncated=truncated, logs_cut=cut,
+            outputs_truncated=cleaned.truncated, logs_cut=cut,
         )
 
     def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None) -> Any:
@@ -399,6 +402,13 @@ class Cleaned(NamedTuple):
     """Regular files ``keep`` matched (every file, without patterns), kept unless past the byte limit."""
     not_asked: int = 0
     """Files removed because no ``keep`` pattern matched them."""
+    unmatched: tuple[str, ...] = ()
+    """The ``keep`` patterns (not exclusions) that matched none of the files kept."""
+
+    @property
+    def nothing_kept(self) -> bool:
+        """``keep`` removed every file there was."""
+        return bool(self.not_asked) and not self.asked
 
 
 def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = None) -> Cleaned:
@@ -412,8 +422,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
     truncated = False
     unnamed: list[str] = []
     unsafe: list[str] = []
-    wanted = _keep_matcher(keep)
-    deadline = time.monotonic() + KEEP_SECONDS
+    wanted = _Keep(keep)
     for folder, dirs, files in os.walk(root, topdown=True, followlinks=False):
         for name in sorted(dirs):
             path = os.path.join(folder, name)
@@ -440,22 +449,40 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unnamed.append(_shown(root, path))
                 continue
-            if wanted is not None:
-                if time.monotonic() > deadline:
-                    raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: matching the job's outputs took "
-                                         f"over {KEEP_SECONDS:.0f} s; fewer files or simpler patterns",
-                                         retryable=False)
-                if not wanted.match(name):
-                    os.unlink(path)  # not asked for
-                    not_asked += 1
-                    continue
+            if not wanted(name):
+                os.unlink(path)
+                not_asked += 1
+                continue
             asked += 1
             if total + info.st_size > max_bytes:
                 os.unlink(path)
                 truncated = True
                 continue
             total += info.st_size
-    return Cleaned(truncated, unnamed, unsafe, asked, not_asked)
+    return Cleaned(truncated, unnamed, unsafe, asked, not_asked, tuple(wanted.unseen))
+
+
+class _Keep:
+    """Whether ``keep``'s patterns ask for an output name (all are, without patterns), within KEEP_SECONDS, and
+    which patterns (not exclusions) have matched none of the names asked for yet."""
+
+    def __init__(self, keep: tuple[str, ...] | None) -> None:
+        self.matcher = _keep_matcher(keep)
+        # each pattern alone, tried on the names asked for until it matches one (so at most once per name)
+        self.unseen = {p: _keep_matcher((p,)) for p in keep or () if not p.startswith("!")}
+        self.deadline = time.monotonic() + KEEP_SECONDS
+
+    def __call__(self, name: str) -> bool:
+        if self.matcher is None:
+            return True
+        if time.monotonic() > self.deadline:
+            raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: matching the job's outputs took over "
+                                 f"{KEEP_SECONDS:.0f} s; fewer files or simpler patterns", retryable=False)
+        if not self.matcher.match(name):
+            return False
+        for pattern in [p for p, match in self.unseen.items() if match.match(name)]:
+            del self.unseen[pattern]
+        return True
 
 
 def _folders_named(root: Path, keep: tuple[str, ...] | None) -> list[str]:

@@ -102,6 +102,22 @@ def test_only_the_outputs_asked_for_are_kept(runtime: DockerRuntime, test_image:
         # the 1.5 MB file is over the limit (1 MiB here): dropped as such only when it was asked for
         assert out.outputs_truncated is (keep is None)
         assert ("no output matched keepOutputs" in out.stderr_path.read_text()) is (not kept)
+        assert "matched no output" not in out.stderr_path.read_text()  # each pattern kept a file
+    # a pattern that keeps nothing while others keep files is named; so is one whose files another excludes
+    work = tmp_path / "some"
+    work.mkdir()
+    keep = ("*.txt", "*.csv", "sub/*.log", "sub", "!sub/*.log")
+    out = run(runtime, job(work, test_image, ["sh", "-c", script], keep=keep), work)
+    assert sorted(p.name for p in out.outputs_dir.rglob("*") if p.is_file()) == [".hidden.txt", "a.txt"]
+    assert out.stderr_path.read_text() == (
+        "[dcc: keepOutputs pattern 'sub' names a folder, which is not a file: sub/** keeps its files]\n"
+        "[dcc: keepOutputs pattern '*.csv' matched no output that was kept]\n"
+        "[dcc: keepOutputs pattern 'sub/*.log' matched no output that was kept]\n")
+    # a job that writes nothing gets no note
+    work = tmp_path / "empty"
+    work.mkdir()
+    out = run(runtime, job(work, test_image, ["true"], keep=keep), work)
+    assert out.stderr_path.read_text() == ""
     # patterns that keep nothing say so
     work = tmp_path / "none"
     work.mkdir()
