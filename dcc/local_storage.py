@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dcc.errors import ObjectNotFound, StorageError
-from dcc.storage import RESERVED_NAME_PREFIX, check_key
+from dcc.storage import RESERVED_NAME_PREFIX, Progress, check_key
 
 _TMP = RESERVED_NAME_PREFIX  # temporary files of unfinished writes; never listed
 _STALE_TMP_SECONDS = 3600  # delete_prefix removes temporary files older than this (left by a crash)
@@ -167,14 +167,24 @@ class LocalStorage:
             except OSError as exc:
                 raise StorageError(f"cannot read {key!r}: {exc}") from exc
 
-    def download(self, key: str, path: Path) -> None:
-        """Copy the object under ``key`` to the file ``path``."""
+    def download(self, key: str, path: Path, *, progress: Progress | None = None) -> None:
+        """Copy the object under ``key`` to the file ``path``; a failed copy leaves no file."""
         with self.open(key) as src:
             try:
                 with path.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
-            except OSError as exc:
-                raise StorageError(f"cannot copy {key!r} to {path}: {exc}") from exc
+                    if progress is None:
+                        shutil.copyfileobj(src, dst, _CHUNK)
+                    else:
+                        done = 0
+                        while chunk := src.read(_CHUNK):
+                            dst.write(chunk)
+                            done += len(chunk)
+                            progress(done)
+            except BaseException as exc:
+                path.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise StorageError(f"cannot copy {key!r} to {path}: {exc}") from exc
+                raise
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an object (a link is refused with ``StorageError``)."""

@@ -7,6 +7,7 @@ S3 itself makes every write whole-object. boto3, botocore and s3transfer errors 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,7 +17,7 @@ import boto3.exceptions
 import botocore.exceptions
 
 from dcc.errors import ObjectNotFound, StorageError
-from dcc.storage import check_key
+from dcc.storage import Progress, check_key
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 # ClientError and BotoCoreError from botocore; S3UploadFailedError and RetriesExceededError from boto3's
@@ -71,11 +72,19 @@ class S3Storage:
         with self.open(key) as body:
             return body.read()
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, *, progress: Progress | None = None) -> None:
         """Download the object to ``path`` (s3transfer writes a temporary file and renames it)."""
         full = self._key(key)
+        callback = None
+        if progress is not None:  # s3transfer calls back from its threads, with each piece's size
+            lock, done = threading.Lock(), [0]
+
+            def callback(size: int) -> None:
+                with lock:
+                    done[0] += size
+                    progress(done[0])
         try:
-            self.client.download_file(self.bucket, full, str(path))
+            self.client.download_file(self.bucket, full, str(path), Callback=callback)
         except _ERRORS as exc:
             raise _translate(exc, key) from exc
 

@@ -9,11 +9,15 @@ than a library's own exception. Writes are whole-object: a reader never sees hal
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from dcc.errors import StorageError
+
+Progress = Callable[[int], None]
+"""Called with the bytes written so far, after each piece of a download: an exception it raises stops the
+download, leaves no file, and is raised to the caller as it is (e.g. to stop for a cancel or a size limit)."""
 
 
 class Storage(Protocol):
@@ -31,8 +35,8 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO:
         """Open the object under ``key`` for streaming reads; the caller closes it."""
 
-    def download(self, key: str, path: Path) -> None:
-        """Write the object under ``key`` to the file ``path`` (parents must exist)."""
+    def download(self, key: str, path: Path, *, progress: Progress | None = None) -> None:
+        """Write the object under ``key`` to the file ``path`` (parents must exist), telling ``progress``."""
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""

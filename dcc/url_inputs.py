@@ -21,12 +21,13 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
 from dcc.errors import InvalidJob, JobSystemError
+from dcc.storage import Progress
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo's shape
 MAX_REDIRECTS = 5
@@ -110,30 +111,37 @@ def _check_s3(url: str, parsed: SplitResult, allowed_buckets: frozenset[str]) ->
         raise _invalid(f"bucket {parsed.netloc!r} is not on this deployment's allow-list")
 
 
+class Fetcher(Protocol):
+    """Downloads a URL input to a file: ``fetch_url`` with a deployment's settings."""
+
+    def __call__(self, url: str, dest: Path, *, progress: Progress | None = None) -> int: ...
+
+
 def fetch_url(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_private: bool = False,
               s3_client: Any = None, max_bytes: int, timeout: float = 60,
-              resolver: Resolver = socket.getaddrinfo) -> int:
-    """Download ``url`` to ``dest`` (at most ``max_bytes``); return the size; ``JobSystemError`` on failure."""
+              resolver: Resolver = socket.getaddrinfo, progress: Progress | None = None) -> int:
+    """Download ``url`` to ``dest`` (at most ``max_bytes``, telling ``progress``); return the size;
+    ``JobSystemError`` on failure."""
     if url.split(":", 1)[0].lower() == "s3":
         try:
             check_url(url, allowed_buckets=allowed_buckets, allow_private=allow_private, resolver=resolver)
         except InvalidJob as exc:
             raise _failed(f"{url}: {exc}", retryable=False) from exc
-        return _fetch_s3(url, dest, s3_client=s3_client, max_bytes=max_bytes)
+        return _fetch_s3(url, dest, s3_client=s3_client, max_bytes=max_bytes, progress=progress)
 
     def check(location: str) -> tuple[str, ...]:
         # no buckets: a web server cannot redirect the worker into reading S3 on its behalf
         return _checked_addresses(location, allowed_buckets=frozenset(), allow_private=allow_private,
                                   resolver=resolver)
 
-    return fetch_http(url, dest, check=check, max_bytes=max_bytes, timeout=timeout)
+    return fetch_http(url, dest, check=check, max_bytes=max_bytes, timeout=timeout, progress=progress)
 
 
 def _failed(message: str, *, retryable: bool) -> JobSystemError:
     return JobSystemError("input_fetch_failed", message, retryable=retryable)
 
 
-def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
+def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int, progress: Progress | None) -> int:
     import boto3
     import botocore.exceptions
 
@@ -146,7 +154,7 @@ def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
             if int(reply.get("ContentLength") or 0) > max_bytes:
                 raise _failed(f"{url}: {reply['ContentLength']} bytes, over the limit of {max_bytes}",
                               retryable=False)
-            return _save(body.iter_chunks(_CHUNK), dest, max_bytes=max_bytes, url=url)
+            return _save(body.iter_chunks(_CHUNK), dest, max_bytes=max_bytes, url=url, progress=progress)
         finally:
             body.close()
     except botocore.exceptions.ClientError as exc:
@@ -157,7 +165,7 @@ def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int) -> int:
 
 
 def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], max_bytes: int,
-               timeout: float = 60, verify: ssl.SSLContext | bool = True) -> int:
+               timeout: float = 60, verify: ssl.SSLContext | bool = True, progress: Progress | None = None) -> int:
     """Download over HTTP(S), following at most ``MAX_REDIRECTS`` redirects.
 
     ``check(url)`` runs on the URL and on every redirect target: it raises ``InvalidJob`` to refuse one,
@@ -170,7 +178,7 @@ def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], m
         except InvalidJob as exc:
             what = "redirect refused" if hop else "URL refused"
             raise _failed(f"{what}: {url}: {exc}", retryable=False) from exc
-        outcome = _get(url, addresses, dest, max_bytes=max_bytes, timeout=timeout, verify=verify)
+        outcome = _get(url, addresses, dest, max_bytes=max_bytes, timeout=timeout, verify=verify, progress=progress)
         if isinstance(outcome, int):
             return outcome
         url = outcome
@@ -178,7 +186,7 @@ def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], m
 
 
 def _get(url: str, addresses: Sequence[str], dest: Path, *, max_bytes: int, timeout: float,
-         verify: ssl.SSLContext | bool) -> str | int:
+         verify: ssl.SSLContext | bool, progress: Progress | None) -> str | int:
     """GET ``url`` into ``dest`` and return its size, or return a redirect's target (``dest`` untouched)."""
     try:
         target = httpx.URL(url)
@@ -190,7 +198,7 @@ def _get(url: str, addresses: Sequence[str], dest: Path, *, max_bytes: int, time
             try:
                 request_url, options = _pinned(target, address)
                 with client.stream("GET", request_url, **options) as reply:
-                    return _handle(url, target, reply, dest, max_bytes=max_bytes)
+                    return _handle(url, target, reply, dest, max_bytes=max_bytes, progress=progress)
             except httpx.ConnectError as exc:
                 if i + 1 < len(addresses):
                     continue  # e.g. an IPv6 address on a host without IPv6: try the next checked one
@@ -212,7 +220,8 @@ def _pinned(target: httpx.URL, address: str | None) -> tuple[httpx.URL, dict[str
     return target.copy_with(host=address.split("%", 1)[0]), options
 
 
-def _handle(url: str, target: httpx.URL, reply: httpx.Response, dest: Path, *, max_bytes: int) -> str | int:
+def _handle(url: str, target: httpx.URL, reply: httpx.Response, dest: Path, *, max_bytes: int,
+            progress: Progress | None) -> str | int:
     if reply.is_redirect and "location" in reply.headers:
         try:
             return str(target.join(reply.headers["location"]).copy_with(fragment=None))
@@ -224,11 +233,12 @@ def _handle(url: str, target: httpx.URL, reply: httpx.Response, dest: Path, *, m
     length = reply.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes and not reply.headers.get("content-encoding"):
         raise _failed(f"{url}: {length} bytes, over the limit of {max_bytes}", retryable=False)
-    return _save(reply.iter_bytes(_CHUNK), dest, max_bytes=max_bytes, url=url)
+    return _save(reply.iter_bytes(_CHUNK), dest, max_bytes=max_bytes, url=url, progress=progress)
 
 
-def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str) -> int:
-    """Write ``chunks`` to ``dest``, stopping past ``max_bytes``; a failed download leaves no file."""
+def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str, progress: Progress | None = None) -> int:
+    """Write ``chunks`` to ``dest``, stopping past ``max_bytes`` or when ``progress`` raises; a failed download
+    leaves no file."""
     total = 0
     try:
         with dest.open("wb") as f:
@@ -237,6 +247,8 @@ def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str) -> i
                 if total > max_bytes:
                     raise _failed(f"{url}: larger than the limit of {max_bytes} bytes", retryable=False)
                 f.write(chunk)
+                if progress is not None:
+                    progress(total)
     except BaseException as exc:
         dest.unlink(missing_ok=True)
         if isinstance(exc, OSError):  # the worker's disk, not the source

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dcc.bootstrap import build_storage, build_store
 from dcc.settings import Settings
+from dcc.storage import Progress
 from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 from worker_agent.resources import detect, ec2_instance_id
@@ -32,9 +33,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
     from dcc.url_inputs import fetch_url
     from worker_agent.docker_runtime import DockerRuntime
 
-    def fetch(url: str, dest: Path) -> int:
+    def fetch(url: str, dest: Path, *, progress: Progress | None = None) -> int:
         return fetch_url(url, dest, allowed_buckets=settings.allowed_buckets,
-                         allow_private=settings.allow_private_urls, max_bytes=settings.max_output_bytes)
+                         allow_private=settings.allow_private_urls, max_bytes=settings.max_output_bytes,
+                         progress=progress)
 
     runtime = DockerRuntime(
         network=settings.job_network,

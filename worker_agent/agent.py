@@ -27,13 +27,17 @@ from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import result_document, result_key
-from dcc.storage import Storage, job_prefix
+from dcc.storage import Progress, Storage, job_prefix
 from dcc.store import JobStore
+from dcc.url_inputs import Fetcher
 from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
 
 log = logging.getLogger("dcc.worker")
 
-Fetcher = Callable[[str, Path], int]
+
+
+class _Stopped(Exception):
+    """The job was cancelled or handed back while its inputs came in."""
 """Downloads a URL input to a path; raises ``JobSystemError``."""
 
 
@@ -267,11 +271,14 @@ class Worker:
                 return self._run_task(claim, workdir)
             inputs_dir = workdir / "inputs"
             inputs_dir.mkdir(parents=True)
-            self._materialize_inputs(job, inputs_dir)
-            with self._lock:
-                running = self._entry(claim)
-            if running is not None and running.handed_back:  # the worker stopped while the inputs came in
-                return Outcome(state=JobState.QUEUED, handed_back=True)
+            try:
+                self._materialize_inputs(job, inputs_dir, self._stop_check(claim))
+            except _Stopped:  # seen between inputs and while one downloads: the container is not started
+                with self._lock:
+                    running = self._entry(claim)
+                if running is not None and running.handed_back:  # the worker stops
+                    return Outcome(state=JobState.QUEUED, handed_back=True)
+                return Outcome(state=JobState.CANCELLED)
             (workdir / "run").mkdir()
             gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
@@ -341,18 +348,29 @@ class Worker:
             keep=tuple(job.spec.keepOutputs) if job.spec.keepOutputs is not None else None,
         )
 
-    def _materialize_inputs(self, job: JobRecord, inputs_dir: Path) -> None:
+    def _stop_check(self, claim: Claim) -> Progress:
+        """A download's progress callback that raises ``_Stopped`` once the job is cancelled or handed back."""
+        def check(_done: int = 0) -> None:
+            with self._lock:
+                running = self._entry(claim)
+                if running is not None and (running.cancel or running.handed_back):
+                    raise _Stopped
+        return check
+
+    def _materialize_inputs(self, job: JobRecord, inputs_dir: Path, check: Progress) -> None:
         for item in job.spec.inputs:
+            check(0)
             dest = inputs_dir / item.name  # names were checked at submit: relative, no '..'
             dest.parent.mkdir(parents=True, exist_ok=True)
             if item.source == "inline" and job.spec.fast:
                 dest.write_bytes(item.content())  # fast jobs carry their inputs in the record
             elif item.source == "inline":
-                self.storage.download(f"{job.inputs_prefix}{item.name}", dest)
+                self.storage.download(f"{job.inputs_prefix}{item.name}", dest, progress=check)
             elif self.fetch is None:
                 raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, "URL inputs are not enabled", retryable=False)
             else:
-                self.fetch(item.value, dest)
+                self.fetch(item.value, dest, progress=check)
+        check(0)
 
     def _store_results(self, claim: Claim, result: ContainerOutcome, *, cancelled: bool) -> Outcome:
         job = claim.job

@@ -26,9 +26,10 @@ from urllib.parse import quote, urlsplit
 from dcc.errors import JobSystemError, ObjectNotFound, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
 from dcc.local_storage import LocalStorage
-from dcc.storage import Storage, check_key
+from dcc.storage import Progress, Storage, check_key
 from dcc.store import JobStore
 from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
+from dcc.url_inputs import Fetcher
 from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
 
@@ -113,7 +114,7 @@ class TaskRunner:
         *,
         runtime: ContainerRuntime,
         store: JobStore,
-        fetch: Callable[[str, Path], int] | None,
+        fetch: Fetcher | None,
         locations: tuple[str, ...],
         max_output_bytes: int,
         s3_client: Any = None,
@@ -236,7 +237,8 @@ class TaskRunner:
     # inputs ----------------------------------------------------------------------------------------------
     def _fetch_inputs(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool]) -> None:
         """Write or download each input. Under ``disk_gb``, an input that would take the task's files past it
-        fails the task before it is downloaded (where its size is known first) or as soon as it has been."""
+        fails the task before it is downloaded (where its size is known first) or as soon as its download goes
+        past it. A cancel is seen between inputs and while one downloads (``_Cancelled``)."""
         disk_gb = task.resources.disk_gb if task.resources else None
         budget = int(disk_gb * GIB) if disk_gb else None
         used = 0
@@ -255,7 +257,7 @@ class TaskRunner:
                 elif item.type == "DIRECTORY":
                     used += self._fetch_folder(item.url, dest, room, cancelled)
                 else:
-                    used += self._fetch_file(item.url, dest, room)
+                    used += self._fetch_file(item.url, dest, room, cancelled)
             except _TooBig as exc:
                 raise JobSystemError(ErrorCode.DISK_LIMIT,
                                      f"inputs.{i} ({item.url or item.path}): {exc.size} bytes would take the task's "
@@ -265,19 +267,21 @@ class TaskRunner:
                                      retryable=not isinstance(exc, ObjectNotFound)) from exc
             dest.chmod(0o755 if dest.is_dir() else 0o644)
 
-    def _fetch_file(self, url: str, dest: Path, room: int | None = None) -> int:
+    def _fetch_file(self, url: str, dest: Path, room: int | None = None,
+                    cancelled: Callable[[], bool] = lambda: False) -> int:
+        watch = _watch(room, cancelled)
         found = self.locations.resolve(url)
         if found is not None:
             storage, key = found
             if room is not None:
                 _fits(next((size for name, size in storage.list(key) if name == key), 0), room)
-            storage.download(key, dest)
+            storage.download(key, dest, progress=watch)
             size = dest.stat().st_size
         elif self.fetch is not None:
-            size = self.fetch(url, dest)
+            size = self.fetch(url, dest, progress=watch)
         else:
             raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"{url}: URL inputs are not enabled", retryable=False)
-        _fits(size, room)  # (a URL's size is known once it is here)
+        _fits(size, room)
         return size
 
     def _fetch_folder(self, url: str, dest: Path, room: int | None = None,
@@ -299,7 +303,7 @@ class TaskRunner:
             rel = check_key(name[len(prefix):])  # an object named 'a/../../x' must not land outside the sandbox
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            storage.download(name, target)
+            storage.download(name, target, progress=_watch(None, cancelled))
             target.chmod(0o644)
         for folder, _, _ in os.walk(dest):
             Path(folder).chmod(0o755)
@@ -456,6 +460,15 @@ class _TooBig(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+def _watch(room: int | None, cancelled: Callable[[], bool]) -> Progress:
+    """A download's progress callback: stops it (``_TooBig``, ``_Cancelled``) past ``room`` or on a cancel."""
+    def check(done: int) -> None:
+        _fits(done, room)
+        if cancelled():
+            raise _Cancelled
+    return check
 
 
 def _fits(size: int, room: int | None) -> None:

@@ -67,6 +67,29 @@ def test_big_file_round_trips_through_put_file_and_download(storage: Storage, tm
         assert "-" in etag
 
 
+class Stop(Exception):
+    pass
+
+
+def test_a_download_stops_when_its_progress_says_so_and_leaves_no_file(storage: Storage, tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024  # S3: in ranged parts, fetched by several threads at once
+    storage.put_bytes("jobs/a/big.bin", b"b" * size)
+    seen: list[int] = []
+
+    def progress(done: int) -> None:
+        seen.append(done)
+        if done >= 2 << 20:
+            raise Stop
+
+    with pytest.raises(Stop):
+        storage.download("jobs/a/big.bin", tmp_path / "back.bin", progress=progress)
+    assert not (tmp_path / "back.bin").exists() and not list(tmp_path.glob("back.bin*"))
+    assert seen == sorted(seen) and seen[-1] < size  # told of the bytes so far, and stopped before the end
+    complete: list[int] = []
+    storage.download("jobs/a/big.bin", tmp_path / "back.bin", progress=complete.append)
+    assert complete[-1] == size == (tmp_path / "back.bin").stat().st_size
+
+
 def test_lists_in_key_order(storage: Storage) -> None:
     keys = ["jobs/b/2", "jobs/a/1", "jobs/a0", "jobs/b/1/deep", "jobs/c", "jobs/a-b", "other/x"]
     for key in keys:

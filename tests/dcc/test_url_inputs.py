@@ -154,6 +154,27 @@ def test_fetch_from_s3_respects_max_bytes(s3: Any, tmp_path: Path) -> None:
         assert not (tmp_path / "b").exists()
 
 
+class Stop(Exception):
+    pass
+
+
+def stop_past(limit: int, seen: list[int]) -> Callable[[int], None]:
+    def progress(done: int) -> None:
+        seen.append(done)
+        if done > limit:
+            raise Stop
+    return progress
+
+
+def test_a_download_from_s3_stops_when_its_progress_says_so(s3: Any, tmp_path: Path) -> None:
+    s3.put_object(Bucket="inputs-ok", Key="big", Body=b"x" * (5 << 20))
+    seen: list[int] = []
+    with pytest.raises(Stop):
+        fetch_url("s3://inputs-ok/big", tmp_path / "b", allowed_buckets=BUCKETS, s3_client=s3, max_bytes=10 << 20,
+                  progress=stop_past(1 << 20, seen))
+    assert seen == [1 << 20, 2 << 20] and not (tmp_path / "b").exists()  # told after each piece; then no file
+
+
 # --- HTTP(S) --------------------------------------------------------------------------------------------------
 
 
@@ -186,6 +207,15 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             server.requests.append((self.path, self.headers.get("Host")))
             if self.path == "/echo-host":
                 status, headers, body = 200, {}, str(self.headers.get("Host")).encode()
+            elif self.path == "/endless":  # 1 MiB pieces for as long as the client reads
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(256):
+                        self.wfile.write(b"100000\r\n" + b"e" * (1 << 20) + b"\r\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                return
             elif self.path == "/chunked":  # no Content-Length: the limit must hold while streaming
                 self.send_response(200)
                 self.send_header("Transfer-Encoding", "chunked")
@@ -245,6 +275,14 @@ def http_server() -> Iterator[Server]:
 
 def dev_fetch(url: str, dest: Path, *, max_bytes: int = 100) -> int:
     return fetch_url(url, dest, allowed_buckets=BUCKETS, allow_private=True, max_bytes=max_bytes, timeout=5)
+
+
+def test_a_download_over_http_stops_when_its_progress_says_so(http_server: Server, tmp_path: Path) -> None:
+    seen: list[int] = []
+    with pytest.raises(Stop):  # (the server would send 256 MiB)
+        fetch_url(f"{http_server.url}/endless", tmp_path / "d", allowed_buckets=BUCKETS, allow_private=True,
+                  max_bytes=1 << 30, timeout=5, progress=stop_past(2 << 20, seen))
+    assert seen == [1 << 20, 2 << 20, 3 << 20] and not (tmp_path / "d").exists()
 
 
 def test_http_download_in_development_mode(http_server: Server, tmp_path: Path) -> None:

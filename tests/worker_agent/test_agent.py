@@ -271,3 +271,65 @@ def test_a_worker_unhealthy_from_system_errors_claims_again_after_a_pause(settin
     job = service.get(job_id)
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 3)
     assert "UNHEALTHY:2 system errors in a row" in seen  # it stopped claiming for a while, then took the job again
+
+
+class CrawlingStorage(LocalStorage):
+    """Local storage whose downloads crawl (a piece every 50 ms for 20 s), telling their progress of each."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.downloading = threading.Event()
+        self.stopped = threading.Event()
+
+    def download(self, key: str, path: Path, *, progress: Callable[[int], None] | None = None) -> None:
+        self.downloading.set()
+        try:
+            for piece in range(1, 400):
+                time.sleep(0.05)
+                if progress is not None:
+                    progress(piece)
+        except BaseException:
+            self.stopped.set()
+            raise
+        super().download(key, path, progress=progress)
+
+
+class CountsContainers(DockerRuntime):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created = 0
+
+    def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None):  # type: ignore[no-untyped-def]
+        self.created += 1
+        return super()._create(job, outputs, hosts)
+
+
+@pytest.mark.parametrize("how", ["cancel", "stop"])
+def test_a_cancel_or_a_stop_ends_an_input_download_and_no_container_starts(settings: Settings, tmp_path: Path,
+                                                                           test_image: str, how: str) -> None:
+    service = build_service(settings)
+    spec = JobSpec.model_validate({"image": test_image, "command": ["cat", "/inputs/a.txt"],
+                                   "inputs": [{"name": "a.txt", "value": "hello"}]})
+    job_id = service.submit(spec)[0].id
+    storage, runtime = CrawlingStorage(Path(settings.storage_url)), CountsContainers()
+    worker = Worker(store=service.store, storage=storage, runtime=runtime,
+                    config=WorkerConfig(worker_id=f"crawl-{how}", workdir=tmp_path / "w", heartbeat_seconds=0.2))
+    worker.start()
+    try:
+        assert storage.downloading.wait(timeout=20)
+        started = time.monotonic()
+        if how == "cancel":
+            service.cancel(job_id)
+            wait_for(lambda: service.get(job_id).state == JobState.CANCELLED, timeout=10)
+        else:
+            worker.stop(grace=1)  # (handed back when the grace ends)
+        assert storage.stopped.is_set()
+        ended_in = time.monotonic() - started
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    job = service.get(job_id)
+    assert runtime.created == 0  # the job's container was never made
+    if how == "stop":  # handed back, without using up an attempt
+        assert job.state == JobState.QUEUED
+    assert ended_in < 4  # the download stopped at once, not after its 20 s

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,7 @@ class _EvilListing:
         yield f"{prefix}ok.txt", 1
         yield f"{prefix}../../../../escaped.txt", 1
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, *, progress: object = None) -> None:
         path.write_text(key)
 
 
@@ -88,7 +88,7 @@ class _Listing:
         for name in self.names:
             yield f"{prefix}{name}", 1
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, *, progress: object = None) -> None:
         self.downloaded.append(key)
         path.write_text("x")
 
@@ -112,6 +112,46 @@ def test_a_cancel_is_seen_between_inputs_and_between_a_folders_files(tmp_path: P
     with pytest.raises(_Cancelled):
         runner._prepare(t, tmp_path / "s2", cancelled=lambda: len(listing.downloaded) >= 3)
     assert listing.downloaded == ["in/set/a", "in/set/b", "in/set/c"]  # the folder, and not the next input
+
+
+def test_a_cancel_stops_one_large_input_while_it_downloads(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "big").write_bytes(b"b" * (16 << 20))
+    runner = TaskRunner(runtime=None, store=None, fetch=None,  # type: ignore[arg-type]
+                        locations=(f"file://{tmp_path}/store/",), max_output_bytes=1 << 20)
+    t = task(inputs=[{"path": "/in/big", "url": f"file://{tmp_path}/store/big"}])
+    asked: list[int] = []
+
+    def cancelled() -> bool:  # cancelled as the third piece is copied
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(_Cancelled):
+        runner._prepare(t, tmp_path / "s", cancelled=cancelled)
+    assert len(asked) == 3 and not (tmp_path / "s" / "in" / "big").exists()  # (16 pieces of 1 MiB otherwise)
+
+
+def test_a_url_input_past_disk_gb_stops_as_its_download_passes_it(tmp_path: Path) -> None:
+    written: list[int] = []
+
+    def endless(url: str, dest: Path, *, progress: Callable[[int], None] | None = None) -> int:
+        with dest.open("wb") as f:  # a server that never stops sending
+            for piece in range(1, 1 << 20):
+                f.write(b"u" * (1 << 20))
+                written.append(piece)
+                assert progress is not None
+                progress(piece << 20)
+        return 0
+
+    runner = TaskRunner(runtime=None, store=None, fetch=endless, locations=(),  # type: ignore[arg-type]
+                        max_output_bytes=1 << 20)
+    t = task(inputs=[{"path": "/in/a", "content": "x" * 1000}, {"path": "/in/web", "url": "https://files.test/w"}],
+             resources={"disk_gb": 4 / 1024})  # 4 MiB
+    with pytest.raises(JobSystemError) as caught:
+        runner._prepare(t, tmp_path / "s")
+    assert caught.value.code == "disk_limit_exceeded" and not caught.value.retryable
+    assert "inputs.1 (https://files.test/w): 4194304 bytes would take" in str(caught.value)
+    assert len(written) == 4  # stopped at the piece that went past the room left (4 MiB - 1000 bytes)
 
 
 def test_a_folder_input_with_no_files_is_the_tasks_error(tmp_path: Path) -> None:
