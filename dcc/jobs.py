@@ -97,7 +97,34 @@ FAST_OFFSET_MS = 10**12
 """Fast jobs go ahead of every standard job of their class (about 30 years ahead)."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (a terminal takes \x9b for ESC [)
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # marks that reorder shown text ('a\u202etxt.exe')
+MAX_NAME_PART = 255
+"""Bytes of one part of a path: a file system's limit on a file name."""
+
+# An image reference, by the grammar of distribution/reference (what the engine parses): [domain/]path[:tag][@digest]
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = (rf"(?:(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?"
+               rf"{_PATH_PART}(?:/{_PATH_PART})*")
+_IMAGE = re.compile(rf"(?P<name>{_IMAGE_NAME})(?::[\w][\w.-]{{0,127}})?"
+                    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+MAX_IMAGE_NAME = 255
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if the engine can parse it as an image reference, else raise ValueError saying why."""
+    if image != image.strip() or any(c.isspace() for c in image):
+        raise ValueError("must not contain white space")
+    if _CONTROL.search(image):
+        raise ValueError("must not contain control characters")
+    match = _IMAGE.fullmatch(image)
+    if match is None:
+        raise ValueError("is not an image reference: [registry/]name[:tag][@digest], the name in lower case "
+                         "(e.g. 'python:3.12-slim', 'ghcr.io/org/tool:1.0')")
+    if len(match["name"]) > MAX_IMAGE_NAME:
+        raise ValueError(f"has a name longer than {MAX_IMAGE_NAME} characters")
+    return image
 
 
 def unicode_problem(text: str) -> str | None:
@@ -117,6 +144,8 @@ def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
         raise ValueError(f"must be at most {max_length} characters")
     if "\\" in name or _CONTROL.search(name):
         raise ValueError("must not contain a backslash or control characters (NUL, newline, tab...)")
+    if _BIDI.search(name):
+        raise ValueError("must not contain marks that change the direction of text (U+202E...)")
     if (problem := unicode_problem(name)) is not None:
         raise ValueError(problem)
     if name.startswith("/"):
@@ -126,6 +155,8 @@ def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
         raise ValueError("must not contain '..'")
     if any(part in ("", ".") for part in parts) or posixpath.normpath(name) != name:
         raise ValueError("must be a normalized path (no empty or '.' segments, no trailing '/')")
+    if any(len(part.encode()) > MAX_NAME_PART for part in parts):
+        raise ValueError(f"must have parts of at most {MAX_NAME_PART} bytes in UTF-8 (a file name's limit)")
     if any(part.startswith(RESERVED_NAME_PREFIX) for part in parts):
         raise ValueError(f"must not have a part starting with {RESERVED_NAME_PREFIX!r} (reserved by dcc's storage)")
     return name
@@ -261,11 +292,7 @@ class JobSpec(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str) -> str:
-        if image != image.strip() or any(c.isspace() for c in image):
-            raise ValueError("must not contain white space")
-        if _CONTROL.search(image):
-            raise ValueError("must not contain control characters")
-        return image
+        return check_image(image)
 
     @model_validator(mode="after")
     def _storable(self, info: ValidationInfo) -> JobSpec:

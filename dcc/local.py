@@ -104,6 +104,7 @@ def hold_data_dir(data_dir: Path) -> Any:
     """Lock ``data_dir`` for this process (the lock goes with it, however it ends); DccError if a live local mode
     holds it already. Returns the open lock file: keep it open."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # jobs' inputs, outputs and work folders, and Redis's file: this user's alone
     lock = (data_dir / "local.lock").open("a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,11 +238,12 @@ class LocalDcc:
         if not settings.disable_worker:
             from worker_agent.__main__ import build_worker
             from worker_agent.agent import default_worker_id
+            from worker_agent.files import remove_tree
 
             # The same worker id on every start: containers a killed run left are found and removed (and the
             # jobs they ran, whose leases lapse, run again); so are the folders of those runs.
             worker_id = os.environ.get("DCC_WORKER_ID") or stable_id(self.data_dir / "worker-id", default_worker_id)
-            shutil.rmtree(self.data_dir / "work", ignore_errors=True)
+            remove_tree(self.data_dir / "work")
             self.worker = build_worker(settings, worker_id=worker_id, slots=self.slots,
                                        workdir=self.data_dir / "work")
             if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked

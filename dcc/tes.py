@@ -19,7 +19,16 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dcc.errors import InputTooLarge, InvalidJob
-from dcc.jobs import RESERVED_ENV, JobRecord, JobSpec, JobState, Parameters, check_env, find_invalid_text
+from dcc.jobs import (
+    RESERVED_ENV,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Parameters,
+    check_env,
+    check_image,
+    find_invalid_text,
+)
 
 API_PREFIX = "/ga4gh/tes/v1"
 TES_VERSION = "1.1.0"
@@ -34,6 +43,7 @@ MAX_CONTENT_BYTES = 1024 * 1024
 """Inline ``content`` of all inputs together (kept in the task record)."""
 _WILDCARD = re.compile(r"[*?\[]")
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+_ENGINE_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")  # the engine (and dcc) mount these themselves
 
 View = Literal["MINIMAL", "BASIC", "FULL"]
 
@@ -53,6 +63,8 @@ def check_container_path(path: str, *, what: str) -> str:
         raise ValueError(f"{what} must not be '/'")
     if any(normal == root or normal.startswith(root + "/") for root in _FORBIDDEN_ROOTS):
         raise ValueError(f"{what} {path!r} lies in {normal.split('/')[1]!r}, which the container runtime owns")
+    if any(normal == name or normal.startswith(name + "/") for name in _ENGINE_FILES):
+        raise ValueError(f"{what} {path!r} is a file the container runtime provides")
     return normal
 
 
@@ -91,9 +103,7 @@ class TesExecutor(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str) -> str:
-        if any(c.isspace() for c in image):
-            raise ValueError("must not contain white space")
-        return image
+        return check_image(image)
 
     @field_validator("env")
     @classmethod

@@ -216,9 +216,14 @@ def test_local_mode_refuses_gpu_jobs_its_own_worker_cannot_run(settings: Setting
 def test_containers_docker_refuses_end_the_job_without_retries_or_harm_to_the_worker(
         api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
     _, client = api
-    # the image has no default command, and the second command is not in it: Docker answers 400 to either
+    # the image has no default command; a command not in it (by name or path), or a folder; a working folder
+    # that is a file, or under a read-only one; more CPUs than the machine has: Docker refuses each (400 or 500)
+    cpus = float(os.cpu_count() or 1) + 1
     jobs = [submit(client, {"image": test_image, **body})
-            for body in ({}, {"command": ["no-such-program"]}) * 4]
+            for body in ({}, {"command": ["no-such-program"]}, {"command": ["/bin/typo"]}, {"command": ["/etc"]},
+                         {"command": ["true"], "workingDir": "/bin/sh"},
+                         {"command": ["true"], "workingDir": "/inputs/new"},
+                         {"command": ["true"], "parameters": {"cpus": cpus}}) * 2]
     for job in jobs:
         done = wait_done(client, job["id"])
         assert (done["state"], done["error"]["code"], done["attempts"]) == ("error", "container_refused", 1), done
@@ -458,6 +463,7 @@ def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str
         _until_healthy(port)
         redis_pids = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
         assert len(redis_pids) == 1
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700  # jobs' files and Redis's: this user's alone
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) != 0
         assert not Path(f"/proc/{redis_pids[0]}").exists()  # stopped with it, not left to init

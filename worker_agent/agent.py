@@ -30,6 +30,7 @@ from dcc.service import result_document, result_key
 from dcc.storage import Progress, Storage, job_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
+from worker_agent.files import remove_tree
 from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
 
 log = logging.getLogger("dcc.worker")
@@ -126,6 +127,9 @@ class Worker:
     def start(self) -> None:
         """Start the worker's threads and return."""
         self.config.workdir.mkdir(parents=True, exist_ok=True)
+        # the worker's alone: what jobs leave there (a setuid file, a folder anyone may write) is out of other
+        # users' reach; containers see their own folders through their mounts
+        self.config.workdir.chmod(0o700)
         self._check_health()
         self._check_drain()  # a drained instance that just restarted must not claim even once
         if self.health == "HEALTHY":
@@ -297,6 +301,14 @@ class Worker:
             return self._system_failure(claim, JobSystemError(ErrorCode.STORAGE_FAILED, str(exc), retryable=True))
         except JobSystemError as exc:
             return self._system_failure(claim, exc)
+        except OSError as exc:  # the worker's own disk (full, or failing): retried, and counted against its health
+            log.exception("job %s: the worker's files", job.id)
+            return self._system_failure(claim, JobSystemError(ErrorCode.RUNTIME_FAILED, f"worker files: {exc}",
+                                                              retryable=True))
+        except Exception as exc:  # a bug, or a job the checks missed: end it saying so (not lost, not retried)
+            log.exception("job %s: unexpected failure", job.id)
+            return self._system_failure(claim, JobSystemError(ErrorCode.RUNTIME_FAILED,
+                                                              f"{type(exc).__name__}: {exc}", retryable=False))
 
     def _run_task(self, claim: Claim, workdir: Path) -> Outcome:
         """A GA4GH TES task: its executors in order in one sandbox (``worker_agent.tes_runner``)."""
@@ -601,9 +613,9 @@ class Worker:
             job_id, workdir = item
             try:
                 self.runtime.cleanup(job_id)
-            except JobSystemError as exc:
-                log.warning("cleanup of %s: %s", job_id, exc)
-            shutil.rmtree(workdir, ignore_errors=True)
+                remove_tree(workdir)
+            except Exception:  # (whatever a job left: the next job's clean-up must still run)
+                log.exception("cleanup of %s", job_id)
 
 
 def _end_state(result: ContainerOutcome, *, cancelled: bool) -> JobState:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import stat
 import threading
@@ -29,6 +28,7 @@ from wcmatch import glob as wcglob
 
 from dcc.errors import JobSystemError
 from dcc.jobs import MAX_OUTPUT_NAME, ErrorCode, check_relative_path
+from worker_agent.files import remove_tree
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 log = logging.getLogger("dcc.worker")
@@ -372,22 +372,27 @@ def _exit_code(reply: dict[str, Any]) -> int | None:
     return int(code) if code is not None else None
 
 
-_JOB_FAULTS = ("no command specified", "executable file not found", "working directory",
-               "minimum memory limit")
-"""What the engine says (with a 400) when the job itself cannot run: no other worker or attempt would do better.
-Other 400s (more CPUs than the host has, an unknown runtime, a GPU hook that fails) may be the machine's."""
+_JOB_FAULTS = (
+    "no command specified", "executable file not found", "working directory", "minimum memory limit",
+    "unable to start container process: exec:",  # the command: not in the image, not executable, a folder...
+    "is not a directory", "container init: mkdir",  # workingDir: a file, or under a read-only folder
+    "range of cpus is from",  # more CPUs than the workers of this class have
+)
+"""What the engine says (with a 400, or a 500 for some of these) when the job itself cannot run: no other attempt
+would do better. Other errors (an unknown runtime, a GPU hook that fails) may be the machine's."""
 
 
 def _engine_error(exc: docker.errors.DockerException, doing: str) -> JobSystemError:
     """A job that the engine refused for a fault of its own ends without retry; anything else may be the
     machine's, and is retried (and counts against the worker's health)."""
-    if isinstance(exc, docker.errors.APIError) and exc.status_code == 400 \
+    if isinstance(exc, docker.errors.APIError) and exc.status_code in (400, 500) \
             and any(fault in str(exc.explanation or "").lower() for fault in _JOB_FAULTS):
         return JobSystemError("container_refused", f"Docker refused {doing}: {exc.explanation}", retryable=False)
     return JobSystemError("runtime_failed", f"Docker failed {doing}: {exc}", retryable=True)
 
 
-UNNAMED = "output names must be UTF-8, without backslashes or control characters, and not start with .dcc-tmp-"
+UNNAMED = (f"output names must be UTF-8, without backslashes, control characters or text-direction marks, not start "
+           f"with .dcc-tmp-, and at most {MAX_OUTPUT_NAME} bytes long")
 UNSAFE = "symbolic links, FIFOs, sockets and devices are not kept (copy the file instead)"
 
 
@@ -431,7 +436,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 unsafe.append(_shown(root, path))
                 dirs.remove(name)
             elif not _nameable(os.path.relpath(path, root)):
-                shutil.rmtree(path)  # (does not follow links)
+                remove_tree(path)  # (at any depth; nothing followed)
                 unnamed.append(_shown(root, path))
                 dirs.remove(name)
         dirs.sort()
@@ -444,6 +449,8 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unsafe.append(_shown(root, path))
                 continue
+            if info.st_mode & (stat.S_ISUID | stat.S_ISGID):  # a job's file runs as nobody else
+                os.chmod(path, stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
             name = os.path.relpath(path, root)
             if not _nameable(name):
                 os.unlink(path)

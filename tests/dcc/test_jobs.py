@@ -41,6 +41,16 @@ def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
         ({"parameters": {"maxDuration": 0}}, "maxDuration", "greater than 0"),
         ({"id": "../../etc"}, "id", "pattern"),
         ({"imagee": "typo"}, "imagee", "Extra inputs"),
+        # names a file system or a terminal cannot take
+        ({"inputs": [{"name": "é" * 130, "value": ""}]}, "name", "at most 255 bytes in UTF-8"),
+        ({"inputs": [{"name": "c1\u009b31mRED", "value": ""}]}, "name", "control characters"),
+        ({"inputs": [{"name": "rlo\u202etxt.exe", "value": ""}]}, "name", "direction of text"),
+        # image references the engine cannot parse
+        ({"image": "UPPER/Case:tag"}, "image", "not an image reference"),
+        ({"image": "ghcr.io/org/Tool"}, "image", "the name in lower case"),
+        ({"image": "a:b:c"}, "image", "not an image reference"),
+        ({"image": "x@sha256:12"}, "image", "not an image reference"),
+        ({"image": "a" * 256}, "image", "longer than 255"),
     ],
 )
 def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) -> None:
@@ -48,6 +58,12 @@ def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) 
         JobSpec.model_validate({"image": "busybox", **body})
     text = str(info.value)
     assert field in text and words in text
+
+
+def test_image_references_the_engine_takes_are_taken() -> None:
+    for image in ("busybox", "dcc-busybox:latest", "localhost:5000/a/b:1.0", "Registry.Example:443/team/x_y__z-w:v",
+                  "public.ecr.aws/lambda/python:3.12", "x@sha256:" + "a" * 64, "[::1]:5000/x:t@sha256:" + "0" * 64):
+        assert JobSpec(image=image).image == image
 
 
 def test_whole_numbers_written_as_floats_are_those_numbers_and_nothing_else_is_guessed() -> None:

@@ -333,3 +333,28 @@ def test_a_cancel_or_a_stop_ends_an_input_download_and_no_container_starts(setti
     if how == "stop":  # handed back, without using up an attempt
         assert job.state == JobState.QUEUED
     assert ended_in < 4  # the download stopped at once, not after its 20 s
+
+
+class Buggy(DockerRuntime):
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        raise ValueError("a bug of the worker's own")
+
+
+def test_a_failure_nobody_planned_for_ends_the_job_saying_so_at_once(settings: Settings, tmp_path: Path,
+                                                                     test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["true"]))[0].id
+    runtime = Buggy()
+    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="buggy", workdir=tmp_path / "w"))
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=10)  # not lost: no lease runs out first
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    job = service.get(job_id)
+    assert (job.state, job.attempts) == (JobState.ERROR, 1) and job.error is not None
+    assert (job.error.code, job.error.message) == ("runtime_failed", "ValueError: a bug of the worker's own")
+    assert worker.health == "HEALTHY"
+    assert (tmp_path / "w").stat().st_mode & 0o777 == 0o700  # what jobs leave there is no other user's

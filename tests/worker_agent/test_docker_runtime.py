@@ -262,3 +262,45 @@ def test_leftovers_of_a_crashed_run_are_removed(runtime: DockerRuntime, docker_c
         assert docker_client.containers.list(all=True, filters={"label": "dcc.worker=w-other"})
     finally:
         other.remove(force=True)
+
+
+def test_a_tree_deeper_than_any_output_name_is_removed_and_named(runtime: DockerRuntime, test_image: str,
+                                                                 tmp_path: Path) -> None:
+    # 1500 folders deep: past Python's recursion limit (shutil.rmtree fails) and past the 900-byte output name
+    script = ('cd $OUTPUTS && echo kept > top.txt && i=0; while [ $i -lt 1500 ]; do mkdir a; cd a; i=$((i+1)); '
+              'done; echo deep > f')
+    out = run(runtime, job(tmp_path, test_image, ["sh", "-c", script]), tmp_path)
+    assert out.exit_code == 0
+    assert [p.name for p in out.outputs_dir.rglob("*") if p.is_file()] == ["top.txt"]  # (folders: 450 deep)
+    note = out.stderr_path.read_text()
+    assert note.startswith("[dcc: output a/a/a/") and "at most 900 bytes long]" in note
+    assert len(note.splitlines()) == 1  # the folder too long to be a name, once, not each file in it
+
+
+def test_remove_tree_removes_trees_python_cannot(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from worker_agent.files import remove_tree
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # 1200 parts of 100 bytes: deeper than the recursion limit, longer than PATH_MAX
+        os.mkdir("d" * 100, dir_fd=fd)
+        child = os.open("d" * 100, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    with pytest.raises((RecursionError, OSError)):
+        shutil.rmtree(root)
+    remove_tree(root)
+    assert not root.exists()
+    remove_tree(root)  # (nothing there: nothing to do)
+
+
+def test_outputs_lose_setuid_bits(runtime: DockerRuntime, test_image: str, tmp_path: Path) -> None:
+    script = "echo > $OUTPUTS/su && chmod 4755 $OUTPUTS/su && echo > $OUTPUTS/g && chmod 2755 $OUTPUTS/g"
+    out = run(runtime, job(tmp_path, test_image, ["sh", "-c", script]), tmp_path)
+    assert out.exit_code == 0
+    assert {p.name: oct(p.stat().st_mode & 0o7777) for p in out.outputs_dir.iterdir()} == {"su": "0o755", "g": "0o755"}
