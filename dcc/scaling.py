@@ -67,6 +67,8 @@ class GroupState:
     desired: int
     instances: tuple[Instance, ...] = ()
     last_scale_down: float = 0.0
+    heartbeats_since: float = 0.0
+    """When Redis started: heartbeats (health keys) written before then may be gone with it."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,13 @@ def needed_instances(state: GroupState, draining: Iterable[Instance] = ()) -> in
     return max(state.min_size, min(state.max_size, want))
 
 
-def sickness(inst: Instance, now: float, config: Config) -> str | None:
-    """Why the instance should be replaced, or None: no health key or unhealthy, once past its grace period."""
+def sickness(inst: Instance, now: float, config: Config, heartbeats_since: float = 0.0) -> str | None:
+    """Why the instance should be replaced, or None: no health key or unhealthy, once past its grace period.
+    A missing key is given the grace again from Redis's start: a restarted Redis may have lost the keys."""
     if not inst.in_service or now - inst.launched_at < config.health_grace_seconds:
         return None  # still booting: no health key yet is normal
     if inst.health is None:
-        return "no health key"
+        return None if now - heartbeats_since < config.health_grace_seconds else "no health key"
     if inst.health != "HEALTHY":
         return inst.health
     return None
@@ -164,7 +167,7 @@ def plan(state: GroupState, now: float, config: Config) -> list[Action]:
     actions: list[Action] = []
     healthy: list[Instance] = []
     for inst in state.instances:
-        reason = sickness(inst, now, config)
+        reason = sickness(inst, now, config, state.heartbeats_since)
         if reason is not None:
             if inst.protected:  # so that nothing about the termination depends on how protection is read
                 actions.append(Protect(inst.id, False))

@@ -159,6 +159,7 @@ class JobStore:
         max_attempts: int = 3,
         fast_retention_seconds: int = 3600,
         clock: Callable[[], float] = time.time,
+        restart_grace_seconds: float | None = None,
     ) -> None:
         # decode_responses=True makes every reply a str; redis-py's stubs cannot say so, hence Any
         self.redis: Any = client
@@ -168,6 +169,8 @@ class JobStore:
         self.max_attempts = max_attempts
         self.fast_retention_ms = int(fast_retention_seconds * 1000)
         self.clock = clock
+        self.restart_grace_seconds = lease_seconds if restart_grace_seconds is None else restart_grace_seconds
+        """How long after Redis starts ``reap`` waits (a lease: time for every worker to renew)."""
         self._scripts = {name: client.register_script(src) for name, src in _load_scripts().items()}
         self._trimmed_at = 0.0
 
@@ -352,7 +355,19 @@ class JobStore:
 
     @_translated
     def reap(self, *, limit: int = 1000) -> dict[str, JobState]:
-        """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed."""
+        """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed.
+
+        Nothing is taken back within a lease of Redis starting (``restart_grace_seconds``): while it was away no
+        worker could renew, so a lease that lapsed meanwhile says nothing of its worker, which renews it once it
+        reconnects.
+        """
+        if self.restart_grace_seconds > 0:
+            uptime = self.uptime()
+            if uptime is not None and uptime < self.restart_grace_seconds:
+                return {}
+        return self._reap(limit)
+
+    def _reap(self, limit: int) -> dict[str, JobState]:
         now = self.clock()
         reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit])
         changed = {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
@@ -362,10 +377,18 @@ class JobStore:
         return changed
 
     @_translated
+    def uptime(self) -> float | None:
+        """Seconds since Redis started (``INFO``'s ``uptime_in_seconds``), or None where ``INFO`` is not offered."""
+        try:
+            return float(self.redis.info("server")["uptime_in_seconds"])
+        except (redis.ResponseError, KeyError, ValueError):
+            return None
+
+    @_translated
     def drop_worker(self, worker: str) -> dict[str, JobState]:
         """Take back at once every job a lost worker holds (requeue, or end them as ``reap`` would)."""
         if self._run("drop_worker", [worker]):
-            return self.reap()
+            return self._reap(1000)  # (at once, even just after a restart: the worker is known to be sick)
         return {}
 
     def _trim_indexes(self, now: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -18,29 +19,73 @@ from tests.e2e_support import serve_local, wait_done, wait_state
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
 
-def test_redis_dying_mid_job_loses_nothing(tmp_path: Path, docker_host: str, test_image: str) -> None:
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill and start again."""
     redis = RedisServer(tmp_path / "redis")
     redis.dir.mkdir()
     redis.start()
+    yield redis
+    redis.stop()
+
+
+def test_redis_dying_mid_job_loses_nothing(tmp_path: Path, docker_host: str, test_image: str,
+                                           own_redis: RedisServer) -> None:
+    redis = own_redis
     settings = Settings(redis_url=redis.url, storage_url=str(tmp_path / "storage"), lease_seconds=10.0)
-    try:
-        with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
-            running = client.post("/v1/jobs", json={"image": test_image, "command": ["sh", "-c", "sleep 3; echo ok"],
-                                                    "appendStdOut": True}).json()
-            queued = client.post("/v1/jobs", json={"image": test_image, "command": ["echo", "second"],
-                                                   "appendStdOut": True}).json()
-            wait_state(client, running["id"], "running")
-            time.sleep(1.2)  # let the append-only file take the writes (appendfsync everysec)
-            redis.stop(kill=True)
-            assert client.get(f"/v1/jobs/{running['id']}").status_code == 503
-            time.sleep(3)  # the job ends while Redis is away; the worker keeps its report
-            redis.start_on_same_port()
-            first = wait_done(client, running["id"], timeout=60)
-            second = wait_done(client, queued["id"], timeout=60)
-        assert (first["state"], first["stdout"], first["attempts"]) == ("succeeded", "ok\n", 1)
-        assert (second["state"], second["stdout"]) == ("succeeded", "second\n")
-    finally:
-        redis.stop()
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        running = client.post("/v1/jobs", json={"image": test_image, "command": ["sh", "-c", "sleep 3; echo ok"],
+                                                "appendStdOut": True}).json()
+        queued = client.post("/v1/jobs", json={"image": test_image, "command": ["echo", "second"],
+                                               "appendStdOut": True}).json()
+        wait_state(client, running["id"], "running")
+        time.sleep(1.2)  # let the append-only file take the writes (appendfsync everysec)
+        redis.stop(kill=True)
+        assert client.get(f"/v1/jobs/{running['id']}").status_code == 503
+        time.sleep(3)  # the job ends while Redis is away; the worker keeps its report
+        redis.start_on_same_port()
+        first = wait_done(client, running["id"], timeout=60)
+        second = wait_done(client, queued["id"], timeout=60)
+    assert (first["state"], first["stdout"], first["attempts"]) == ("succeeded", "ok\n", 1)
+    assert (second["state"], second["stdout"]) == ("succeeded", "second\n")
+
+
+def test_a_redis_outage_longer_than_a_lease_costs_running_jobs_nothing(tmp_path: Path, docker_host: str,
+                                                                       test_image: str, own_redis: RedisServer) -> None:
+    redis = own_redis
+    settings = Settings(redis_url=redis.url, storage_url=str(tmp_path / "storage"), lease_seconds=3.0)
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        job = client.post("/v1/jobs", json={"image": test_image, "command": ["sh", "-c", "sleep 10; echo ok"],
+                                            "appendStdOut": True}).json()
+        wait_state(client, job["id"], "running")
+        time.sleep(1.2)  # (appendfsync everysec)
+        redis.stop(kill=True)
+        time.sleep(6)  # twice the lease: no worker can renew meanwhile
+        redis.start_on_same_port()
+        done = wait_done(client, job["id"], timeout=60)
+    # the leases that lapsed while Redis was away were renewed, not reaped: the job ran once, to its end
+    assert (done["state"], done["stdout"], done["attempts"]) == ("succeeded", "ok\n", 1), done
+
+
+def test_leases_that_lapse_while_redis_is_away_are_renewed_not_reaped(own_redis: RedisServer) -> None:
+    from dcc.jobs import JobRecord, JobSpec, JobState
+    from dcc.store import JobStore, connect
+
+    redis = own_redis
+    store = JobStore(connect(redis.url), lease_seconds=2.0)
+    store.create(JobRecord(id="j1", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=False)
+    claim = store.claim("cpu", "w1")
+    assert claim is not None
+    time.sleep(1.2)  # (appendfsync everysec)
+    redis.stop(kill=True)
+    time.sleep(3)  # the lease lapses while no worker can renew it
+    redis.start_on_same_port()
+    assert store.reap() == {}  # a lease after the restart: the worker has not had its chance yet
+    assert store.renew([("j1", claim.attempt)]) == {("j1", claim.attempt): "held"}
+    later = JobStore(connect(redis.url), lease_seconds=2.0, restart_grace_seconds=0)
+    assert later.reap() == {}  # renewed: nothing to take back even without the grace
+    assert store.drop_worker("w1") == {"j1": JobState.QUEUED}  # a worker known to be sick: at once
 
 
 def test_expired_record_is_served_from_result_json(redis_url: str, tmp_path: Path, docker_host: str,

@@ -85,6 +85,8 @@ class _Running:
     cancel: bool = False
     lost: bool = False
     handed_back: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+    """Set once the attempt's container and folder are removed."""
 
 
 class Worker:
@@ -114,7 +116,7 @@ class Worker:
         self._task_runner: Any = None
         """GA4GH TES tasks' runner (``worker_agent.tes_runner``), built on the first task."""
         self._threads: list[threading.Thread] = []
-        self._cleanup: SimpleQueue[tuple[str, Path] | None] = SimpleQueue()
+        self._cleanup: SimpleQueue[tuple[str, Path, threading.Event] | None] = SimpleQueue()
         self._system_errors = 0
         self._last_system_error = 0.0
         self._idle_since: float | None = time.time()
@@ -236,11 +238,26 @@ class Worker:
                 self.stopping.wait(1.0)
 
     def _launch(self, claim: Claim) -> None:
+        entry = _Running(claim)
         with self._lock:
-            self._running[claim.job.id] = _Running(claim)
+            # an earlier attempt still here: this worker's lease lapsed (e.g. cut off from Redis) and it claimed
+            # the job again. The earlier one is stopped, and gone, before this one starts (they share the job id)
+            earlier = self._running.get(claim.job.id)
+            if earlier is not None:
+                earlier.lost = True
+            self._running[claim.job.id] = entry
         self._notify(claim.job.id)
-        t = threading.Thread(target=self._run_job, args=(claim,), name=f"dcc-job-{claim.job.id}", daemon=True)
+        t = threading.Thread(target=self._run_job, args=(claim, entry, earlier), name=f"dcc-job-{claim.job.id}",
+                             daemon=True)
         t.start()
+
+    def _outlive(self, earlier: _Running) -> None:
+        """Stop an earlier attempt of the same job and wait until its container and folder are gone."""
+        log.warning("job %s: attempt %d is still here as attempt %d starts: stopping it", earlier.claim.job.id,
+                    earlier.claim.attempt, earlier.claim.attempt + 1)
+        while not earlier.ended.is_set() and not self.stopping.is_set():
+            self.runtime.kill(earlier.claim.job.id)  # (none yet while it fetches inputs: it sees `lost` there)
+            earlier.ended.wait(0.2)
 
     # running one job -------------------------------------------------------------------------------
     def _entry(self, claim: Claim) -> _Running | None:
@@ -249,10 +266,12 @@ class Worker:
         entry = self._running.get(claim.job.id)
         return entry if entry is not None and entry.claim.attempt == claim.attempt else None
 
-    def _run_job(self, claim: Claim) -> None:
+    def _run_job(self, claim: Claim, entry: _Running, earlier: _Running | None = None) -> None:
         job = claim.job
         workdir = self.config.workdir / f"{job.id}-{claim.attempt}"
         try:
+            if earlier is not None:
+                self._outlive(earlier)
             outcome = self._attempt(claim, workdir)
             with self._lock:
                 mine = self._entry(claim)
@@ -266,7 +285,7 @@ class Worker:
                 if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
                 self._slot_freed.notify_all()
-            self._cleanup.put((job.id, workdir))
+            self._cleanup.put((job.id, workdir, entry.ended))
 
     def _attempt(self, claim: Claim, workdir: Path) -> Outcome:
         job = claim.job
@@ -288,9 +307,11 @@ class Worker:
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
                 running = self._entry(claim)
-            if running is not None and running.handed_back and result.killed:
+            if running is None:  # a later attempt took its place here: it reports, and writes the results
+                return Outcome(state=JobState.QUEUED)
+            if running.handed_back and result.killed:
                 return Outcome(state=JobState.QUEUED, handed_back=True)  # (one that exited by itself keeps its result)
-            cancelled = running is not None and running.cancel and result.killed
+            cancelled = running.cancel and result.killed
             if job.spec.fast:
                 outcome = self._inline_results(claim, result, cancelled=cancelled)
             else:
@@ -325,7 +346,7 @@ class Worker:
         def stopped() -> bool:  # cancelled, or handed back at shutdown: run no further executor, upload nothing
             with self._lock:
                 running = self._entry(claim)
-                return running is not None and (running.cancel or running.handed_back)
+                return running is None or running.cancel or running.handed_back  # (None: a later attempt is here)
 
         try:
             outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=stopped)
@@ -365,7 +386,7 @@ class Worker:
         def check(_done: int = 0) -> None:
             with self._lock:
                 running = self._entry(claim)
-                if running is not None and (running.cancel or running.handed_back):
+                if running is None or running.cancel or running.handed_back:  # (None: a later attempt is here)
                     raise _Stopped
         return check
 
@@ -610,12 +631,14 @@ class Worker:
                 continue
             if item is None:
                 return
-            job_id, workdir = item
+            job_id, workdir, ended = item
             try:
                 self.runtime.cleanup(job_id)
                 remove_tree(workdir)
             except Exception:  # (whatever a job left: the next job's clean-up must still run)
                 log.exception("cleanup of %s", job_id)
+            finally:
+                ended.set()
 
 
 def _end_state(result: ContainerOutcome, *, cancelled: bool) -> JobState:

@@ -88,7 +88,8 @@ def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str
 
 
 def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
-           queued: int, running: int, last_scale_down: float, now: float, marks: DrainMarks) -> GroupState:
+           queued: int, running: int, last_scale_down: float, now: float, marks: DrainMarks,
+           heartbeats_since: float = 0.0) -> GroupState:
     """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats
     and drain marks."""
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0]
@@ -106,7 +107,7 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
     slots = min(reported) if reported else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS", DEFAULT_SLOTS[queue]))
     return GroupState(name=group_name, queued=queued, running=running, slots_per_instance=slots,
                       min_size=group["MinSize"], max_size=group["MaxSize"], desired=group["DesiredCapacity"],
-                      instances=instances, last_scale_down=last_scale_down)
+                      instances=instances, last_scale_down=last_scale_down, heartbeats_since=heartbeats_since)
 
 
 def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any, marks: DrainMarks,
@@ -193,6 +194,8 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     """
     now = time.time() if now is None else now
     marks = DrainMarks(store.redis, prefix=store.prefix)
+    uptime = store.uptime()
+    heartbeats_since = 0.0 if uptime is None else now - uptime
     reaped = store.reap()
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
@@ -204,7 +207,8 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
         last_down = store.redis.get(last_down_key(store, queue))
         state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
                        queued=depths.get(queue, 0), running=running.get(queue, 0),
-                       last_scale_down=float(last_down or 0), now=now, marks=marks)
+                       last_scale_down=float(last_down or 0), now=now, marks=marks,
+                       heartbeats_since=heartbeats_since)
         done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
                               autoscaling=autoscaling, marks=marks, now=now)
         reaped.update(changed)

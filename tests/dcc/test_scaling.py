@@ -153,6 +153,16 @@ def test_unhealthy_or_silent_workers_are_replaced_and_their_jobs_requeued() -> N
     ]
 
 
+def test_after_a_redis_restart_missing_health_keys_are_given_the_grace_again() -> None:
+    silent = Instance("i-silent", launched_at=NOW - 3600, health=None)  # its key went with the old Redis
+    sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:x")  # written since: believed
+    assert of(TerminateUnhealthy, plan(group(instances=(silent,), heartbeats_since=NOW - 60), NOW, CFG)) == []
+    assert of(TerminateUnhealthy, plan(group(instances=(silent,), heartbeats_since=NOW - 301), NOW, CFG)) == [
+        TerminateUnhealthy("i-silent", "no health key")]
+    assert of(TerminateUnhealthy, plan(group(instances=(sick,), heartbeats_since=NOW - 60), NOW, CFG)) == [
+        TerminateUnhealthy("i-sick", "UNHEALTHY:x")]
+
+
 def test_sick_instances_are_not_scaled_down_as_idle() -> None:
     sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:x", idle_since=NOW - 5000)
     actions = plan(group(instances=(sick,)), NOW, CFG)

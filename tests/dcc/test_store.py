@@ -76,7 +76,8 @@ def test_nothing_leaves_a_terminal_state(store: JobStore) -> None:
 
 def test_expired_lease_is_requeued_then_given_up_after_max_attempts(redis_url: str) -> None:
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "lost", at=999.0)
     first = store.claim("cpu", "w1")
     now[0] += 5
@@ -96,7 +97,8 @@ def test_expired_lease_is_requeued_then_given_up_after_max_attempts(redis_url: s
 
 def test_clean_shutdown_hand_backs_do_not_use_up_attempts(redis_url: str) -> None:
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=2, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "moved", at=999.0)
     for _ in range(3):  # three workers stop cleanly while running it, each handing it back
         claim = store.claim("cpu", "w")
@@ -112,7 +114,8 @@ def test_clean_shutdown_hand_backs_do_not_use_up_attempts(redis_url: str) -> Non
 
 def test_renew_extends_the_lease(redis_url: str) -> None:
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "r")
     store.claim("cpu", "w")
     for _ in range(5):
@@ -277,7 +280,8 @@ def test_fast_first_then_priority_then_fifo_and_age_promotes(store: JobStore) ->
 
 def test_a_fast_job_is_retried_once_then_ends_in_error(redis_url: str) -> None:
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=5, max_attempts=5, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=5, max_attempts=5, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "f", at=999.0, fast=True)
     store.claim("cpu", "w1")
     now[0] += 6
@@ -308,7 +312,8 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
     from dcc.tes import task_view
 
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     record = JobRecord(id="task", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.0,
                        task={"executors": [{"image": "img", "command": ["true"]}]})
     assert store.create(record, only_if_new=True)
@@ -360,7 +365,8 @@ def test_a_task_attempt_lost_before_it_logged_anything_still_gets_a_log(redis_ur
     from dcc.tes import task_view
 
     now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=10, max_attempts=3, clock=lambda: now[0],
+                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     task = JobRecord(id="quiet", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.0,
                      task={"executors": [{"image": "img", "command": ["true"]}]})
     plain = JobRecord(id="plain", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.5)

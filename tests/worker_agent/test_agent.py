@@ -358,3 +358,29 @@ def test_a_failure_nobody_planned_for_ends_the_job_saying_so_at_once(settings: S
     assert (job.error.code, job.error.message) == ("runtime_failed", "ValueError: a bug of the worker's own")
     assert worker.health == "HEALTHY"
     assert (tmp_path / "w").stat().st_mode & 0o777 == 0o700  # what jobs leave there is no other user's
+
+
+def test_a_job_claimed_again_by_its_own_worker_stops_the_earlier_attempt_first(settings: Settings, tmp_path: Path,
+                                                                              test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "sleep 10; echo done"],
+                                    appendStdOut=True))[0].id
+    runtime = DockerRuntime()
+    # renewals 20 s apart: the lease can be taken back and the job claimed again before this worker hears of it
+    store = JobStore(connect(settings.redis_url), lease_seconds=60, restart_grace_seconds=0)  # (a fresh Redis)
+    worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="cut-off", workdir=tmp_path / "w", heartbeat_seconds=20,
+                                        slots={"cpu": 2}))
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
+        time.sleep(0.5)  # (its container is up)
+        store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})  # the lease lapsed (as when cut off from Redis)
+        assert store.reap() == {job_id: JobState.QUEUED}
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=40)
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    job = service.get(job_id)
+    # attempt 1 was killed before attempt 2 started, and its clean-up did not take attempt 2's container
+    assert (job.state, job.attempts, job.stdout) == (JobState.SUCCEEDED, 2, "done\n"), job.error
