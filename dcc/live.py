@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dcc.errors import DccError
@@ -87,9 +88,29 @@ class LiveSession:
                                  "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
 
     async def _listen(self) -> None:
-        async for message in self.pubsub.listen():
-            if message.get("type") == "message" and message["channel"] in self.channels:
-                await self.send_job(self.channels[message["channel"]])
+        while True:
+            try:
+                async for message in self.pubsub.listen():
+                    if message.get("type") == "message" and message["channel"] in self.channels:
+                        await self.send_job(self.channels[message["channel"]])
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
+        """After Redis went away: subscribe again once it is back, and send each watched job as it is now
+        (a change published meanwhile was lost with the connection)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.pubsub.aclose()
+                self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                if self.channels:
+                    await self.pubsub.subscribe(*self.channels)
+                for job_id in list(self.channels.values()):
+                    await self.send_job(job_id)
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                continue
 
     async def send_job(self, job_id: str) -> None:
         """Send the job's current view (from Redis, or its result.json once the record expired)."""

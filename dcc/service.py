@@ -12,7 +12,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from dcc.errors import InputTooLarge, InvalidJob, JobNotFound, NotReady, ObjectNotFound, StorageError
+from dcc.errors import (
+    InputTooLarge,
+    InvalidJob,
+    JobNotFound,
+    NotReady,
+    ObjectNotFound,
+    StorageError,
+    StoreUnavailable,
+)
 from dcc.jobs import (
     JOB_ID_PATTERN,
     MAX_OUTPUT_NAME,
@@ -239,7 +247,10 @@ class JobService:
         """Submit; for fast and ``wait`` jobs, hold on until the job ends or the wait limit passes."""
         record, created = self.submit(spec)
         if (spec.fast or spec.wait) and not record.state.terminal:
-            record = self.wait(record.id, self.settings.wait_seconds)
+            try:
+                record = self.wait(record.id, self.settings.wait_seconds)
+            except StoreUnavailable:  # the job is made: say so (202, with its id), not 503, which invites a resubmit
+                pass
         return record, created
 
     def _smoke_gpu(self, gpu: bool) -> None:

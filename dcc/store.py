@@ -403,12 +403,29 @@ class JobStore:
     # waiting -----------------------------------------------------------------------------------------
     @_translated
     def wait(self, job_id: str, timeout: float) -> JobRecord | None:
-        """Block until the job is terminal or ``timeout`` s pass; return its record then (None if unknown)."""
+        """Block until the job is terminal or ``timeout`` s pass; return its record then (None if unknown).
+
+        Redis going away meanwhile is waited out within ``timeout``: the record returned is the last one read.
+        """
+        deadline = time.monotonic() + timeout
+        record = self.get(job_id)
+        while record is not None and not record.state.terminal and time.monotonic() < deadline:
+            try:
+                record = self._wait_events(job_id, deadline)
+            except (redis.ConnectionError, redis.TimeoutError, StoreUnavailable):
+                time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
+        if record is not None and not record.state.terminal:  # as it is at the timeout, not as it was at the start
+            try:
+                record = self.get(job_id) or record
+            except StoreUnavailable:
+                pass
+        return record
+
+    def _wait_events(self, job_id: str, deadline: float) -> JobRecord | None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(self.events_channel(job_id))
-            record = self.get(job_id)
-            deadline = time.monotonic() + timeout
+            record = self.get(job_id)  # (after subscribing: an end published before it is read here)
             while record is not None and not record.state.terminal:
                 left = deadline - time.monotonic()
                 if left <= 0:

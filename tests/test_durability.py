@@ -124,3 +124,48 @@ def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, te
     assert {prefix + "result.json", prefix + "stdout", prefix + "stderr", prefix + "outputs/copy"} <= keys
     assert os.environ["AWS_ENDPOINT_URL"] == moto_s3
     assert threading.active_count() > 0
+
+
+def test_waiting_clients_see_the_end_of_a_job_across_a_redis_restart(tmp_path: Path, docker_host: str,
+                                                                     test_image: str, own_redis: RedisServer) -> None:
+    from websockets.sync.client import connect
+
+    from tests.test_live import receive_until
+
+    settings = Settings(redis_url=own_redis.url, storage_url=str(tmp_path / "storage"), lease_seconds=10.0)
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        job = client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "5"]}).json()
+        with connect(ws_url) as ws:
+            ws.send(f'{{"action": "subscribe", "jobIds": ["{job["id"]}"]}}')
+            seen: list[str] = []
+            receive_until(ws, job["id"], "running", seen)
+            time.sleep(1.2)  # (appendfsync everysec)
+            own_redis.stop(kill=True)
+            time.sleep(1)
+            own_redis.start_on_same_port()
+            # the job's end reaches the socket: the server subscribed again when Redis came back
+            assert receive_until(ws, job["id"], "succeeded", seen)["state"] == "succeeded"
+        # a fast job whose wait Redis interrupts is answered with the job, not 503: it exists, and runs
+        reply: dict[str, httpx.Response] = {}
+        fast = threading.Thread(target=lambda: reply.setdefault("r", client.post("/v1/jobs", json={
+            "image": test_image, "command": ["sleep", "4"], "fast": True, "id": "fast-through-a-restart"})))
+        fast.start()
+        time.sleep(1.5)
+        own_redis.stop(kill=True)
+        time.sleep(1)
+        own_redis.start_on_same_port()
+        fast.join(60)
+        assert reply["r"].status_code in (201, 202), reply["r"].text  # (201: the wait outlasted the restart)
+        assert wait_done(client, "fast-through-a-restart", timeout=60)["state"] == "succeeded"
+
+
+def test_a_long_poll_answers_with_the_state_at_its_timeout(redis_url: str, tmp_path: Path, docker_host: str,
+                                                           test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "1"]})  # holds the only slot
+        later = client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "8"]}).json()
+        assert later["state"] == "queued"
+        reply = client.get(f"/v1/jobs/{later['id']}/wait", params={"timeout": 4})
+        assert (reply.status_code, reply.json()["state"]) == (200, "running")  # not as it was when the wait began
