@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_output_past_the_log_limit_keeps_its_end_and_says_so(docker_client: dock
                                                               tmp_path: Path) -> None:
     limit = MIN_LOG_BYTES  # 8 MiB: a smaller setting is raised to it
     runtime = DockerRuntime(client=docker_client, max_log_bytes=256 << 10)
-    # 400,000 short lines take ~13.5 MB in the engine's store: the earliest are dropped
+    # 400,000 short lines take ~30 MB in the engine's store (~75 bytes each): the earliest are dropped
     spec = job(tmp_path, test_image, ["seq", "400000"])
     out = run(runtime, spec, tmp_path)
     assert out.logs_cut
@@ -178,7 +179,7 @@ def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.D
         assert host["NetworkMode"] == "none" and host["PidsLimit"] == 1024 and host["Memory"] == 64 << 20
         assert not host.get("Binds") and not host.get("Privileged")
         # the engine keeps at most 64 MiB of the job's output, in files it rotates
-        assert host["LogConfig"] == {"Type": "local", "Config": {
+        assert host["LogConfig"] == {"Type": "json-file", "Config": {
             "max-size": str(8 << 20), "max-file": str(LOG_FILES), "compress": "false"}}
         # the only host folder the job sees is its own inputs, read-only
         assert [(m["Target"], m["Source"], m.get("ReadOnly")) for m in host["Mounts"]] == [
@@ -304,3 +305,25 @@ def test_outputs_lose_setuid_bits(runtime: DockerRuntime, test_image: str, tmp_p
     out = run(runtime, job(tmp_path, test_image, ["sh", "-c", script]), tmp_path)
     assert out.exit_code == 0
     assert {p.name: oct(p.stat().st_mode & 0o7777) for p in out.outputs_dir.iterdir()} == {"su": "0o755", "g": "0o755"}
+
+
+def test_long_lines_keep_their_newlines_and_the_store_is_counted_as_the_engine_stores_it(
+        runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str, tmp_path: Path) -> None:
+    # lines past the engine's 16 KiB pieces, escaped characters, bytes that are not UTF-8, both streams
+    script = ('head -c 40000 /dev/zero | tr "\\0" x; echo; echo END; seq 3000 | sed "s/.*/<&>\\"\\t\\\\\\\\/"; '
+              'printf "\\351\\342\\200\\250\\001\\n" >&2; head -c 16384 /dev/zero | tr "\\0" y; echo')
+    spec = job(tmp_path, test_image, ["sh", "-c", script])
+    container = docker_client.containers.create(**runtime.create_kwargs(spec))
+    try:
+        container.start()
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        stored = runtime._save_logs(container, tmp_path / "out", tmp_path / "err")
+        on_disk = os.path.getsize(docker_client.api.inspect_container(container.id)["LogPath"])
+    finally:
+        container.remove(force=True)
+    out = (tmp_path / "out").read_bytes().split(b"\n")
+    assert out[:2] == [b"x" * 40000, b"END"] and out[-2:] == [b"y" * 16384, b""]  # not "xxx...END"
+    assert out[2:5] == [b'<1>"\t\\', b'<2>"\t\\', b'<3>"\t\\']
+    assert (tmp_path / "err").read_bytes() == "\ufffd\u2028\x01\n".encode()  # (not UTF-8: U+FFFD)
+    # the limit holds what the engine really stores: the count is never under it, and close to it
+    assert on_disk <= stored <= on_disk * 1.01, (stored, on_disk)
