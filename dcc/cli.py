@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from dcc.client import DccClient, is_terminal
+from dcc.client import DccApiError, DccClient, is_terminal
 from dcc.errors import DccError
 from dcc.jobs import MAX_OUTPUT_NAME, JobState, check_relative_path
 
@@ -401,18 +401,23 @@ def outputs(
         raise CliError(f"cannot use {to}: {exc.strerror}") from None
     # every path is checked before anything is written
     targets = [(path, output_target(root, path)) for path in paths]
-    total, cut = 0, []
+    total, cut, failed = 0, [], []
     for path, dest in targets:
         try:
             size, truncated = client.download_output(job_id, path, dest)
-        except OSError as exc:
-            raise CliError(f"cannot write {dest}: {exc.strerror}") from None
+        except (OSError, DccApiError) as exc:  # this file: the others are still fetched
+            why = f"cannot write {dest}: {exc.strerror}" if isinstance(exc, OSError) else f"{path}: {exc}"
+            _stderr().print(Text(f"error: {why}", style="red"))
+            failed.append(path)
+            continue
         total += size
         typer.echo(str(dest))
         if truncated:
             cut.append(path)
             _stderr().print(Text(f"warning: {path}: only its first {size} bytes were kept", style="yellow"))
-    _stderr().print(f"{len(targets)} file(s), {total} bytes, in {root}")
+    _stderr().print(f"{len(targets) - len(failed)} file(s), {total} bytes, in {root}")
+    if failed:
+        raise CliError(f"{len(failed)} file(s) could not be downloaded: see above")
     if cut:
         raise CliError(f"{len(cut)} file(s) are incomplete: the job's outputs went past the inline limit of fast "
                        "jobs (submit it as a standard job to keep them whole)")

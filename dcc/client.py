@@ -285,7 +285,7 @@ class DccClient:
         """
         url = f"{_job_path(job_id)}/outputs/{quote(path, safe='/')}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        tmp = dest.with_name(f".dcc-part-{uuid.uuid4().hex[:12]}")  # (short: dest's name may be at the limit)
         try:
             size = 0
             with open(tmp, "xb") as out, self._translated(), \

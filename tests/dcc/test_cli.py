@@ -238,6 +238,24 @@ def test_outputs_downloads_every_file_keeping_subfolders_and_following_redirects
                                                                          "with space.txt"]]
 
 
+def test_outputs_with_names_at_the_limit_download_and_one_failure_stops_no_other(api: FakeApi,
+                                                                              tmp_path: Path) -> None:
+    longest = "0" * 255  # a file name's limit: no room for a temporary name built on it
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="succeeded", exitCode=0, outputs=[longest, "lost.txt", "z.txt"])})
+    api.on("GET", f"/v1/jobs/job-1/outputs/{longest}", {"status_code": 200, "content": b"0"})
+    api.on("GET", "/v1/jobs/job-1/outputs/lost.txt", {"status_code": 503, "json": {"error": "storage is away"}})
+    api.on("GET", "/v1/jobs/job-1/outputs/z.txt", {"status_code": 200, "content": b"z"})
+    dest = tmp_path / "out"
+
+    res = run(api, "outputs", "job-1", "--to", str(dest))
+
+    assert (dest / longest).read_bytes() == b"0" and (dest / "z.txt").read_bytes() == b"z"
+    assert res.exit_code == 1 and "lost.txt" in res.stderr and "storage is away" in res.stderr
+    assert "1 file(s) could not be downloaded" in res.stderr and "2 file(s), 2 bytes" in res.stderr
+    assert sorted(p.name for p in dest.iterdir()) == [longest, "z.txt"]  # no partial file left
+
+
 @pytest.mark.parametrize("evil", ["../x", "/tmp/x", "a/../../x", "sub/../../x", "", "a\\..\\x", 7])
 def test_outputs_refuses_paths_outside_the_folder(api: FakeApi, tmp_path: Path, evil: Any) -> None:
     api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
