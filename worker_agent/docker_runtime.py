@@ -48,6 +48,9 @@ LOG_ENTRY_OVERHEAD = 69  # {"log":"","stream":"stdout","time":"2026-11-27T19:26:
 MIN_LOG_BYTES = 8 << 20
 _ESCAPED_AS_2 = b'"\\\n\r'  # written \", \\, \n, \r
 _ESCAPED_AS_6 = bytes(c for c in range(0x20) if c not in b"\n\r") + b"<>&"  # written \u00XX (a tab too)
+OUT_OF_MEMORY = "[dcc: the job was killed for going past its memory limit of {mb} MiB (parameters.memory)]\n"
+MAX_NAMED = 100  # outputs left out for the limit named one by one in stderr; the rest counted
+LEFT_OUT = "[dcc: output {name} left out: the outputs kept would have gone past {limit} bytes]\n"
 LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
 
 # Outputs to keep: `**` spans folders, `*` also matches names starting with a dot, and a pattern starting with
@@ -113,7 +116,7 @@ class DockerRuntime:
                 mounts.append(Mount(target="/outputs", source=str(outputs_dir.resolve()), type="bind"))
         if hosts_file is not None and self._no_network:
             mounts.append(Mount(target="/etc/hosts", source=str(hosts_file.resolve()), type="bind", read_only=True))
-        memory = min(job.memory_mb or self.default_memory_mb, self.max_memory_mb)
+        memory = self._memory_mb(job)
         kwargs: dict[str, Any] = {
             "image": job.image,
             "command": job.command,
@@ -143,6 +146,17 @@ class DockerRuntime:
             if self.gpu_runtime:
                 kwargs["runtime"] = self.gpu_runtime
         return {k: v for k, v in kwargs.items() if v is not None}
+
+    def _memory_mb(self, job: ContainerJob) -> int:
+        return min(job.memory_mb or self.default_memory_mb, self.max_memory_mb)
+
+    def _out_of_memory(self, container: Any) -> bool:
+        """Whether the kernel killed the container for its memory limit (asked only of one that died by SIGKILL)."""
+        try:
+            container.reload()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return bool(container.attrs.get("State", {}).get("OOMKilled"))
 
     def _log_file_bytes(self, job: ContainerJob) -> int:
         return max(job.max_log_bytes or self.max_log_bytes, MIN_LOG_BYTES) // LOG_FILES
@@ -199,6 +213,7 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
+        out_of_memory = exit_code == 137 and not killed and not timed_out and self._out_of_memory(container)
         cleaned = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
@@ -206,8 +221,11 @@ class DockerRuntime:
         folders = _folders_named(outputs, job.keep)
         # one note for a set that kept nothing; else, when some were kept, one for each pattern that kept none
         idle = [p for p in cleaned.unmatched if p not in folders] if cleaned.asked else []
-        if cleaned.unnamed or cleaned.unsafe or cut or cleaned.nothing_kept or folders or idle:
+        if cleaned.unnamed or cleaned.unsafe or cut or cleaned.nothing_kept or folders or idle or out_of_memory \
+                or cleaned.left_out:
             with stderr.open("a") as f:  # say so where the job's author looks
+                if out_of_memory:
+                    f.write(OUT_OF_MEMORY.format(mb=self._memory_mb(job)))
                 if cleaned.nothing_kept:
                     f.write(NOTHING_KEPT.format(n=cleaned.not_asked))
                 f.writelines(NAMES_A_FOLDER.format(p=p) for p in folders)
@@ -216,6 +234,10 @@ class DockerRuntime:
                     f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
                 f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in cleaned.unnamed)
                 f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in cleaned.unsafe)
+                f.writelines(LEFT_OUT.format(name=name, limit=self.max_output_bytes)
+                             for name in cleaned.left_out[:MAX_NAMED])
+                if len(cleaned.left_out) > MAX_NAMED:
+                    f.write(f"[dcc: and {len(cleaned.left_out) - MAX_NAMED} more outputs left out]\n")
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
@@ -426,6 +448,8 @@ class Cleaned(NamedTuple):
     """Files removed because no ``keep`` pattern matched them."""
     unmatched: tuple[str, ...] = ()
     """The ``keep`` patterns (not exclusions) that matched none of the files kept."""
+    left_out: tuple[str, ...] = ()
+    """Files removed because keeping them would have gone past the byte limit (``truncated``)."""
 
     @property
     def nothing_kept(self) -> bool:
@@ -441,7 +465,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
     Nothing is followed: a link is removed as a link, whatever it points to. Runs after the container exited.
     """
     total = asked = not_asked = 0
-    truncated = False
+    left_out: list[str] = []
     unnamed: list[str] = []
     unsafe: list[str] = []
     wanted = _Keep(keep)
@@ -480,10 +504,10 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
             asked += 1
             if total + info.st_size > max_bytes:
                 os.unlink(path)
-                truncated = True
+                left_out.append(_shown(root, path))
                 continue
             total += info.st_size
-    return Cleaned(truncated, unnamed, unsafe, asked, not_asked, tuple(wanted.unseen))
+    return Cleaned(bool(left_out), unnamed, unsafe, asked, not_asked, tuple(wanted.unseen), tuple(left_out))
 
 
 class _Keep:

@@ -327,3 +327,16 @@ def test_long_lines_keep_their_newlines_and_the_store_is_counted_as_the_engine_s
     assert (tmp_path / "err").read_bytes() == "\ufffd\u2028\x01\n".encode()  # (not UTF-8: U+FFFD)
     # the limit holds what the engine really stores: the count is never under it, and close to it
     assert on_disk <= stored <= on_disk * 1.01, (stored, on_disk)
+
+
+def test_a_job_killed_for_its_memory_and_outputs_past_the_limit_are_said_so(runtime: DockerRuntime, test_image: str,
+                                                                           tmp_path: Path) -> None:
+    # 1 MiB of outputs kept here: 'big' does not fit after 'a'; then the job eats memory past its 6 MiB
+    script = ("head -c 800000 /dev/zero > $OUTPUTS/a && head -c 800000 /dev/zero > $OUTPUTS/big && "
+              "echo > $OUTPUTS/c && x=$(head -c 30000000 /dev/zero | tr \"\\\\0\" a) && echo ${#x}")
+    out = run(runtime, job(tmp_path, test_image, ["sh", "-c", script], memory_mb=6), tmp_path)
+    assert (out.exit_code, out.killed, out.timed_out) == (137, False, False)
+    assert sorted(p.name for p in out.outputs_dir.iterdir()) == ["a", "c"] and out.outputs_truncated
+    assert out.stderr_path.read_text() == (
+        "[dcc: the job was killed for going past its memory limit of 6 MiB (parameters.memory)]\n"
+        f"[dcc: output big left out: the outputs kept would have gone past {1 << 20} bytes]\n")
