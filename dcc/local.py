@@ -22,18 +22,22 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from dcc.bootstrap import build_service
-from dcc.errors import DccError, StoreUnavailable
+from dcc.errors import DccError, ObjectNotFound, StorageError, StoreUnavailable
+from dcc.local_storage import FileLinks, LocalStorage
 from dcc.settings import Settings
 
 log = logging.getLogger("dcc.local")
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+FILE_LINKS = FileLinks("/_files")
+"""Output downloads redirect here (as S3's presigned URLs do on AWS): streamed from disk, not through the API."""
 
 
 def proxy_event(*, method: str, path: str, query: list[tuple[str, str]], headers: dict[str, str], body: bytes,
@@ -97,7 +101,25 @@ def build_app() -> Starlette:
         service = handler.current_service()
         await LiveSession(ws, service, service.settings.redis_url).run()
 
-    return Starlette(routes=[WebSocketRoute("/v1/ws", live), Route("/{path:path}", proxy, methods=METHODS)])
+    async def files(request: Request) -> Response:
+        from functions.api import handler
+
+        key = request.path_params["key"]
+        if not FILE_LINKS.check(key, request.query_params.get("expires", ""),
+                                request.query_params.get("signature", "")):
+            return JSONResponse({"error": "this link is not valid or has expired: ask the API for a new one"}, 403)
+        try:
+            body = handler.current_service().storage.open(key)
+        except ObjectNotFound:
+            return JSONResponse({"error": "no such file"}, 404)
+        except StorageError as exc:
+            return JSONResponse({"error": f"job storage failed: {exc}"}, 503)
+        chunks = iter(lambda: body.read(1 << 20), b"")  # (read in the thread pool: the API stays free)
+        return StreamingResponse(chunks, media_type="application/octet-stream",
+                                 background=BackgroundTask(body.close))
+
+    return Starlette(routes=[WebSocketRoute("/v1/ws", live), Route(f"{FILE_LINKS.route}/{{key:path}}", files),
+                             Route("/{path:path}", proxy, methods=METHODS)])
 
 
 def hold_data_dir(data_dir: Path) -> Any:
@@ -249,7 +271,10 @@ class LocalDcc:
             if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked
                 settings = settings.with_(max_gpus_per_worker=self.worker.config.slots.get("gpu", 0))
         self.settings = settings
-        self.service = build_service(settings)
+        storage = None
+        if not settings.storage_url.startswith("s3://"):  # its files are served by this process, by signed links
+            storage = LocalStorage(Path(settings.storage_url.removeprefix("file://")), links=FILE_LINKS)
+        self.service = build_service(settings, storage=storage)
         self.service.blocking = handler.stepped_aside
         handler.configure(self.service)
         if self.worker is not None:

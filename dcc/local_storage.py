@@ -9,6 +9,8 @@ over the key, so a reader sees the old object or the new one, never part of one.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import os
 import secrets
 import shutil
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote, urlencode
 
 from dcc.errors import ObjectNotFound, StorageError
 from dcc.storage import RESERVED_NAME_PREFIX, Progress, check_key
@@ -29,11 +32,39 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _CHUNK = 1 << 20
 
 
-class LocalStorage:
-    """Keys are files under ``root``; thread-safe; links under ``root`` are refused, never followed."""
+class FileLinks:
+    """Signed, expiring links to stored files, which a web server of this process checks and serves: local
+    storage's answer to S3's presigned URLs (a download streams from disk instead of through the API)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, route: str) -> None:
+        self.route = route.rstrip("/")
+        self._key = secrets.token_bytes(32)  # this process's: links die with it
+
+    def _signature(self, key: str, expires: int) -> str:
+        return hmac.new(self._key, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def link(self, key: str, expires_in: int) -> str:
+        """A link (path and query) to ``key``, good for ``expires_in`` seconds."""
+        expires = int(time.time()) + expires_in
+        query = urlencode({"expires": expires, "signature": self._signature(key, expires)})
+        return f"{self.route}/{quote(key, safe='/')}?{query}"
+
+    def check(self, key: str, expires: str, signature: str) -> bool:
+        """Whether a link's key, expiry and signature were made by ``link`` and have not expired."""
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(self._signature(key, int(expires)), signature)
+
+
+class LocalStorage:
+    """Keys are files under ``root``; thread-safe; links under ``root`` are refused, never followed.
+
+    With ``links``, ``presigned_url`` gives signed links its web server serves (local mode); without, None.
+    """
+
+    def __init__(self, root: Path, *, links: FileLinks | None = None) -> None:
         self.root = Path(root).resolve()
+        self.links = links
 
     # --- paths -----------------------------------------------------------------------------------------------
 
@@ -282,9 +313,9 @@ class LocalStorage:
                 os.close(dir_fd)
 
     def presigned_url(self, key: str, *, expires: int = 900) -> str | None:
-        """Local files have no URL: always None."""
+        """A signed link to the file where a web server serves them (``links``), else None."""
         check_key(key)
-        return None
+        return None if self.links is None else self.links.link(key, expires)
 
 
 def _is_link(name: str, dir_fd: int) -> bool:

@@ -34,7 +34,7 @@ def serve_local(data_dir: Path, settings: Settings, *, workers: int | None = 2, 
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.01)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, follow_redirects=True)  # (to outputs)
     try:
         yield local, client
     finally:

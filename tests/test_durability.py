@@ -115,7 +115,7 @@ def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, te
                                             "command": ["sh", "-c", "cp /inputs/in/x $OUTPUTS/copy; echo hi"]}).json()
         done = wait_done(client, job["id"])
         assert done["state"] == "succeeded" and done["outputs"] == ["copy"]
-        reply = client.get(f"/v1/jobs/{job['id']}/outputs/copy")
+        reply = client.get(f"/v1/jobs/{job['id']}/outputs/copy", follow_redirects=False)
         assert reply.status_code == 302 and reply.headers["location"].startswith(moto_s3)
         assert httpx.get(reply.headers["location"]).content == b"s3 input"
         assert client.get(f"/v1/jobs/{job['id']}/stdout").text == "hi\n"

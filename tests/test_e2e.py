@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,15 @@ def test_inputs_in_outputs_out(api: tuple[LocalDcc, httpx.Client], test_image: s
     assert done["timings"]["queueWait"] >= 0 and done["timings"]["runTime"] > 0
     assert client.get(f"/v1/jobs/{job['id']}/outputs/sub/joined").content == b"hello world"
     assert client.get(f"/v1/jobs/{job['id']}/outputs/blob").content == binary
+    # an output is a signed link to its file, streamed from disk (as S3's presigned URLs are on AWS)
+    link = client.get(f"/v1/jobs/{job['id']}/outputs/blob", follow_redirects=False)
+    assert link.status_code == 302 and link.headers["location"].startswith(f"/_files/jobs/{job['id']}/outputs/blob?")
+    assert client.get(link.headers["location"]).content == binary
+    for bad in (link.headers["location"].replace("outputs/blob", "outputs/sub/joined"),  # another file
+                link.headers["location"][:-1] + ("0" if link.headers["location"][-1] != "0" else "1"),  # forged
+                re.sub(r"expires=\d+", "expires=1", link.headers["location"])):  # expired
+        reply = client.get(bad)
+        assert reply.status_code == 403 and "not valid or has expired" in reply.json()["error"]
     assert client.get(f"/v1/jobs/{job['id']}/stderr").text == "err\n"
     result = client.get(f"/v1/jobs/{job['id']}/result").json()
     assert result["state"] == "succeeded" and result["job"]["image"] == test_image
