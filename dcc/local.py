@@ -7,7 +7,6 @@ The HTTP server turns each request into an API Gateway REST proxy event and call
 from __future__ import annotations
 
 import base64
-import fcntl
 import logging
 import os
 import shutil
@@ -33,6 +32,7 @@ from dcc.bootstrap import build_service
 from dcc.errors import DccError, ObjectNotFound, StorageError, StoreUnavailable
 from dcc.local_storage import FileLinks, LocalStorage
 from dcc.settings import Settings
+from worker_agent.files import DirInUse, hold_dir, stable_id
 
 log = logging.getLogger("dcc.local")
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -125,31 +125,11 @@ def build_app() -> Starlette:
 def hold_data_dir(data_dir: Path) -> Any:
     """Lock ``data_dir`` for this process (the lock goes with it, however it ends); DccError if a live local mode
     holds it already. Returns the open lock file: keep it open."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)  # jobs' inputs, outputs and work folders, and Redis's file: this user's alone
-    lock = (data_dir / "local.lock").open("a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        owner = lock.read().strip() or "?"
-        lock.close()
-        raise DccError(f"{data_dir} is in use by another dcc local (pid {owner}): stop it, or use another "
+    try:  # (0700: jobs' inputs, outputs and work folders, and Redis's file are this user's alone)
+        return hold_dir(data_dir, "local.lock")
+    except DirInUse as exc:
+        raise DccError(f"{data_dir} is in use by another dcc local (pid {exc.owner}): stop it, or use another "
                        "--data-dir") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
-
-
-def stable_id(path: Path, make: Any) -> str:
-    """The id stored at ``path``, made with ``make()`` and stored the first time."""
-    stored = path.read_text().strip() if path.exists() else ""
-    if not stored:
-        stored = make()
-        path.write_text(stored + "\n")
-    return stored
 
 
 def _running(pid: int) -> bool:

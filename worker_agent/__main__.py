@@ -24,6 +24,7 @@ from dcc.settings import Settings
 from dcc.storage import Progress
 from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
+from worker_agent.files import DirInUse, hold_dir, remove_tree, stable_id
 from worker_agent.resources import detect, ec2_instance_id
 
 
@@ -52,12 +53,25 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
     if disable_nvidia and not gpu_ids and os.environ.get("DCC_GPUS"):
         gpu_ids = tuple(str(i) for i in range(int(os.environ["DCC_GPUS"])))  # pretend GPUs: data flow only
     cpu_slots = slots or int(os.environ.get("DCC_WORKER_SLOTS") or machine.cpu_slots)
+    workdir = workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker"))
+    held = None
+    worker_id = worker_id or os.environ.get("DCC_WORKER_ID") or _instance_id()
+    if worker_id is None:  # one id per work dir, kept across restarts: what a killed run left is found again
+        try:
+            held = hold_dir(workdir, "worker.lock")
+        except DirInUse as exc:
+            raise SystemExit(f"{workdir} is the work dir of another running worker (pid {exc.owner}): give each "
+                             "worker its own DCC_WORK_DIR") from None
+        worker_id = stable_id(workdir / "worker-id", default_worker_id)
+        for left in workdir.iterdir():  # a killed run's job folders (its containers go at start, by id)
+            if left.is_dir() and not left.is_symlink():
+                remove_tree(left)
     config = WorkerConfig(
-        worker_id=worker_id or os.environ.get("DCC_WORKER_ID") or _instance_id() or default_worker_id(),
+        worker_id=worker_id,
         slots={"cpu": cpu_slots, **({"gpu": len(gpu_ids)} if gpu_ids else {})},
         gpu_device_ids=gpu_ids,
         disable_nvidia_runtime=disable_nvidia,
-        workdir=workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker")),
+        workdir=workdir,
         max_attempts=settings.max_attempts,
         append_log_bytes=settings.append_log_bytes,
         max_inline_output_bytes=settings.max_inline_output_bytes,
@@ -74,8 +88,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         from dcc.push import WebsocketPusher
 
         notify = WebsocketPusher(store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
-    return Worker(store=store, storage=build_storage(settings.storage_url), runtime=runtime, config=config,
-                  fetch=fetch, notify=notify)
+    worker = Worker(store=store, storage=build_storage(settings.storage_url), runtime=runtime, config=config,
+                    fetch=fetch, notify=notify)
+    worker.held = held  # (the work dir's lock lives as long as the worker)
+    return worker
 
 
 def _instance_id() -> str | None:

@@ -124,6 +124,8 @@ class Worker:
         self.drain = DrainMarks(store.redis, prefix=store.prefix)
         self.draining = False
         """Set by the scaler (``dcc.drain``): claim no new job; finish those running."""
+        self.held: Any = None
+        """The lock on the work dir, where this worker holds one (``dcc worker`` without a given id)."""
 
     # lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:

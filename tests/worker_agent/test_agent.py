@@ -35,11 +35,15 @@ def settings(redis_url: str, tmp_path: Path, docker_host: str) -> Settings:
     return Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=3.0)
 
 
-def worker_process(settings: Settings, worker_id: str, work: Path, grace: float) -> subprocess.Popen[bytes]:
+def worker_process(settings: Settings, worker_id: str | None, work: Path, grace: float,
+                   **popen: object) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DCC_STORAGE": settings.storage_url,
-           "DCC_WORKER_ID": worker_id, "DCC_WORKER_SLOTS": "2", "DCC_WORK_DIR": str(work),
+           "DCC_WORKER_SLOTS": "2", "DCC_WORK_DIR": str(work),
            "DCC_LEASE_SECONDS": str(settings.lease_seconds), "DCC_GRACE_SECONDS": str(grace)}
-    return subprocess.Popen([sys.executable, "-m", "worker_agent"], env=env)
+    env.pop("DCC_WORKER_ID", None)
+    if worker_id is not None:
+        env["DCC_WORKER_ID"] = worker_id
+    return subprocess.Popen([sys.executable, "-m", "worker_agent"], env=env, **popen)  # type: ignore[call-overload]
 
 
 def wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
@@ -384,3 +388,36 @@ def test_a_job_claimed_again_by_its_own_worker_stops_the_earlier_attempt_first(s
     job = service.get(job_id)
     # attempt 1 was killed before attempt 2 started, and its clean-up did not take attempt 2's container
     assert (job.state, job.attempts, job.stdout) == (JobState.SUCCEEDED, 2, "done\n"), job.error
+
+
+def test_a_worker_without_a_given_id_keeps_one_per_work_dir_and_clears_what_a_killed_run_left(
+        settings: Settings, tmp_path: Path, test_image: str, docker_client: docker.DockerClient) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "sleep 4; echo ok"],
+                                    appendStdOut=True))[0].id
+    first = worker_process(settings, None, tmp_path / "w", grace=1)
+    second = None
+    try:
+        wait_for(lambda: service.get(job_id).state == JobState.RUNNING)
+        worker_id = (tmp_path / "w" / "worker-id").read_text().strip()
+        assert service.get(job_id).worker == worker_id
+        # one worker per work dir: a second one says why it cannot start
+        clash = worker_process(settings, None, tmp_path / "w", grace=1, stderr=subprocess.PIPE)
+        _, said = clash.communicate(timeout=30)
+        assert clash.returncode != 0 and b"is the work dir of another running worker" in said
+        first.kill()  # its job's container runs on, with nobody to watch it
+        first.wait(10)
+        assert docker_client.containers.list(filters={"label": f"dcc.worker={worker_id}"})
+        second = worker_process(settings, None, tmp_path / "w", grace=1)
+        # the same id again: the dead run's container is removed, and the job runs once more when its lease lapses
+        wait_for(lambda: service.store.reap() is not None and service.get(job_id).state.terminal, timeout=60)
+        assert (tmp_path / "w" / "worker-id").read_text().strip() == worker_id
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    job = service.get(job_id)
+    assert (job.state, job.attempts, job.stdout, job.worker) == (JobState.SUCCEEDED, 2, "ok\n", worker_id)
+    assert not docker_client.containers.list(all=True, filters={"label": f"dcc.worker={worker_id}"})
+    assert [p.name for p in (tmp_path / "w").iterdir() if p.is_dir()] == []  # job folders gone with their jobs
