@@ -266,7 +266,7 @@ def submit(
     env: Annotated[list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Repeatable.")] = None,
     max_duration: Annotated[int | None, typer.Option("--max-duration", min=1, help="Seconds.")] = None,
     cpus: Annotated[float | None, typer.Option("--cpus", min=0.01)] = None,
-    memory: Annotated[int | None, typer.Option("--memory", min=1, help="MiB.")] = None,
+    memory: Annotated[int | None, typer.Option("--memory", min=6, help="MiB (at least 6).")] = None,
     gpu: Annotated[int | None, typer.Option("--gpu", min=0)] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Your id; submitting it again is a no-op.")] = None,
     keep: Annotated[list[str] | None, typer.Option(

@@ -256,7 +256,7 @@ class Parameters(BaseModel):
     # is 60)
     maxDuration: WholeNumber | None = Field(default=None, gt=0, strict=True,
                                             description="Seconds before the job is killed.")
-    cpus: float | None = Field(default=None, ge=0.01, le=256, strict=True)
+    cpus: float | None = Field(default=None, ge=0.01, le=256, strict=True, allow_inf_nan=False)
     memory: WholeNumber | None = Field(default=None, ge=6, strict=True, description="MiB (Docker's minimum is 6)")
     gpu: WholeNumber = Field(default=0, ge=0, le=64, strict=True,
                              description="GPUs; > 0 sends the job to the gpu queue.")
@@ -323,6 +323,10 @@ class JobSpec(BaseModel):
                    else "must not contain '..'" if ".." in path.split("/")
                    else "must not start with './' (patterns are relative to /outputs)" if path.startswith("./")
                    else f"names a folder: '{path.rstrip('/')}/**' keeps the files in it" if path.endswith("/")
+                   else "must not start with '!!' (one '!' excludes; a name starting with '!' is written '\\!...')"
+                   if path.startswith("!")
+                   else "must be a normalized path (no '.' or empty parts): it could match no output"
+                   if any(part in ("", ".") for part in path.split("/"))
                    else "must not contain control characters" if _CONTROL.search(path)
                    else f"is longer than {MAX_PATTERN_LENGTH} characters" if len(path) > MAX_PATTERN_LENGTH
                    else f"has more than {MAX_GLOBSTARS} '**'" if len(_GLOBSTAR.findall(path)) > MAX_GLOBSTARS

@@ -51,6 +51,7 @@ def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
         ({"image": "a:b:c"}, "image", "not an image reference"),
         ({"image": "x@sha256:12"}, "image", "not an image reference"),
         ({"image": "a" * 256}, "image", "longer than 255"),
+        ({"parameters": {"cpus": float("nan")}}, "cpus", "finite number"),
     ],
 )
 def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) -> None:
