@@ -116,12 +116,15 @@ def test_smoke_paths(settings: Settings, tmp_path: Path, test_image: str) -> Non
 
 def test_a_reply_of_a_log_cut_at_the_limit_shows_its_end(settings: Settings, tmp_path: Path,
                                                           test_image: str) -> None:
-    # 400,000 lines take ~13.5 MB in the engine's store, past 8 MiB: the start is gone, so the reply's 1 MiB of
-    # stdout is the end of what is left, not a slice from its middle
+    # 200,000 lines of ~70 bytes take ~28 MB in the engine's store, past 8 MiB: the start is gone, and what is
+    # left (~3 MB) is more than a reply holds, so the reply's 1 MiB of stdout is its end, not a slice of its middle
+    pad = "x" * 64
     with serve_local(tmp_path / "cut", settings.with_(max_log_bytes=8 << 20), workers=1) as (_, client):
         for body in ({"fast": True}, {"wait": True, "appendStdOut": True}):
-            reply = client.post("/v1/jobs", json={"image": test_image, "command": ["seq", "400000"], **body})
+            reply = client.post("/v1/jobs", json={"image": test_image, **body,
+                                                  "command": ["sh", "-c", f"seq 200000 | sed 's/$/ {pad}/'"]})
             job = reply.json()
             assert job["state"] == "succeeded", job
-            assert job["stdout"].startswith("[dcc: truncated]\n") and job["stdout"].endswith("\n399999\n400000\n")
+            assert job["stdout"].startswith("[dcc: truncated]\n")
+            assert job["stdout"].endswith(f"\n199999 {pad}\n200000 {pad}\n")
             assert len(job["stdout"].encode()) <= (1 << 20) + 20
