@@ -158,7 +158,8 @@ def test_validation_errors_name_the_field(api: tuple[LocalDcc, httpx.Client]) ->
     reply = client.post("/v1/jobs", json={"image": "x", "parameters": {"memory": 10**9}})
     assert reply.status_code == 400 and "parameters.memory" in reply.json()["error"]
     reply = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
-    assert reply.status_code == 400
+    assert reply.status_code == 400 and reply.json()["details"] == [
+        {"field": "body", "message": "not valid JSON: Expecting property name enclosed in double quotes"}]
 
 
 def test_text_that_cannot_run_or_be_stored_is_refused(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:

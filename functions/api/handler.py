@@ -70,14 +70,18 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _field_error(err: dict[str, Any]) -> tuple[str, str]:
+    """The field and the message of one validation error (a body that is not JSON is the body's, saying why)."""
+    if err.get("type") == "json_invalid":
+        return "body", f"not valid JSON: {(err.get('ctx') or {}).get('error', 'cannot be decoded')}"
+    return _location(tuple(err.get("loc", ()))), str(err.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid_request(exc: RequestValidationError) -> Response[Any]:
-    messages = []
-    for err in exc.errors():
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        messages.append(f"{_location(tuple(err.get('loc', ())))}: {msg}")
-    return _error(400, "; ".join(messages), details=[{"field": _location(tuple(e.get("loc", ()))),
-                                                       "message": str(e.get("msg"))} for e in exc.errors()])
+    errors = [_field_error(err) for err in exc.errors()]
+    return _error(400, "; ".join(f"{field}: {msg}" for field, msg in errors),
+                  details=[{"field": field, "message": msg} for field, msg in errors])
 
 
 @app.exception_handler(InputTooLarge)
