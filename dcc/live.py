@@ -95,6 +95,10 @@ class LiveSession:
                         await self.send_job(self.channels[message["channel"]])
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 await self._resubscribe()
+                continue
+            if not self.pubsub.subscribed:  # nothing watched (listen() returns at once): the next subscribe
+                self.listener = None  # starts another listener
+                return
 
     async def _resubscribe(self) -> None:
         """After Redis went away: subscribe again once it is back, and send each watched job as it is now

@@ -245,7 +245,10 @@ class LocalDcc:
             # The same worker id on every start: containers a killed run left are found and removed (and the
             # jobs they ran, whose leases lapse, run again); so are the folders of those runs.
             worker_id = os.environ.get("DCC_WORKER_ID") or stable_id(self.data_dir / "worker-id", default_worker_id)
-            remove_tree(self.data_dir / "work")
+            try:
+                remove_tree(self.data_dir / "work")
+            except OSError as exc:  # (e.g. files a job's root user made, and this process is not root)
+                log.warning("cannot clear the work dir a dead run left: %s", exc)
             self.worker = build_worker(settings, worker_id=worker_id, slots=self.slots,
                                        workdir=self.data_dir / "work")
             if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked

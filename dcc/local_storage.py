@@ -51,7 +51,7 @@ class FileLinks:
 
     def check(self, key: str, expires: str, signature: str) -> bool:
         """Whether a link's key, expiry and signature were made by ``link`` and have not expired."""
-        if not expires.isdigit() or int(expires) < time.time():
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < time.time():
             return False
         return hmac.compare_digest(self._signature(key, int(expires)), signature)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,20 @@ def test_cli_wait_follows_the_websocket(redis_url: str, tmp_path: Path, docker_h
         done = api.wait_until_done(job["id"], on_change=lambda view: states.append(view["state"]))
         assert done["state"] == "succeeded" and states[-1] == "succeeded" and "running" in states
         assert polled == []
+
+
+def test_unsubscribing_from_everything_leaves_the_server_free(redis_url: str, tmp_path: Path, docker_host: str,
+                                                             test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        first = client.post("/v1/jobs", json={"image": test_image, "command": ["true"]}).json()
+        with connect(ws_url) as ws:
+            ws.send(json.dumps({"action": "subscribe", "jobIds": [first["id"]]}))
+            receive_until(ws, first["id"], "succeeded", [])
+            ws.send(json.dumps({"action": "unsubscribe", "jobIds": [first["id"]]}))
+            time.sleep(0.5)  # (the listener hears the unsubscribe and has nothing left to watch)
+            assert client.get("/healthz", timeout=10).status_code == 200  # the event loop is not spinning
+            second = client.post("/v1/jobs", json={"image": test_image, "command": ["true"]}).json()
+            ws.send(json.dumps({"action": "subscribe", "jobIds": [second["id"]]}))
+            assert receive_until(ws, second["id"], "succeeded", [])["state"] == "succeeded"  # a new listener

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 from pathlib import Path
 
 from dcc.bootstrap import build_storage, build_store
+from dcc.jobs import JOB_ID_PATTERN
 from dcc.settings import Settings
 from dcc.storage import Progress
 from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 from worker_agent.files import DirInUse, hold_dir, remove_tree, stable_id
 from worker_agent.resources import detect, ec2_instance_id
+
+log = logging.getLogger("dcc.worker")
 
 
 def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int | None = None,
@@ -54,18 +58,20 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         gpu_ids = tuple(str(i) for i in range(int(os.environ["DCC_GPUS"])))  # pretend GPUs: data flow only
     cpu_slots = slots or int(os.environ.get("DCC_WORKER_SLOTS") or machine.cpu_slots)
     workdir = workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker"))
-    held = None
-    worker_id = worker_id or os.environ.get("DCC_WORKER_ID") or _instance_id()
-    if worker_id is None:  # one id per work dir, kept across restarts: what a killed run left is found again
-        try:
-            held = hold_dir(workdir, "worker.lock")
-        except DirInUse as exc:
-            raise SystemExit(f"{workdir} is the work dir of another running worker (pid {exc.owner}): give each "
-                             "worker its own DCC_WORK_DIR") from None
-        worker_id = stable_id(workdir / "worker-id", default_worker_id)
-        for left in workdir.iterdir():  # a killed run's job folders (its containers go at start, by id)
-            if left.is_dir() and not left.is_symlink():
+    try:  # one worker per work dir
+        held = hold_dir(workdir, "worker.lock")
+    except DirInUse as exc:
+        raise SystemExit(f"{workdir} is the work dir of another running worker (pid {exc.owner}): give each "
+                         "worker its own DCC_WORK_DIR") from None
+    # an id kept across restarts (the work dir's, without one given): what a killed run left is found again
+    worker_id = worker_id or os.environ.get("DCC_WORKER_ID") or _instance_id() \
+        or stable_id(workdir / "worker-id", default_worker_id)
+    for left in workdir.iterdir():  # a killed run's job folders, and only those (its containers go at start)
+        if _JOB_FOLDER.match(left.name) and left.is_dir() and not left.is_symlink():
+            try:
                 remove_tree(left)
+            except OSError as exc:  # (e.g. files a job's root user made, and this worker is not root)
+                log.warning("cannot remove %s, left by an earlier run: %s", left, exc)
     config = WorkerConfig(
         worker_id=worker_id,
         slots={"cpu": cpu_slots, **({"gpu": len(gpu_ids)} if gpu_ids else {})},
@@ -92,6 +98,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
                     fetch=fetch, notify=notify)
     worker.held = held  # (the work dir's lock lives as long as the worker)
     return worker
+
+
+_JOB_FOLDER = re.compile(JOB_ID_PATTERN.removesuffix("$") + r"-[0-9]+$")
+"""A job attempt's folder in the work dir: ``<job id>-<attempt>``."""
 
 
 def _instance_id() -> str | None:

@@ -117,6 +117,8 @@ class Worker:
         """GA4GH TES tasks' runner (``worker_agent.tes_runner``), built on the first task."""
         self._threads: list[threading.Thread] = []
         self._cleanup: SimpleQueue[tuple[str, Path, threading.Event] | None] = SimpleQueue()
+        self._ending: dict[str, threading.Event] = {}
+        """Jobs whose attempt ended here and waits for its clean-up (set when done): a new attempt waits too."""
         self._system_errors = 0
         self._last_system_error = 0.0
         self._idle_since: float | None = time.time()
@@ -175,6 +177,9 @@ class Worker:
             self.store.forget_worker(self.config.worker_id)
         except StoreUnavailable:
             pass
+        if self.held is not None:  # the work dir is free for the next worker
+            self.held.close()
+            self.held = None
 
     def running_count(self) -> int:
         with self._lock:
@@ -243,14 +248,16 @@ class Worker:
         entry = _Running(claim)
         with self._lock:
             # an earlier attempt still here: this worker's lease lapsed (e.g. cut off from Redis) and it claimed
-            # the job again. The earlier one is stopped, and gone, before this one starts (they share the job id)
+            # the job again. The earlier one is stopped, and gone, before this one starts (they share the job id);
+            # one that has ended may still wait for its clean-up, which this one waits for too
             earlier = self._running.get(claim.job.id)
             if earlier is not None:
                 earlier.lost = True
+            ending = earlier.ended if earlier is not None else self._ending.get(claim.job.id)
             self._running[claim.job.id] = entry
         self._notify(claim.job.id)
-        t = threading.Thread(target=self._run_job, args=(claim, entry, earlier), name=f"dcc-job-{claim.job.id}",
-                             daemon=True)
+        t = threading.Thread(target=self._run_job, args=(claim, entry, earlier, ending),
+                             name=f"dcc-job-{claim.job.id}", daemon=True)
         t.start()
 
     def _outlive(self, earlier: _Running) -> None:
@@ -268,12 +275,15 @@ class Worker:
         entry = self._running.get(claim.job.id)
         return entry if entry is not None and entry.claim.attempt == claim.attempt else None
 
-    def _run_job(self, claim: Claim, entry: _Running, earlier: _Running | None = None) -> None:
+    def _run_job(self, claim: Claim, entry: _Running, earlier: _Running | None = None,
+                 ending: threading.Event | None = None) -> None:
         job = claim.job
         workdir = self.config.workdir / f"{job.id}-{claim.attempt}"
         try:
             if earlier is not None:
                 self._outlive(earlier)
+            elif ending is not None:
+                ending.wait(60)
             outcome = self._attempt(claim, workdir)
             with self._lock:
                 mine = self._entry(claim)
@@ -286,6 +296,7 @@ class Worker:
             with self._slot_freed:
                 if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
+                self._ending[job.id] = entry.ended
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir, entry.ended))
 
@@ -360,7 +371,9 @@ class Worker:
             outcome = Outcome(state=JobState.ERROR, error=error)
         with self._lock:
             running = self._entry(claim)
-        if (running is not None and running.handed_back and not running.cancel
+        if running is None:  # a later attempt took its place here: it reports, and writes the results
+            return Outcome(state=JobState.QUEUED)
+        if (running.handed_back and not running.cancel
                 and outcome.state == JobState.CANCELLED):  # stopped by the hand-back, not finished meanwhile
             return Outcome(state=JobState.QUEUED, handed_back=True)
         self._system_errors = 0
@@ -641,6 +654,9 @@ class Worker:
                 log.exception("cleanup of %s", job_id)
             finally:
                 ended.set()
+                with self._lock:
+                    if self._ending.get(job_id) is ended:
+                        del self._ending[job_id]
 
 
 def _end_state(result: ContainerOutcome, *, cancelled: bool) -> JobState:

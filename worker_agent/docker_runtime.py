@@ -491,7 +491,12 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 unsafe.append(_shown(root, path))
                 continue
             if info.st_mode & (stat.S_ISUID | stat.S_ISGID):  # a job's file runs as nobody else
-                os.chmod(path, stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+                try:
+                    os.chmod(path, stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+                except PermissionError:  # (a worker that is not root, a file of the job's root): not kept
+                    os.unlink(path)
+                    unsafe.append(_shown(root, path))
+                    continue
             name = os.path.relpath(path, root)
             if not _nameable(name):
                 os.unlink(path)

@@ -49,6 +49,7 @@ def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
         ({"image": "UPPER/Case:tag"}, "image", "not an image reference"),
         ({"image": "ghcr.io/org/Tool"}, "image", "the name in lower case"),
         ({"image": "a:b:c"}, "image", "not an image reference"),
+        ({"image": "python:3.\u00e9"}, "image", "not an image reference"),  # (a tag is ASCII)
         ({"image": "x@sha256:12"}, "image", "not an image reference"),
         ({"image": "a" * 256}, "image", "longer than 255"),
         ({"parameters": {"cpus": float("nan")}}, "cpus", "finite number"),

@@ -258,3 +258,18 @@ def test_local_storage_refuses_links_out_of_its_root(tmp_path: Path) -> None:
     storage.delete_prefix("real/")
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert (outside / "secret").read_text() == "s3cret" and not (tmp_path / "dest").exists()
+
+
+def test_file_links_are_checked_and_odd_expiries_are_refused_not_errors() -> None:
+    from dcc.local_storage import FileLinks
+
+    links = FileLinks("/_files")
+    link = links.link("jobs/a/outputs/x y", 60)
+    path, _, query = link.partition("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    assert path == "/_files/jobs/a/outputs/x%20y"
+    assert links.check("jobs/a/outputs/x y", params["expires"], params["signature"])
+    assert not links.check("jobs/a/outputs/other", params["expires"], params["signature"])
+    assert not FileLinks("/_files").check("jobs/a/outputs/x y", params["expires"], params["signature"])  # (its key)
+    for expires in ("\u00b2", "9" * 5000, "-1", "", "1"):
+        assert not links.check("jobs/a/outputs/x y", expires, params["signature"])

@@ -395,6 +395,8 @@ def test_a_worker_without_a_given_id_keeps_one_per_work_dir_and_clears_what_a_ki
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "sleep 4; echo ok"],
                                     appendStdOut=True))[0].id
+    (tmp_path / "w" / "notes").mkdir(parents=True)  # not a job's folder: left alone
+    (tmp_path / "w" / "old-job-1").mkdir()  # a job attempt's folder a dead run left: removed
     first = worker_process(settings, None, tmp_path / "w", grace=1)
     second = None
     try:
@@ -420,4 +422,4 @@ def test_a_worker_without_a_given_id_keeps_one_per_work_dir_and_clears_what_a_ki
     job = service.get(job_id)
     assert (job.state, job.attempts, job.stdout, job.worker) == (JobState.SUCCEEDED, 2, "ok\n", worker_id)
     assert not docker_client.containers.list(all=True, filters={"label": f"dcc.worker={worker_id}"})
-    assert [p.name for p in (tmp_path / "w").iterdir() if p.is_dir()] == []  # job folders gone with their jobs
+    assert [p.name for p in (tmp_path / "w").iterdir() if p.is_dir()] == ["notes"]  # job folders went
