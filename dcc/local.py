@@ -32,7 +32,7 @@ from dcc.bootstrap import build_service
 from dcc.errors import DccError, ObjectNotFound, StorageError, StoreUnavailable
 from dcc.local_storage import FileLinks, LocalStorage
 from dcc.settings import Settings
-from worker_agent.files import DirInUse, hold_dir, stable_id
+from worker_agent.files import DirInUse, hold_dir
 
 log = logging.getLogger("dcc.local")
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -239,18 +239,10 @@ class LocalDcc:
             settings = settings.with_(tes_locations=(f"file://{tes_dir}/",))
         if not settings.disable_worker:
             from worker_agent.__main__ import build_worker
-            from worker_agent.agent import default_worker_id
-            from worker_agent.files import remove_tree
 
-            # The same worker id on every start: containers a killed run left are found and removed (and the
-            # jobs they ran, whose leases lapse, run again); so are the folders of those runs.
-            worker_id = os.environ.get("DCC_WORKER_ID") or stable_id(self.data_dir / "worker-id", default_worker_id)
-            try:
-                remove_tree(self.data_dir / "work")
-            except OSError as exc:  # (e.g. files a job's root user made, and this process is not root)
-                log.warning("cannot clear the work dir a dead run left: %s", exc)
-            self.worker = build_worker(settings, worker_id=worker_id, slots=self.slots,
-                                       workdir=self.data_dir / "work")
+            # the worker keeps its id in its work dir (work/worker-id): the containers and folders a killed run
+            # left are found and removed, and the jobs they ran, whose leases lapse, run again
+            self.worker = build_worker(settings, slots=self.slots, workdir=self.data_dir / "work")
             if settings.max_gpus_per_worker is None:  # a GPU job no worker here can run is refused, not parked
                 settings = settings.with_(max_gpus_per_worker=self.worker.config.slots.get("gpu", 0))
         self.settings = settings

@@ -203,13 +203,11 @@ class LocalStorage:
         with self.open(key) as src:
             try:
                 with path.open("wb") as dst:
-                    if progress is None:
-                        shutil.copyfileobj(src, dst, _CHUNK)
-                    else:
-                        done = 0
-                        while chunk := src.read(_CHUNK):
-                            dst.write(chunk)
-                            done += len(chunk)
+                    done = 0
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
+                        done += len(chunk)
+                        if progress is not None:
                             progress(done)
             except BaseException as exc:
                 path.unlink(missing_ok=True)

@@ -36,10 +36,8 @@ from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntim
 log = logging.getLogger("dcc.worker")
 
 
-
 class _Stopped(Exception):
     """The job was cancelled or handed back while its inputs came in."""
-"""Downloads a URL input to a path; raises ``JobSystemError``."""
 
 
 def default_worker_id() -> str:
@@ -356,13 +354,9 @@ class Worker:
                                            locations=self.config.tes_locations,
                                            max_output_bytes=self.config.max_output_bytes)
 
-        def stopped() -> bool:  # cancelled, or handed back at shutdown: run no further executor, upload nothing
-            with self._lock:
-                running = self._entry(claim)
-                return running is None or running.cancel or running.handed_back  # (None: a later attempt is here)
-
-        try:
-            outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus), cancelled=stopped)
+        try:  # stopped: run no further executor, upload nothing
+            outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
+                                            cancelled=lambda: self._stopped(claim))
         except (JobSystemError, StorageError):
             raise
         except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
@@ -396,13 +390,17 @@ class Worker:
             keep=tuple(job.spec.keepOutputs) if job.spec.keepOutputs is not None else None,
         )
 
+    def _stopped(self, claim: Claim) -> bool:
+        """Whether this attempt should stop: cancelled, handed back at shutdown, or a later attempt is here."""
+        with self._lock:
+            running = self._entry(claim)
+            return running is None or running.cancel or running.handed_back
+
     def _stop_check(self, claim: Claim) -> Progress:
-        """A download's progress callback that raises ``_Stopped`` once the job is cancelled or handed back."""
+        """A download's progress callback that raises ``_Stopped`` once the attempt should stop."""
         def check(_done: int = 0) -> None:
-            with self._lock:
-                running = self._entry(claim)
-                if running is None or running.cancel or running.handed_back:  # (None: a later attempt is here)
-                    raise _Stopped
+            if self._stopped(claim):
+                raise _Stopped
         return check
 
     def _materialize_inputs(self, job: JobRecord, inputs_dir: Path, check: Progress) -> None:

@@ -436,8 +436,6 @@ UNSAFE = "symbolic links, FIFOs, sockets and devices are not kept (copy the file
 
 
 class Cleaned(NamedTuple):
-    truncated: bool
-    """Files were left out past the byte limit."""
     unnamed: list[str]
     """Files and folders removed because their names cannot be output names (shown escaped)."""
     unsafe: list[str]
@@ -450,6 +448,11 @@ class Cleaned(NamedTuple):
     """The ``keep`` patterns (not exclusions) that matched none of the files kept."""
     left_out: tuple[str, ...] = ()
     """Files removed because keeping them would have gone past the byte limit (``truncated``)."""
+
+    @property
+    def truncated(self) -> bool:
+        """Files were left out past the byte limit."""
+        return bool(self.left_out)
 
     @property
     def nothing_kept(self) -> bool:
@@ -512,7 +515,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 left_out.append(_shown(root, path))
                 continue
             total += info.st_size
-    return Cleaned(bool(left_out), unnamed, unsafe, asked, not_asked, tuple(wanted.unseen), tuple(left_out))
+    return Cleaned(unnamed, unsafe, asked, not_asked, tuple(wanted.unseen), tuple(left_out))
 
 
 class _Keep:
