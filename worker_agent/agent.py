@@ -117,6 +117,9 @@ class Worker:
         self._cleanup: SimpleQueue[tuple[str, Path, threading.Event] | None] = SimpleQueue()
         self._ending: dict[str, threading.Event] = {}
         """Jobs whose attempt ended here and waits for its clean-up (set when done): a new attempt waits too."""
+        self._outgoing: dict[tuple[str, int], _Running] = {}
+        """Attempts a later attempt of the same job took the place of here, until they end: their container may
+        still run, holding its GPUs, and a stop waits for it."""
         self._system_errors = 0
         self._last_system_error = 0.0
         self._idle_since: float | None = time.time()
@@ -157,7 +160,7 @@ class Worker:
         while self.running_count() and time.monotonic() < deadline:
             time.sleep(0.05)
         with self._lock:
-            left = list(self._running.values())
+            left = [*self._running.values(), *self._outgoing.values()]
         for job in left:
             job.handed_back = True
         unkilled = {job.claim.job.id for job in left}
@@ -165,7 +168,7 @@ class Worker:
             # a job between containers (inputs, image pull, between TES executors) has none to kill yet:
             # ask again until one is there (a job that sees the hand-back first starts none)
             with self._lock:
-                unkilled &= self._running.keys()
+                unkilled &= self._running.keys() | {job_id for job_id, _ in self._outgoing}
             unkilled = {job_id for job_id in unkilled if not self.runtime.kill(job_id)}
             time.sleep(0.05)
         self._cleanup.put(None)
@@ -180,8 +183,9 @@ class Worker:
             self.held = None
 
     def running_count(self) -> int:
+        """Attempts running here, those being stopped for a later attempt of their job included."""
         with self._lock:
-            return len(self._running)
+            return len(self._running) + len(self._outgoing)
 
     # claiming --------------------------------------------------------------------------------------
     def _free_queues(self) -> list[str]:
@@ -200,25 +204,33 @@ class Worker:
         return bool(self.config.gpu_device_ids) and not self.config.disable_nvidia_runtime
 
     def _free_gpus(self) -> list[str]:
-        """GPUs no running job holds (call with the lock held)."""
-        held = {g for job in self._running.values() for g in job.gpus}
+        """GPUs no attempt here holds, one being stopped included (call with the lock held)."""
+        held = {g for job in (*self._running.values(), *self._outgoing.values()) for g in job.gpus}
         return [g for g in self.config.gpu_device_ids if g not in held]
 
-    def _take_gpus(self, job_id: str, count: int) -> tuple[str, ...]:
-        """Give the job ``count`` GPUs of its own, waiting for running jobs to free them."""
+    def _take_gpus(self, claim: Claim, count: int) -> tuple[str, ...]:
+        """Give the attempt ``count`` GPUs of its own, waiting for other attempts to free them.
+
+        Raises ``_Stopped`` when the attempt should stop instead (cancelled, replaced by a later attempt, or the
+        worker stops: a job that has no GPUs yet is handed back at once rather than started during the stop).
+        """
         if not self._assigns_gpus or count == 0:
             return ()
         if count > len(self.config.gpu_device_ids):
             raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"the job needs {count} GPUs; worker "
                                  f"{self.config.worker_id} has {len(self.config.gpu_device_ids)}", retryable=True)
         with self._slot_freed:
-            while len(free := self._free_gpus()) < count:
+            while True:
+                entry = self._entry(claim)
+                if entry is None or entry.cancel or entry.handed_back or entry.lost:
+                    raise _Stopped
                 if self.stopping.is_set():
-                    raise JobSystemError(ErrorCode.WORKER_LOST, "worker stopping", retryable=True)
+                    entry.handed_back = True
+                    raise _Stopped
+                if len(free := self._free_gpus()) >= count:
+                    entry.gpus = tuple(free[:count])
+                    return entry.gpus
                 self._slot_freed.wait(timeout=1.0)
-            taken = tuple(free[:count])
-            self._running[job_id].gpus = taken
-            return taken
 
     def _claim_loop(self) -> None:
         while not self.stopping.is_set():
@@ -251,6 +263,7 @@ class Worker:
             earlier = self._running.get(claim.job.id)
             if earlier is not None:
                 earlier.lost = True
+                self._outgoing[claim.job.id, earlier.claim.attempt] = earlier
             ending = earlier.ended if earlier is not None else self._ending.get(claim.job.id)
             self._running[claim.job.id] = entry
         self._notify(claim.job.id)
@@ -294,6 +307,7 @@ class Worker:
             with self._slot_freed:
                 if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
+                self._outgoing.pop((job.id, claim.attempt), None)
                 self._ending[job.id] = entry.ended
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir, entry.ended))
@@ -307,18 +321,14 @@ class Worker:
             inputs_dir.mkdir(parents=True)
             try:
                 self._materialize_inputs(job, inputs_dir, self._stop_check(claim))
-            except _Stopped:  # seen between inputs and while one downloads: the container is not started
-                with self._lock:
-                    running = self._entry(claim)
-                if running is not None and running.handed_back:  # the worker stops
-                    return Outcome(state=JobState.QUEUED, handed_back=True)
-                return Outcome(state=JobState.CANCELLED)
-            (workdir / "run").mkdir()
-            gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
+                (workdir / "run").mkdir()
+                gpus = self._take_gpus(claim, job.spec.parameters.gpu)
+            except _Stopped:  # seen between inputs, while one downloads, or waiting for GPUs: no container starts
+                return self._stopped_outcome(claim)
             result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
             with self._lock:
                 running = self._entry(claim)
-            if running is None:  # a later attempt took its place here: it reports, and writes the results
+            if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
                 return Outcome(state=JobState.QUEUED)
             if running.handed_back and result.killed:
                 return Outcome(state=JobState.QUEUED, handed_back=True)  # (one that exited by itself keeps its result)
@@ -348,7 +358,10 @@ class Worker:
 
         job = claim.job
         workdir.mkdir(parents=True)
-        gpus = self._take_gpus(job.id, job.spec.parameters.gpu)
+        try:
+            gpus = self._take_gpus(claim, job.spec.parameters.gpu)
+        except _Stopped:
+            return self._stopped_outcome(claim)
         if self._task_runner is None:  # one per worker: its storage clients are reused from task to task
             self._task_runner = TaskRunner(runtime=self.runtime, store=self.store, fetch=self.fetch,
                                            locations=self.config.tes_locations,
@@ -365,7 +378,7 @@ class Worker:
             outcome = Outcome(state=JobState.ERROR, error=error)
         with self._lock:
             running = self._entry(claim)
-        if running is None:  # a later attempt took its place here: it reports, and writes the results
+        if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
             return Outcome(state=JobState.QUEUED)
         if (running.handed_back and not running.cancel
                 and outcome.state == JobState.CANCELLED):  # stopped by the hand-back, not finished meanwhile
@@ -391,10 +404,22 @@ class Worker:
         )
 
     def _stopped(self, claim: Claim) -> bool:
-        """Whether this attempt should stop: cancelled, handed back at shutdown, or a later attempt is here."""
+        """Whether this attempt should stop: cancelled, handed back at shutdown, its lease lost, or a later
+        attempt is here."""
         with self._lock:
             running = self._entry(claim)
-            return running is None or running.cancel or running.handed_back
+            return running is None or running.cancel or running.handed_back or running.lost
+
+    def _stopped_outcome(self, claim: Claim) -> Outcome:
+        """How an attempt that stopped before its container started ends: handed back when the worker stops,
+        cancelled when asked; one that lost its job (a later attempt, or its lease gone) is not reported."""
+        with self._lock:
+            running = self._entry(claim)
+        if running is not None and running.handed_back:
+            return Outcome(state=JobState.QUEUED, handed_back=True)
+        if running is not None and running.cancel and not running.lost:
+            return Outcome(state=JobState.CANCELLED)
+        return Outcome(state=JobState.QUEUED)  # (not reported: `_run_job` sees the attempt lost or replaced)
 
     def _stop_check(self, claim: Claim) -> Progress:
         """A download's progress callback that raises ``_Stopped`` once the attempt should stop."""
@@ -493,6 +518,10 @@ class Worker:
                 self.health = f"UNHEALTHY:{self._system_errors} system errors in a row"  # next health check
         error = JobError(code=str(exc.code), message=exc.message)
         log.warning("job %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
+        with self._lock:
+            running = self._entry(claim)
+        if running is None or running.lost:  # another attempt has the job: this one writes and reports nothing
+            return Outcome(state=JobState.QUEUED, error=error)
         if exc.retryable and claim.attempt - claim.job.handbacks < self.config.max_attempts:
             task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
             return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
@@ -545,7 +574,13 @@ class Worker:
     # leases, health, cancels, clean-up -----------------------------------------------------------------
     def _lease_loop(self) -> None:
         interval = min(self.config.heartbeat_seconds, self.store.lease_seconds / 3)
-        while not self.stopping.wait(interval) or self.running_count():
+        while True:
+            if not self.stopping.is_set():
+                self.stopping.wait(interval)
+            elif self.running_count():  # stopping: the jobs it lets finish keep their leases, at the same pace
+                time.sleep(interval)
+            else:
+                break
             try:
                 self._renew()
                 self._check_health()
@@ -553,17 +588,17 @@ class Worker:
                 self._heartbeat()
             except StoreUnavailable as exc:
                 log.warning("lease renewal: %s", exc)
-            if self.stopping.is_set() and not self.running_count():
-                break
 
     def _renew(self) -> None:
         with self._lock:
             leases = [(r.claim.job.id, r.claim.attempt) for r in self._running.values()]
-        for (job_id, _), status in self.store.renew(leases).items():
+        for (job_id, attempt), status in self.store.renew(leases).items():
             if status == "held":
                 continue
             with self._lock:
                 running = self._running.get(job_id)
+                if running is not None and running.claim.attempt != attempt:
+                    running = None  # a later attempt took its place meanwhile: its lease is its own
                 if running is not None:
                     running.lost = running.lost or status == "lost"
                     running.cancel = running.cancel or status == "cancel"
@@ -596,7 +631,8 @@ class Worker:
     def _heartbeat(self) -> None:
         with self._lock:
             running = ",".join(self._running)
-            held = ",".join(f"{g}:{j}" for j, r in self._running.items() for g in r.gpus)
+            held = ",".join(f"{g}:{r.claim.job.id}" for r in (*self._running.values(), *self._outgoing.values())
+                            for g in r.gpus)
             if self._running:
                 self._idle_since = None
             elif self._idle_since is None:

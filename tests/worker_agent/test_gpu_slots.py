@@ -1,12 +1,15 @@
-"""GPU slots and device assignment in the worker, under concurrency (real Redis; a recording runtime).
+"""The worker under concurrency: GPU slots and device assignment, attempts of one job that overlap, leases while
+stopping (real Redis; a recording runtime).
 
 The device requests themselves are checked against the real Docker engine in test_docker_runtime.py.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,9 @@ from dcc.drain import DrainMarks
 from dcc.errors import InvalidJob, JobSystemError
 from dcc.jobs import ErrorCode, JobSpec, JobState, Parameters
 from dcc.local_storage import LocalStorage
+from dcc.service import JobService, result_key
 from dcc.settings import Settings
+from dcc.store import JobStore, connect
 from worker_agent.agent import Worker, WorkerConfig
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
@@ -179,3 +184,157 @@ def test_a_draining_worker_claims_nothing_until_the_mark_is_cleared(redis_url: s
     finally:
         worker.stop(grace=5)
     assert service.get(job_id).state is JobState.SUCCEEDED
+
+
+class SlowToDieRuntime(RecordingRuntime):
+    """Each run lasts ``seconds`` unless killed, and then ends only ``dying`` s after the kill, as a container
+    that takes its time to stop. Like Docker, a kill reaches the run of the job's id that is there now."""
+
+    def __init__(self, seconds: float, dying: float) -> None:
+        super().__init__(seconds)
+        self.dying = dying
+        self.live: dict[str, list[threading.Event]] = {}
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        killed = threading.Event()
+        with self.lock:
+            self.live.setdefault(job.job_id, []).append(killed)
+        start = time.monotonic()
+        if killed.wait(self.seconds):
+            time.sleep(self.dying)
+        with self.lock:
+            self.live[job.job_id].remove(killed)
+            self.runs.append((job.job_id, job.gpu_device_ids, start, time.monotonic()))
+        (workdir / "outputs").mkdir()
+        for name in ("stdout", "stderr"):
+            (workdir / name).write_text("")
+        return ContainerOutcome(exit_code=137 if killed.is_set() else 0, timed_out=False, killed=killed.is_set(),
+                                started_at=time.time(), exited_at=time.time(), stdout_path=workdir / "stdout",
+                                stderr_path=workdir / "stderr", outputs_dir=workdir / "outputs")
+
+    def kill(self, job_id: str) -> bool:
+        with self.lock:
+            runs = list(self.live.get(job_id, ()))
+        for killed in runs:
+            killed.set()
+        return bool(runs)
+
+    def alive(self) -> int:
+        with self.lock:
+            return sum(len(runs) for runs in self.live.values())
+
+
+def until(check: Callable[[], object], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def cut_off_worker(redis_url: str, tmp_path: Path,
+                   runtime: SlowToDieRuntime) -> tuple[JobService, JobStore, Worker, str]:
+    """A GPU worker whose renewals are 20 s apart (its lease can be taken back, and the job claimed again by it,
+    before it hears of it, as when it was cut off from Redis for a while), started, running a 1-GPU job."""
+    store = JobStore(connect(redis_url), lease_seconds=60, restart_grace_seconds=0)
+    worker = Worker(store=store, storage=LocalStorage(tmp_path / "s"), runtime=runtime,
+                    config=WorkerConfig(worker_id="cut-off", workdir=tmp_path / "w", heartbeat_seconds=20,
+                                        slots={"gpu": 2}, gpu_device_ids=("0", "1")))
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))
+    job_id = service.submit(JobSpec(image="x", parameters=Parameters(gpu=1)))[0].id
+    worker.start()
+    until(runtime.alive)
+    return service, store, worker, job_id
+
+
+def claimed_again(store: JobStore, job_id: str) -> None:
+    """Take the lease of the job's first attempt back, and wait until the worker has claimed it again."""
+    store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})
+    assert store.reap() == {job_id: JobState.QUEUED}
+    until(lambda: (record := store.get(job_id)) is not None and record.attempts == 2
+          and record.state is JobState.RUNNING)
+
+
+def test_an_attempt_being_stopped_for_a_later_one_keeps_its_gpus_until_it_ends(redis_url: str,
+                                                                               tmp_path: Path) -> None:
+    runtime = SlowToDieRuntime(seconds=30, dying=1.5)
+    service, store, worker, first = cut_off_worker(redis_url, tmp_path, runtime)
+    try:
+        runtime.seconds = 1.0
+        claimed_again(store, first)  # attempt 1 is killed, and takes 1.5 s to end, still on its GPU
+        other = service.submit(JobSpec(image="x", parameters=Parameters(gpu=1)))[0].id
+        wait_all(service, [first, other])
+    finally:
+        worker.stop(grace=5)
+    assert service.get(first).state is JobState.SUCCEEDED and service.get(other).state is JobState.SUCCEEDED
+    assert len(runtime.runs) == 3  # attempts 1 and 2 of the first job, and the other job
+    for a in runtime.runs:
+        for b in runtime.runs:
+            if a is not b and a[2] < b[3] and b[2] < a[3]:
+                assert not set(a[1]) & set(b[1]), f"{a} and {b} shared a GPU while both ran"
+
+
+def test_a_stop_waits_for_an_attempt_being_stopped_for_a_later_one(redis_url: str, tmp_path: Path) -> None:
+    runtime = SlowToDieRuntime(seconds=30, dying=2.0)
+    service, store, worker, job_id = cut_off_worker(redis_url, tmp_path, runtime)
+    try:
+        claimed_again(store, job_id)
+    finally:
+        worker.stop(grace=0)
+    assert runtime.alive() == 0 and worker.running_count() == 0  # attempt 1 ended before the worker stopped
+    job = service.get(job_id)
+    assert (job.state, job.attempts, job.handbacks) == (JobState.QUEUED, 2, 1)  # attempt 2 was handed back
+
+
+def test_an_attempt_that_lost_its_lease_to_another_worker_writes_nothing(redis_url: str, tmp_path: Path) -> None:
+    runtime = SlowToDieRuntime(seconds=30, dying=1.0)
+    store = JobStore(connect(redis_url), lease_seconds=60, restart_grace_seconds=0)
+    storage = LocalStorage(tmp_path / "s")
+    late = Worker(store=store, storage=storage, runtime=runtime,
+                  config=WorkerConfig(worker_id="late", workdir=tmp_path / "w1", heartbeat_seconds=1, slots={"cpu": 1}))
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    late.start()
+    other = Worker(store=store, storage=storage, runtime=RecordingRuntime(0.05),
+                   config=WorkerConfig(worker_id="other", workdir=tmp_path / "w2", slots={"cpu": 1}))
+    try:
+        until(runtime.alive)
+        late.stopping.set()  # (it claims nothing more, but its lease thread runs on)
+        store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})  # the lease lapsed: the job goes to another worker
+        assert store.reap() == {job_id: JobState.QUEUED}
+        other.start()
+        wait_all(service, [job_id])
+        until(lambda: not runtime.alive() and not late.running_count())  # it hears its lease went; its attempt ends
+    finally:
+        other.stop(grace=5)
+        late.stop(grace=0)
+    job = service.get(job_id)
+    assert (job.state, job.attempts, job.worker) == (JobState.SUCCEEDED, 2, "other")
+    stored = json.loads(storage.get_bytes(result_key(job_id)))
+    assert (stored["state"], stored["attempts"]) == ("succeeded", 2)  # not overwritten by the late attempt
+
+
+class CountingStore(JobStore):
+    renewals = 0
+
+    def renew(self, leases):  # type: ignore[no-untyped-def]
+        self.renewals += 1
+        return super().renew(leases)
+
+
+def test_a_stopping_worker_renews_the_leases_of_the_jobs_it_lets_finish_at_its_usual_pace(
+        redis_url: str, tmp_path: Path) -> None:
+    store = CountingStore(connect(redis_url), lease_seconds=60)
+    runtime = RecordingRuntime(2.0)
+    worker = Worker(store=store, storage=LocalStorage(tmp_path / "s"), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", heartbeat_seconds=0.5, slots={"cpu": 1}))
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    worker.start()
+    try:
+        until(worker.running_count)
+        before = store.renewals
+        worker.stop(grace=10)  # the job runs 2 s more: about four renewals, 0.5 s apart
+    finally:
+        worker.stop(grace=0)
+    assert service.get(job_id).state is JobState.SUCCEEDED
+    assert 1 <= store.renewals - before <= 8, store.renewals - before
