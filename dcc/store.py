@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 QUEUES = ("cpu", "gpu")
 TRIM_INTERVAL = 300.0
+_PAGE_ROUNDS = 8  # reads of the index a page makes at most, skipping entries whose record expired
 """Seconds between trims of the listing indexes (they only shed entries older than the retention)."""
 
 
@@ -440,25 +441,62 @@ class JobStore:
     # listing -----------------------------------------------------------------------------------------
     @_translated
     def page(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
-        """A page of jobs, newest first (queued: in queue order; running: by lease), from ``cursor``."""
+        """A page of jobs, newest first (queued: in queue order), from ``cursor``; no cursor on the last page.
+
+        Entries whose record has expired (a fast job's, after an hour) are skipped, and dropped from the
+        indexes, so a page is full while jobs remain.
+        """
         after = _decode_cursor(cursor)
+        if state == JobState.RUNNING:
+            return self._running_page(limit, after)
         if state is None:
-            sources = [(f"{self.prefix}:all", True)]
+            sources, indexes = [(f"{self.prefix}:all", True)], True
         elif state == JobState.QUEUED:
-            sources = [(self.queue_key(q), False) for q in QUEUES]
-        elif state == JobState.RUNNING:
-            sources = [(self.leases_key, False)]
+            sources, indexes = [(self.queue_key(q), False) for q in QUEUES], False
         else:
-            sources = [(f"{self.prefix}:st:{state.value}", True)]
-        entries = self._page_entries(sources, after, limit)
-        ids = [member.split("|", 1)[0] for member, _ in entries]
-        records = self.get_many(ids)
-        jobs = [r for r in records if r is not None and (state is None or r.state == state)]
-        next_cursor = None
-        if len(entries) == limit:
-            last_member, last_score = entries[-1]
-            next_cursor = _encode_cursor(last_score, last_member)
-        return Page(jobs=jobs, cursor=next_cursor)
+            sources, indexes = [(f"{self.prefix}:st:{state.value}", True)], True
+        jobs: list[JobRecord] = []
+        more = False
+        for round_ in range(_PAGE_ROUNDS):  # (a page that meets more expired entries than that ends short)
+            asked = (limit - len(jobs) if round_ == 0 else max(limit - len(jobs), 64)) + 1
+            batch = self._page_entries(sources, after, asked)
+            records = self.get_many(member.split("|", 1)[0] for member, _ in batch)
+            gone = []
+            consumed = 0
+            for (member, score), record in zip(batch, records, strict=True):
+                if len(jobs) == limit:
+                    break
+                consumed += 1
+                after = (score, member)
+                if record is None:
+                    gone.append(member)
+                elif state is None or record.state == state:
+                    jobs.append(record)
+            if gone and indexes:
+                self._drop_from_indexes(gone)
+            more = consumed < len(batch) or len(batch) == asked
+            if not more or len(jobs) == limit:
+                break
+        return Page(jobs=jobs, cursor=_encode_cursor(*after) if more and after is not None else None)
+
+    def _running_page(self, limit: int, after: tuple[float, str] | None) -> Page:
+        """Running jobs, newest first: the leases (as many as the workers' slots) ordered by submit time, which,
+        unlike a lease's deadline, does not move between two pages."""
+        ids = [member.split("|", 1)[0] for member in self.redis.zrange(self.leases_key, 0, -1)]
+        submitted = self.redis.zmscore(f"{self.prefix}:all", ids) if ids else []
+        entries = sorted(((score or 0.0, job_id) for job_id, score in zip(ids, submitted, strict=True)), reverse=True)
+        if after is not None:
+            entries = [e for e in entries if e < after]
+        records = self.get_many(job_id for _, job_id in entries[:limit])
+        jobs = [r for r in records if r is not None and r.state == JobState.RUNNING]
+        more = len(entries) > limit
+        return Page(jobs=jobs, cursor=_encode_cursor(*entries[limit - 1]) if more else None)
+
+    def _drop_from_indexes(self, job_ids: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
+            pipe.zrem(key, *job_ids)
+        pipe.execute()
 
     @_translated
     def task_entries(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
@@ -599,6 +637,8 @@ def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         score, member = json.loads(base64.urlsafe_b64decode(padded))
-        return float(score), str(member)
+        if not math.isfinite(score := float(score)):
+            raise ValueError("not a finite score")
+        return score, str(member)
     except (ValueError, TypeError) as exc:
         raise InvalidJob("cursor is not one this API returned", field="cursor") from exc

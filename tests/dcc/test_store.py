@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from dcc.errors import InvalidJob
 from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
 from dcc.store import JobStore, connect
 
@@ -239,6 +240,44 @@ def test_listing_pages_by_cursor_newest_first_and_by_state(store: JobStore) -> N
     assert sorted(j.id for j in failed.jobs) == ["l00", "l01", "l02"] and failed.cursor is None
     queued = store.page(state=JobState.QUEUED, limit=100, cursor=None)
     assert [j.id for j in queued.jobs][:2] == ["l03", "l04"] and len(queued.jobs) == 22
+
+
+def test_running_jobs_page_newest_first_and_a_renewal_between_pages_repeats_none(store: JobStore) -> None:
+    for i in range(5):
+        make(store, f"r{i}", at=2000.0 + i)
+    claims = [store.claim("cpu", "w") for _ in range(5)]
+    first = store.page(state=JobState.RUNNING, limit=2, cursor=None)
+    store.renew([(c.job.id, c.attempt) for c in reversed(claims)])  # the leases' deadlines move, in a new order
+    store.clock = lambda: time.time() + 60  # (later deadlines for the ones renewed now)
+    store.renew([(claims[0].job.id, 1)])
+    seen = [j.id for j in first.jobs]
+    cursor = first.cursor
+    while cursor is not None:
+        page = store.page(state=JobState.RUNNING, limit=2, cursor=cursor)
+        seen += [j.id for j in page.jobs]
+        cursor = page.cursor
+    assert seen == ["r4", "r3", "r2", "r1", "r0"]
+
+
+def test_a_listing_skips_jobs_whose_record_expired_and_ends_without_a_cursor(store: JobStore) -> None:
+    for i in range(12):
+        make(store, f"e{i:02d}", at=3000.0 + i)
+    for i in range(2, 11):  # nine of them expired (fast jobs' records go after an hour; the index keeps them longer)
+        store.redis.delete(store.job_key(f"e{i:02d}"))
+    page = store.page(state=None, limit=2, cursor=None)
+    assert [j.id for j in page.jobs] == ["e11", "e01"] and page.cursor is not None
+    last = store.page(state=None, limit=1, cursor=page.cursor)
+    assert [j.id for j in last.jobs] == ["e00"] and last.cursor is None  # (a page that fills exactly is the last)
+    assert store.redis.zcard(f"{store.prefix}:all") == 3  # the expired ones left the index
+
+
+def test_a_cursor_that_is_not_a_finite_score_is_refused(store: JobStore) -> None:
+    import base64
+
+    for score in ("NaN", "Infinity", "1e400"):
+        forged = base64.urlsafe_b64encode(f'[{score}, "x"]'.encode()).decode()
+        with pytest.raises(InvalidJob, match="cursor is not one this API returned"):
+            store.page(state=None, limit=5, cursor=forged)
 
 
 def test_every_key_shares_one_hash_tag(store: JobStore) -> None:
