@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket
 from dcc.bootstrap import build_service
 from dcc.errors import DccError, ObjectNotFound, StorageError, StoreUnavailable
 from dcc.local_storage import FileLinks, LocalStorage
+from dcc.service import keep_results
 from dcc.settings import Settings
 from worker_agent.files import DirInUse, hold_dir
 
@@ -263,6 +264,7 @@ class LocalDcc:
                 changed = self.service.store.reap()
                 if changed:
                     log.info("reaper: %s", changed)
+                    keep_results(self.service.store, self.service.storage, changed)
             except StoreUnavailable as exc:
                 log.warning("reaper: %s", exc)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from dcc.store import JobStore, Page
 
 URL_CHECK = Callable[[str], None]
 _JOB_ID = re.compile(JOB_ID_PATTERN)
+log = logging.getLogger(__name__)
 
 
 def result_key(job_id: str) -> str:
@@ -56,6 +58,27 @@ def result_document(record: JobRecord) -> dict[str, Any]:
         doc["taskLog"] = record.task_log
         doc["taskHistory"] = record.task_history
     return doc
+
+
+def keep_results(store: JobStore, storage: Storage, changed: Mapping[str, JobState]) -> None:
+    """Write ``result.json`` for standard jobs that ended with no worker to write it (cancelled while queued,
+    ended by the reaper), so they are served by id after their record expires, as every other finished job is."""
+    ended = [job_id for job_id, state in changed.items() if state.terminal]
+    if not ended:
+        return
+    try:
+        records = store.get_many(ended)
+    except StoreUnavailable:
+        records = []
+    for record in records:
+        if record is None or record.spec.fast or not record.state.terminal:
+            continue
+        try:
+            if not storage.exists(result_key(record.id)):  # (a worker's, or this one's from an earlier call)
+                storage.put_bytes(result_key(record.id), json.dumps(result_document(record)).encode(),
+                                  content_type="application/json")
+        except StorageError:
+            log.warning("could not write the result of %s", record.id, exc_info=True)
 
 
 def record_from_result(doc: dict[str, Any]) -> JobRecord:
@@ -296,8 +319,10 @@ class JobService:
         """Cancel a queued job now; ask for a running one to be killed; leave a finished one as it is."""
         check_job_id(job_id)
         state = self.store.cancel(job_id)
-        if state == JobState.CANCELLED and self.notify is not None:
-            self.notify(job_id)
+        if state == JobState.CANCELLED:  # (cancelled while queued: no worker writes its result)
+            keep_results(self.store, self.storage, {job_id: state})
+            if self.notify is not None:
+                self.notify(job_id)
         return self.get(job_id)  # (None: a finished job whose record expired, or 404)
 
     def result(self, job_id: str) -> dict[str, Any]:

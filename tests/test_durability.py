@@ -108,6 +108,20 @@ def test_expired_record_is_served_from_result_json(redis_url: str, tmp_path: Pat
         assert reply.status_code == 200 and reply.json()["state"] == "succeeded"
 
 
+def test_a_job_cancelled_while_queued_is_served_from_result_json_too(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), retention_seconds=1,
+                        disable_worker=True)  # (nothing runs: the job stays queued)
+    with serve_local(tmp_path / "local", settings) as (local, client):
+        job = client.post("/v1/jobs", json={"id": "never-ran", "image": "dcc-busybox:latest"}).json()
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
+        deadline = time.monotonic() + 10
+        while local.service.store.get("never-ran") is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert local.service.store.get("never-ran") is None  # the Redis record expired
+        again = client.get("/v1/jobs/never-ran")
+        assert again.status_code == 200 and again.json()["state"] == "cancelled"
+
+
 def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, test_image: str, moto_s3: str) -> None:
     settings = Settings(redis_url=redis_url, storage_url="s3://dcc-data/env1")
     with serve_local(tmp_path / "local", settings, workers=1) as (_, client):

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dcc.bootstrap import build_store
+from dcc.bootstrap import build_storage, build_store
 from dcc.drain import DrainMarks
 from dcc.jobs import JobState
 from dcc.scaling import (
@@ -37,7 +37,9 @@ from dcc.scaling import (
     Undrain,
     plan,
 )
+from dcc.service import keep_results
 from dcc.settings import Settings
+from dcc.storage import Storage
 from dcc.store import JobStore
 
 logger = Logger(service="dcc-scaler")
@@ -187,10 +189,12 @@ def _draining_after(state: GroupState, done: list[Action]) -> list[str]:
 
 
 def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, str],
-             now: float | None = None, notify: Callable[[str], object] | None = None) -> dict[str, list[Action]]:
+             now: float | None = None, notify: Callable[[str], object] | None = None,
+             storage: Storage | None = None) -> dict[str, list[Action]]:
     """One scaler pass over ``groups`` (queue → group name); returns the actions that took effect per queue.
 
-    ``notify`` is called with each job id whose state the pass changed (WebSocket pushes on AWS).
+    ``notify`` is called with each job id whose state the pass changed (WebSocket pushes on AWS); the jobs it
+    ended get their ``result.json`` in ``storage``.
     """
     now = time.time() if now is None else now
     marks = DrainMarks(store.redis, prefix=store.prefix)
@@ -223,6 +227,8 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
                            value=sum(1 for i in state.instances if i.in_service))
         metrics.add_metric(name=f"{queue}Draining", unit=MetricUnit.Count, value=len(draining))
         taken[queue] = done
+    if storage is not None:
+        keep_results(store, storage, reaped)
     for job_id in reaped:
         if notify is None:
             break
@@ -234,15 +240,17 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
 
 
 _store: JobStore | None = None
+_storage: Storage | None = None
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The scheduled entry point."""
-    global _store
-    if _store is None:
-        _store = build_store(Settings.from_env())
+    global _store, _storage
+    if _store is None or _storage is None:
+        settings = Settings.from_env()
+        _store, _storage = build_store(settings), build_storage(settings.storage_url)
     groups = {queue: os.environ[env] for queue, env in GROUP_ENV.items() if os.environ.get(env)}
     notify = None
     endpoint = os.environ.get("DCC_WEBSOCKET_ENDPOINT")
@@ -251,5 +259,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
         notify = WebsocketPusher(_store, boto3.client("apigatewaymanagementapi", endpoint_url=endpoint)).push
     taken = run_once(store=_store, autoscaling=boto3.client("autoscaling"), ec2=boto3.client("ec2"), groups=groups,
-                     notify=notify)
+                     notify=notify, storage=_storage)
     return {queue: [repr(a) for a in actions] for queue, actions in taken.items()}

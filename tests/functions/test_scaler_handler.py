@@ -15,7 +15,9 @@ from moto import mock_aws
 
 from dcc.drain import DrainMarks
 from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
+from dcc.local_storage import LocalStorage
 from dcc.scaling import Drain, Protect, SetDesired, TerminateIdle, TerminateUnhealthy, Undrain
+from dcc.service import result_key
 from dcc.store import JobStore, connect
 from functions.scaler import handler
 from functions.scaler.handler import config_for, last_down_key, run_once, worker_slots
@@ -122,6 +124,20 @@ def test_unhealthy_worker_is_replaced_and_its_jobs_requeued(aws: tuple[Any, Any]
     ids = {i["InstanceId"] for i in group["Instances"]}
     assert sick not in ids and fine in ids
     assert group["DesiredCapacity"] == 2                     # not decremented: the group replaces it
+
+
+def test_a_job_the_pass_ends_gets_its_result_json(aws: tuple[Any, Any], store: JobStore, tmp_path: Any) -> None:
+    autoscaling, ec2 = aws
+    sick, _ = instance_ids(autoscaling, "cpu-group")
+    queue_jobs(store, 1)
+    store.max_attempts = 1  # its one attempt is lost with the worker: it ends in error
+    job_id = claim(store, sick).job.id
+    beat(store, sick, health="UNHEALTHY:docker unreachable", running=job_id)
+    storage = LocalStorage(tmp_path)
+    run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS, storage=storage)
+    assert state_of(store, job_id) == JobState.ERROR
+    stored = json.loads(storage.get_bytes(result_key(job_id)))  # served by id after the record expires
+    assert (stored["state"], stored["error"]["code"]) == ("error", "worker_lost")
 
 
 def test_a_silent_worker_is_replaced_only_after_the_grace_period(aws: tuple[Any, Any], store: JobStore,
