@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -37,6 +38,9 @@ from worker_agent.files import DirInUse, hold_dir
 
 log = logging.getLogger("dcc.local")
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+REQUEST_THREADS = 1000
+"""Requests resolved at once, each in a thread: one waiting on a job (a long-poll, a fast job) keeps its thread
+while the others go on (Starlette's default pool, 40 threads, froze the API once 40 requests waited)."""
 FILE_LINKS = FileLinks("/_files")
 """Output downloads redirect here (as S3's presigned URLs do on AWS): streamed from disk, not through the API."""
 
@@ -79,6 +83,8 @@ def build_app() -> Starlette:
     """The ASGI app that serves the API through ``functions.api.handler.lambda_handler``."""
     from functions.api.handler import resolve_serially
 
+    threads: list[anyio.CapacityLimiter] = []  # (made in the event loop, on the first request)
+
     async def proxy(request: Request) -> Response:
         event = proxy_event(
             # as API Gateway REST APIs do, pass the path still percent-encoded (the handler decodes it once)
@@ -86,7 +92,9 @@ def build_app() -> Starlette:
             headers=dict(request.headers), body=await request.body(),
             source_ip=request.client.host if request.client else "127.0.0.1",
         )
-        reply = await run_in_threadpool(resolve_serially, event)
+        if not threads:
+            threads.append(anyio.CapacityLimiter(REQUEST_THREADS))
+        reply = await anyio.to_thread.run_sync(resolve_serially, event, limiter=threads[0])
         body = reply.get("body") or ""
         data = base64.b64decode(body) if reply.get("isBase64Encoded") else body.encode()
         headers = {k: v for k, v in (reply.get("headers") or {}).items()}

@@ -425,6 +425,29 @@ def test_requests_at_once_are_each_answered_right(api: tuple[LocalDcc, httpx.Cli
     assert waiting.result(timeout=30).json()["state"] == "cancelled"
 
 
+def test_many_requests_waiting_on_jobs_leave_the_api_free(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    local, client = api
+    parked = submit(client, {"image": test_image, "parameters": {"gpu": 1}})  # (queued on gpu: nothing runs it)
+    store = local.service.store
+
+    def long_poll(_: int) -> int:
+        with httpx.Client(base_url=client.base_url, timeout=60) as own:
+            return own.get(f"/v1/jobs/{parked['id']}/wait", params={"timeout": 15}).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        polls = [pool.submit(long_poll, n) for n in range(60)]  # more than Starlette's default pool of 40 threads
+        deadline = time.monotonic() + 10  # until each poll waits on the job's events (40 at most, before)
+        while store.redis.pubsub_numsub(store.events_channel(parked["id"]))[0][1] < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/healthz").status_code == 200
+        assert client.get(f"/v1/jobs/{parked['id']}").json()["state"] == "queued"
+        assert not any(p.done() for p in polls)  # answered while every long-poll still waits
+        client.post(f"/v1/jobs/{parked['id']}/cancel")
+        assert [p.result(timeout=30) for p in polls] == [200] * 60
+
+
 def test_output_paths_are_decoded_once(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
     _, client = api
     job = submit(client, {"image": test_image, "command": [
