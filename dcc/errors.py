@@ -64,8 +64,10 @@ class JobSystemError(DccError):
     may succeed (a missing image will not; a storage hiccup may).
     """
 
-    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool, machine: bool | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.machine = retryable if machine is None else machine
+        """Whether it may be the worker's own fault, and so counts against its health (by default, if retryable)."""

@@ -138,7 +138,8 @@ def fetch_url(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_pr
 
 
 def _failed(message: str, *, retryable: bool) -> JobSystemError:
-    return JobSystemError("input_fetch_failed", message, retryable=retryable)
+    # retried where another try may work, but never counted against the worker: the job named the server
+    return JobSystemError("input_fetch_failed", message, retryable=retryable, machine=False)
 
 
 def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int, progress: Progress | None) -> int:

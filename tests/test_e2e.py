@@ -119,14 +119,21 @@ def test_cancel_queued_and_running(settings: Settings, tmp_path: Path, test_imag
         assert client.get(f"/v1/jobs/{queued['id']}").json()["state"] == "cancelled"
 
 
-def test_missing_image_is_a_system_error(api: tuple[LocalDcc, httpx.Client]) -> None:
+def test_missing_image_is_a_system_error_but_not_the_workers(api: tuple[LocalDcc, httpx.Client],
+                                                              test_image: str) -> None:
     _, client = api
-    job = submit(client, {"image": "dcc-no-such-image:404", "command": ["true"]})
-    # no registry answers here: a pull that fails on the network is retried (3 attempts), each waiting on DNS
-    done = wait_done(client, job["id"], timeout=240)
-    assert done["state"] == "error"
-    assert done["error"]["code"] in ("image_not_found", "image_pull_failed")
-    assert done["error"]["message"]
+    jobs = [submit(client, {"image": image, "command": ["true"]})
+            for image in ("dcc-no-such-image:404", "nonexistent.invalid/dcc:1")]
+    for job in jobs:
+        # no registry answers here: a pull that fails on the network is retried (3 attempts), each waiting on DNS
+        done = wait_done(client, job["id"], timeout=240)
+        assert done["state"] == "error"
+        assert done["error"]["code"] in ("image_not_found", "image_pull_failed")
+        assert done["error"]["message"]
+    # six failed pulls in a row, more than the system errors that make a worker unhealthy: not its fault
+    assert all(w["health"] == "HEALTHY" for w in client.get("/v1/workers").json()["workers"])
+    ok = submit(client, {"image": test_image, "command": ["true"]})
+    assert wait_done(client, ok["id"])["state"] == "succeeded"
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../x", "x/", "./x", "a\nb", "a\\b", ".dcc-tmp-x",

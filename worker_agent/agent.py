@@ -511,7 +511,7 @@ class Worker:
         return outcome
 
     def _system_failure(self, claim: Claim, exc: JobSystemError) -> Outcome:
-        if exc.retryable:  # (one that no retry can mend, a missing image or a refused container, is the job's)
+        if exc.machine:  # (one that no retry can mend, a missing image or a refused container, is the job's)
             self._system_errors += 1
             self._last_system_error = time.monotonic()
             if self._system_errors >= self.config.max_consecutive_system_errors:  # stop claiming now, not at the

@@ -273,8 +273,10 @@ class DockerRuntime:
             if any(hint in text for hint in _NOT_FOUND_HINTS):
                 raise JobSystemError("image_not_found", f"image {image!r} not found: {exc.explanation}",
                                      retryable=False) from exc
+            # retried (a registry may be back), but not counted against this worker: a name whose registry does not
+            # answer fails the same on every worker, and must not put them out of service for everyone's jobs
             raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc.explanation}",
-                                 retryable=True) from exc
+                                 retryable=True, machine=False) from exc
         except requests.exceptions.RequestException as exc:
             raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc}", retryable=True) from exc
 
@@ -403,6 +405,7 @@ _JOB_FAULTS = (
     "unable to start container process: exec:",  # the command: not in the image, not executable, a folder...
     "is not a directory", "container init: mkdir",  # workingDir: a file, or under a read-only folder
     "range of cpus is from",  # more CPUs than the workers of this class have
+    "are you trying to mount a directory onto a file",  # a TES input, volume or output path where the image has a file
 )
 """What the engine says (with a 400, or a 500 for some of these) when the job itself cannot run: no other attempt
 would do better. Other errors (an unknown runtime, a GPU hook that fails) may be the machine's."""

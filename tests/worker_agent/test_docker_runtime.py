@@ -12,7 +12,7 @@ import pytest
 
 from dcc.errors import JobSystemError
 from worker_agent.docker_runtime import LOG_FILES, MIN_LOG_BYTES, DockerRuntime
-from worker_agent.runtime import ContainerJob
+from worker_agent.runtime import BindMount, ContainerJob
 
 pytestmark = pytest.mark.docker
 
@@ -157,6 +157,16 @@ def test_missing_image_is_a_system_error(runtime: DockerRuntime, tmp_path: Path)
     # no registry answers here: the pull fails either as "not found" or as a network failure
     assert info.value.code in ("image_not_found", "image_pull_failed")
     assert info.value.retryable == (info.value.code == "image_pull_failed")
+    assert not info.value.machine  # the job named the image: no fault of the worker's
+
+
+def test_a_folder_mounted_where_the_image_has_a_file_is_the_jobs_fault(runtime: DockerRuntime, test_image: str,
+                                                                       tmp_path: Path) -> None:
+    (tmp_path / "vol").mkdir()
+    spec = job(tmp_path, test_image, ["true"], mounts=(BindMount(tmp_path / "vol", "/bin/sh", read_only=False),))
+    with pytest.raises(JobSystemError) as info:
+        run(runtime, spec, tmp_path)
+    assert (info.value.code, info.value.retryable, info.value.machine) == ("container_refused", False, False)
 
 
 def test_containers_are_hardened(runtime: DockerRuntime, docker_client: docker.DockerClient, test_image: str,
