@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -165,6 +166,47 @@ def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
 MAX_META_DEPTH = 64
 
 
+MAX_ARG_BYTES = 131_071
+"""The longest argument or ``NAME=value`` string a process can be started with (the kernel's MAX_ARG_STRLEN, 128 KiB
+with its NUL): a longer one fails the exec, so it is refused at submit."""
+MAX_EXEC_BYTES = 2_031_616
+"""What a job's command and env may take together, each string with its NUL and pointer: the kernel's ARG_MAX under
+Docker's default 8 MiB stack (2 MiB), less 64 KiB for what the image's entry point and Docker add."""
+
+
+def check_exec_size(command: list[str] | None, env: dict[str, str]) -> None:
+    """Raise ValueError if the command and env cannot be passed to a process (see ``MAX_ARG_BYTES``)."""
+    total = 0
+    for i, arg in enumerate(command or ()):
+        if (size := len(arg.encode())) > MAX_ARG_BYTES:
+            raise ValueError(f"command[{i}] is {size} bytes: a process argument may have at most {MAX_ARG_BYTES} "
+                             "(pass long data as an input file)")
+        total += size + 9
+    for name, value in env.items():
+        if (size := len(name.encode()) + 1 + len(value.encode())) > MAX_ARG_BYTES:
+            raise ValueError(f"env {name!r} is {size} bytes with its name: a variable may have at most "
+                             f"{MAX_ARG_BYTES} (pass long data as an input file)")
+        total += size + 9
+    if total > MAX_EXEC_BYTES:
+        raise ValueError(f"command and env take {total} bytes together: a process can be given at most "
+                         f"{MAX_EXEC_BYTES} (pass long data as an input file)")
+
+
+def find_non_finite(value: Any, where: str = "") -> str | None:
+    """The first number in ``value`` (nested lists and dicts) that is NaN or infinite, as ``"<where> ..."``: JSON
+    has no such numbers, so a record holding one could not be returned as JSON."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{at or 'value'} is {item}: JSON numbers are finite"
+        if isinstance(item, dict):
+            stack.extend((child, f"{at}.{key}".lstrip(".")) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}[{i}]") for i, child in enumerate(item))
+    return None
+
+
 def _depth(value: Any) -> int:
     """How deeply lists and dicts nest in ``value`` (0 for a scalar), without recursing."""
     deepest, stack = 0, [(value, 0)]
@@ -303,10 +345,12 @@ class JobSpec(BaseModel):
         # what reaches Docker may not hold a NUL; meta is only stored, as JSON
         found = find_invalid_text({"image": self.image, "command": self.command, "env": self.env,
                                    "workingDir": self.workingDir}, nul=False) or find_invalid_text(self.meta, "meta")
+        found = found or find_non_finite(self.meta, "meta")
         for i, item in enumerate(self.inputs):
             found = found or find_invalid_text(item.value, f"inputs[{i}].value")
         if found:
             raise ValueError(found)
+        check_exec_size(self.command, self.env)
         return self
 
     @field_validator("env")
@@ -488,6 +532,10 @@ class JobRecord:
             out["keepOutputs"] = self.spec.keepOutputs
         if self.inline_outputs is not None:
             out["outputFiles"] = self.inline_outputs
+        if self.spec.fast and self.state.terminal:  # (one that never ran, cancelled or refused, has them too)
+            out.setdefault("stdout", "")
+            out.setdefault("stderr", "")
+            out.setdefault("outputFiles", {})
         return out
 
 

@@ -266,6 +266,7 @@ class Worker:
                 self._outgoing[claim.job.id, earlier.claim.attempt] = earlier
             ending = earlier.ended if earlier is not None else self._ending.get(claim.job.id)
             self._running[claim.job.id] = entry
+            self._idle_since = None
         self._notify(claim.job.id)
         t = threading.Thread(target=self._run_job, args=(claim, entry, earlier, ending),
                              name=f"dcc-job-{claim.job.id}", daemon=True)
@@ -308,6 +309,8 @@ class Worker:
                 if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
                 self._outgoing.pop((job.id, claim.attempt), None)
+                if not self._running and not self._outgoing:  # idle from now, however soon the next heartbeat
+                    self._idle_since = time.time()
                 self._ending[job.id] = entry.ended
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir, entry.ended))

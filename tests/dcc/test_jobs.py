@@ -53,6 +53,12 @@ def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
         ({"image": "x@sha256:12"}, "image", "not an image reference"),
         ({"image": "a" * 256}, "image", "longer than 255"),
         ({"parameters": {"cpus": float("nan")}}, "cpus", "finite number"),
+        # what JSON cannot give back, or a process cannot be started with
+        ({"meta": {"e": float("inf")}}, "meta.e", "JSON numbers are finite"),
+        ({"meta": [1, {"x": float("nan")}]}, "meta[1].x", "JSON numbers are finite"),
+        ({"command": ["sh", "x" * 131_072]}, "command[1]", "at most 131071"),
+        ({"env": {"BIG": "x" * 131_068}}, "env 'BIG'", "at most 131071"),
+        ({"env": {f"V{i}": "x" * 100_000 for i in range(21)}}, "command and env", "at most 2031616"),
     ],
 )
 def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) -> None:
@@ -83,3 +89,13 @@ def test_inline_size_counts_decoded_bytes() -> None:
         {"name": "a", "value": "aGVsbG8=", "encoding": "base64"}, {"name": "b", "value": "héllo"},
         {"name": "c", "value": "s3://bucket/key", "source": "url"}]})
     assert spec.inline_bytes() == 5 + 6
+
+
+def test_a_fast_job_that_ended_without_running_still_has_its_outputs_in_the_reply() -> None:
+    from dcc.jobs import JobRecord
+
+    spec = JobSpec(image="busybox", fast=True)
+    ended = JobRecord(id="f", spec=spec, state=JobState.CANCELLED, queue="cpu", submitted_at=1.0).view()
+    assert (ended["stdout"], ended["stderr"], ended["outputFiles"]) == ("", "", {})
+    queued = JobRecord(id="f", spec=spec, state=JobState.QUEUED, queue="cpu", submitted_at=1.0).view()
+    assert "stdout" not in queued and "outputFiles" not in queued  # (not before it ends)

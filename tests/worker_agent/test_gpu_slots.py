@@ -338,3 +338,20 @@ def test_a_stopping_worker_renews_the_leases_of_the_jobs_it_lets_finish_at_its_u
         worker.stop(grace=0)
     assert service.get(job_id).state is JobState.SUCCEEDED
     assert 1 <= store.renewals - before <= 8, store.renewals - before
+
+
+def test_idle_since_is_when_the_last_job_ended_however_short_it_was(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    service, worker = run_worker(settings, tmp_path, RecordingRuntime(0.05), slots={"cpu": 1}, heartbeat_seconds=1)
+    worker.start()
+    try:
+        until(lambda: service.workers())
+        before = float(service.workers()[0]["idleSince"])
+        job_id = service.submit(JobSpec(image="x"))[0].id
+        wait_all(service, [job_id])  # (it ran between two heartbeats)
+        ended = service.get(job_id).finished_at
+        assert ended is not None
+        until(lambda: float(service.workers()[0]["idleSince"]) != before)
+        assert float(service.workers()[0]["idleSince"]) >= ended - 0.5
+    finally:
+        worker.stop(grace=5)
