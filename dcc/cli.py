@@ -388,12 +388,12 @@ def outputs(
     if view.get("outputsTruncated"):
         _stderr().print(Text("warning: the job's outputs went past its limits: some were left out or cut short",
                              style="yellow"))
+    if not is_terminal(view):
+        raise CliError(f"job {job_id} is {view.get('state')}; its outputs are stored when it ends")
     if to is None:
         for path in paths:
             typer.echo(path)
         return
-    if not is_terminal(view):
-        raise CliError(f"job {job_id} is {view.get('state')}; its outputs are stored when it ends")
     try:
         to.expanduser().mkdir(parents=True, exist_ok=True)
         root = to.expanduser().resolve()

@@ -122,6 +122,9 @@ class DccClient:
             raise DccClientError(f"{base_url!r} is not a valid URL: {exc}") from exc
         if url.scheme not in ("http", "https") or not url.host:
             raise DccClientError(f"{base_url!r} is not an http(s) URL")
+        if url.query or url.fragment or "?" in base_url or "#" in base_url:  # (paths would be added after them)
+            raise DccClientError(f"{base_url!r} is not a base URL: give http(s)://host[:port][/stage], with no "
+                                 "query or fragment")
         self.base_url = base_url.rstrip("/")
         self.transport = transport  # an injected transport (tests) has no websocket: wait long-polls then
         self.timeout = timeout

@@ -324,6 +324,15 @@ def test_outputs_without_to_lists_the_paths(api: FakeApi) -> None:
     assert "left out or cut short" in res.stderr
 
 
+def test_outputs_of_a_job_that_has_not_ended_says_so(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="running")})
+
+    res = run(api, "outputs", "job-1")
+
+    assert res.exit_code == 1 and res.stdout == ""
+    assert "job job-1 is running; its outputs are stored when it ends" in res.stderr
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -389,7 +398,8 @@ def test_error_bodies_become_one_line(api: FakeApi, reply: dict[str, Any], messa
     assert res.stderr == message + "\n"
 
 
-@pytest.mark.parametrize("url", ["localhost:8000", "ftp://dcc.test", "http://[::1"])
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://dcc.test", "http://[::1", "http://dcc.test:8000?x=1",
+                                 "http://dcc.test/#top"])
 def test_a_bad_api_url_is_refused(url: str) -> None:
     res = CliRunner().invoke(app, ["--api", url, "queues"], catch_exceptions=False)
 
