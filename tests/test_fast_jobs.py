@@ -99,7 +99,8 @@ def test_stats_endpoint(api: tuple[LocalDcc, httpx.Client], test_image: str) -> 
 
 def test_smoke_paths(settings: Settings, tmp_path: Path, test_image: str) -> None:
     with serve_local(tmp_path / "local", settings.with_(smoke_image=test_image), workers=1) as (local, client):
-        assert client.get("/test/cpu").json()["stdout"] == "ok\n"
+        smoke = client.get("/test/cpu")
+        assert smoke.status_code == 200 and smoke.json()["stdout"] == "ok\n"
         ids = client.get("/test/cpu/3/0").json()["ids"]
         assert len(ids) == 3 and all(wait_done(client, i)["state"] == "succeeded" for i in ids)
         assert client.get("/test/gpu/2/1").json()["ids"] and client.get("/v1/queues").json()["queues"]["gpu"] == 2
@@ -112,6 +113,8 @@ def test_smoke_paths(settings: Settings, tmp_path: Path, test_image: str) -> Non
     with serve_local(tmp_path / "local2", broken, workers=1) as (_, client):
         health = client.get("/test")
         assert health.status_code == 503 and "error" in health.json()["reason"]
+        smoke = client.get("/test/cpu")  # (its job ended in error: a monitor sees it in the status)
+        assert smoke.status_code == 503 and smoke.json()["state"] == "error"
 
 
 def test_a_reply_of_a_log_cut_at_the_limit_shows_its_end(settings: Settings, tmp_path: Path,

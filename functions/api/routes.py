@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from dcc.jobs import JobSpec, JobState
+from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.service import JobService
 
 router = APIGatewayRouter()
@@ -112,14 +112,20 @@ def healthz() -> dict[str, Any]:
 
 
 # The seed's smoke paths ------------------------------------------------------------------------------
-@router.get("/test/cpu", summary="Run one small CPU job and return its result")
-def smoke_cpu() -> dict[str, Any]:
-    return service().smoke(gpu=False).view()
+@router.get("/test/cpu", summary="Run one small CPU job and return it: 200 if it succeeded, else 503 (202: running)")
+def smoke_cpu() -> Response[Any]:
+    return _smoke_reply(service().smoke(gpu=False))
 
 
-@router.get("/test/gpu", summary="Run one small GPU job and return its result")
-def smoke_gpu() -> dict[str, Any]:
-    return service().smoke(gpu=True).view()
+@router.get("/test/gpu", summary="Run one small GPU job and return it: 200 if it succeeded, else 503 (202: running)")
+def smoke_gpu() -> Response[Any]:
+    return _smoke_reply(service().smoke(gpu=True))
+
+
+def _smoke_reply(job: JobRecord) -> Response[Any]:
+    """The smoke job, with a status a monitor can read: it succeeded, it failed, or it still runs."""
+    status = 200 if job.state == JobState.SUCCEEDED else 503 if job.state.terminal else 202
+    return _json(status, job.view())
 
 
 @router.get("/test/<kind>/<count>/<seconds>", summary="Queue COUNT jobs of KIND (cpu|gpu) sleeping SECONDS")
