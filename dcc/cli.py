@@ -211,6 +211,17 @@ def job_exit_code(view: dict[str, Any]) -> int:
     return 1
 
 
+def _run_time(view: dict[str, Any]) -> str:
+    """The run time of a job that ended; for a running one, the time since a worker claimed it, so far."""
+    timings = view.get("timings") or {}
+    if isinstance(run := timings.get("runTime"), int | float):
+        return f"{run:.2f} s"
+    claimed = timings.get("claimed")
+    if view.get("state") == "running" and isinstance(claimed, int | float):
+        return f"{max(0.0, time.time() - claimed):.0f} s so far (since claimed)"
+    return ""
+
+
 def _when(ts: Any, *, short: bool = False) -> str:
     if not isinstance(ts, int | float):
         return ""
@@ -319,9 +330,10 @@ def status(
         ("outputs", f"{len(view.get('outputs') or [])} file(s)" + (" (truncated)" if view.get("outputsTruncated")
                                                                     else "")),
         ("submitted", _when(timings.get("submitted"))),
+        ("claimed", _when(timings.get("claimed"))),
         ("finished", _when(timings.get("finished"))),
         ("queue wait", "" if timings.get("queueWait") is None else f"{timings['queueWait']:.2f} s"),
-        ("run time", "" if timings.get("runTime") is None else f"{timings['runTime']:.2f} s"),
+        ("run time", _run_time(view)),
     ]
     if view.get("cancelRequested"):
         rows.append(("cancel", "requested"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,18 @@ def test_status_json_prints_the_view(api: FakeApi) -> None:
     assert table.exit_code == 0
     rows = [line.split() for line in table.stdout.splitlines()]
     assert ["state", "failed"] in rows and ["exit", "code", "2"] in rows
+
+
+def test_status_of_a_running_job_shows_its_time_so_far(api: FakeApi) -> None:
+    claimed = time.time() - 90
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(
+        state="running", timings={"submitted": claimed - 5, "claimed": claimed, "started": None, "exited": None,
+                                  "finished": None, "queueWait": 5.0, "runTime": None})})
+
+    rows = {line.split()[0]: line for line in run(api, "status", "job-1").stdout.splitlines()}
+
+    assert rows["run"].split()[2:] in (["90", "s", "so", "far", "(since", "claimed)"],
+                                       ["91", "s", "so", "far", "(since", "claimed)"])
 
 
 def test_list_all_follows_the_cursors(api: FakeApi) -> None:
