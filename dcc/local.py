@@ -41,6 +41,8 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 REQUEST_THREADS = 1000
 """Requests resolved at once, each in a thread: one waiting on a job (a long-poll, a fast job) keeps its thread
 while the others go on (Starlette's default pool, 40 threads, froze the API once 40 requests waited)."""
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""The largest request body, as on AWS, where API Gateway refuses a larger one."""
 FILE_LINKS = FileLinks("/_files")
 """Output downloads redirect here (as S3's presigned URLs do on AWS): streamed from disk, not through the API."""
 
@@ -86,10 +88,16 @@ def build_app() -> Starlette:
     threads: list[anyio.CapacityLimiter] = []  # (made in the event loop, on the first request)
 
     async def proxy(request: Request) -> Response:
+        received = bytearray()
+        async for chunk in request.stream():  # (not all at once: a huge body is refused as it arrives)
+            received += chunk
+            if len(received) > MAX_BODY_BYTES:
+                return JSONResponse({"error": f"the request body is larger than {MAX_BODY_BYTES} bytes, the most "
+                                              "API Gateway takes (put large data in URL inputs)"}, 413)
         event = proxy_event(
             # as API Gateway REST APIs do, pass the path still percent-encoded (the handler decodes it once)
             method=request.method, path=_raw_path(request), query=list(request.query_params.multi_items()),
-            headers=dict(request.headers), body=await request.body(),
+            headers=dict(request.headers), body=bytes(received),
             source_ip=request.client.host if request.client else "127.0.0.1",
         )
         if not threads:

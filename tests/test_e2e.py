@@ -294,10 +294,20 @@ def test_inline_inputs_past_the_limit_get_413(api: tuple[LocalDcc, httpx.Client]
     assert local.service.store.redis.keys("{dcc}:job:*") == []
 
 
+def test_a_request_body_larger_than_api_gateway_takes_gets_413(api: tuple[LocalDcc, httpx.Client]) -> None:
+    local, client = api
+    from dcc.local import MAX_BODY_BYTES
+
+    reply = client.post("/v1/jobs", content=b"{" + b" " * MAX_BODY_BYTES + b"}",
+                        headers={"content-type": "application/json"})
+    assert reply.status_code == 413 and f"larger than {MAX_BODY_BYTES} bytes" in reply.json()["error"]
+    assert local.service.store.redis.keys("{dcc}:job:*") == []
+
+
 def test_a_job_description_past_the_limit_gets_413(api: tuple[LocalDcc, httpx.Client], settings: Settings) -> None:
     local, client = api
     for body in ({"image": "x", "meta": {"blob": "m" * settings.max_spec_bytes}},
-                 {"image": "x", "command": ["echo", "c" * settings.max_spec_bytes]}):
+                 {"image": "x", "command": ["echo", *["c" * (settings.max_spec_bytes // 4)] * 5]}):
         reply = client.post("/v1/jobs", json=body)
         assert reply.status_code == 413 and "description" in reply.json()["error"], reply.text
     assert local.service.store.redis.keys("{dcc}:job:*") == []
