@@ -15,6 +15,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from dcc.jobs import MAX_OUTPUT_NAME, JobState, check_relative_path
 ENV_API_URL = "DCC_API_URL"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 USAGE_ERROR = 2
+PARALLEL_DOWNLOADS = 8
 
 ClientFactory = Callable[[str], DccClient]
 
@@ -386,6 +388,33 @@ def output_target(root: Path, path: Any) -> Path:
     return dest
 
 
+def _download_all(client: DccClient, job_id: str, targets: list[tuple[str, Path]]) -> tuple[int, list[str], list[str]]:
+    """Download each output to its target, a few at once, reporting each in order; the bytes written, and the
+    paths cut short and failed."""
+    total, cut, failed = 0, [], []
+
+    def fetch(target: tuple[str, Path]) -> tuple[int, bool] | OSError | DccApiError:
+        try:
+            return client.download_output(job_id, *target)
+        except (OSError, DccApiError) as exc:  # this file: the others are still fetched
+            return exc
+
+    with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:  # (each file costs two requests: overlap them)
+        for (path, dest), got in zip(targets, pool.map(fetch, targets), strict=True):  # (in order, as they come)
+            if isinstance(got, Exception):
+                why = f"cannot write {dest}: {got.strerror}" if isinstance(got, OSError) else f"{path}: {got}"
+                _stderr().print(Text(f"error: {why}", style="red"))
+                failed.append(path)
+                continue
+            size, truncated = got
+            total += size
+            typer.echo(str(dest))
+            if truncated:
+                cut.append(path)
+                _stderr().print(Text(f"warning: {path}: only its first {size} bytes were kept", style="yellow"))
+    return total, cut, failed
+
+
 @app.command()
 def outputs(
     ctx: typer.Context,
@@ -413,20 +442,7 @@ def outputs(
         raise CliError(f"cannot use {to}: {exc.strerror}") from None
     # every path is checked before anything is written
     targets = [(path, output_target(root, path)) for path in paths]
-    total, cut, failed = 0, [], []
-    for path, dest in targets:
-        try:
-            size, truncated = client.download_output(job_id, path, dest)
-        except (OSError, DccApiError) as exc:  # this file: the others are still fetched
-            why = f"cannot write {dest}: {exc.strerror}" if isinstance(exc, OSError) else f"{path}: {exc}"
-            _stderr().print(Text(f"error: {why}", style="red"))
-            failed.append(path)
-            continue
-        total += size
-        typer.echo(str(dest))
-        if truncated:
-            cut.append(path)
-            _stderr().print(Text(f"warning: {path}: only its first {size} bytes were kept", style="yellow"))
+    total, cut, failed = _download_all(client, job_id, targets)
     _stderr().print(f"{len(targets) - len(failed)} file(s), {total} bytes, in {root}")
     if failed:
         raise CliError(f"{len(failed)} file(s) could not be downloaded: see above")
