@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import FiniteFloat
 
 from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.service import JobService
@@ -56,7 +57,7 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 
 @router.get("/v1/jobs/<job_id>/wait", summary="Long-poll: return when the job ends, or at the timeout")
-def wait_job(job_id: str, timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0) -> dict[str, Any]:
+def wait_job(job_id: str, timeout: Annotated[FiniteFloat, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0) -> dict[str, Any]:
     return service().wait(job_id, timeout).view()
 
 
@@ -91,7 +92,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 
 
 @router.get("/v1/stats", summary="Counts by state; queue wait and run time percentiles; jobs per worker")
-def get_stats(window: Annotated[float, Query(gt=0, le=7 * 86400)] = 900.0) -> dict[str, Any]:
+def get_stats(window: Annotated[FiniteFloat, Query(gt=0, le=7 * 86400)] = 900.0) -> dict[str, Any]:
     return service().stats(window)
 
 

@@ -116,3 +116,13 @@ def test_a_body_that_is_not_json_is_a_415_in_our_shape(s3_service: Settings, con
     reply = handler.lambda_handler(ev, None)
     assert reply["statusCode"] == 415 and "application/json" in json.loads(reply["body"])["error"]
     assert handler.current_service().store.redis.keys("{dcc}:job:*") == []
+
+
+@pytest.mark.parametrize(("path", "name"), [("/v1/stats", "window"), ("/v1/jobs/x/wait", "timeout")])
+def test_a_number_that_is_not_finite_in_a_query_says_so(s3_service: Settings, path: str, name: str) -> None:
+    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": path})
+    ev["queryStringParameters"] = {name: "nan"}
+    ev["multiValueQueryStringParameters"] = {name: ["nan"]}
+    reply = handler.lambda_handler(ev, None)
+    error = json.loads(reply["body"])["error"]
+    assert reply["statusCode"] == 400 and error.startswith(f"{name}:") and "finite" in error, error
