@@ -174,6 +174,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict
                                              "application/json (curl -d sends form data unless told otherwise)"})}
     if event.get("path"):
         event = {**event, "path": unquote(event["path"])}
+    if event.get("httpMethod") == "HEAD":  # a GET without its body (curl -I, link checkers, monitors)
+        context_ = {**(event.get("requestContext") or {}), "httpMethod": "GET"}
+        reply = app.resolve({**event, "httpMethod": "GET", "requestContext": context_}, context)  # type: ignore[arg-type]
+        return {**reply, "body": "", "isBase64Encoded": False}
     return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context
 
 

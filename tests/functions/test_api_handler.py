@@ -126,3 +126,12 @@ def test_a_number_that_is_not_finite_in_a_query_says_so(s3_service: Settings, pa
     reply = handler.lambda_handler(ev, None)
     error = json.loads(reply["body"])["error"]
     assert reply["statusCode"] == 400 and error.startswith(f"{name}:") and "finite" in error, error
+
+
+def test_head_answers_as_get_without_the_body(s3_service: Settings) -> None:
+    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/healthz"})
+    ev["httpMethod"] = ev["requestContext"]["httpMethod"] = "HEAD"
+    reply = handler.lambda_handler(ev, None)
+    assert (reply["statusCode"], reply["body"]) == (200, "")
+    missing = handler.lambda_handler({**ev, "path": "/v1/jobs/nope"}, None)
+    assert (missing["statusCode"], missing["body"]) == (404, "")
