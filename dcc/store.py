@@ -355,15 +355,15 @@ class JobStore:
         return JobState(state) if state else None
 
     @_translated
-    def reap(self, *, limit: int = 1000) -> dict[str, JobState]:
+    def reap(self, *, limit: int = 1000, uptime: float | None = None) -> dict[str, JobState]:
         """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed.
 
         Nothing is taken back within a lease of Redis starting (``restart_grace_seconds``): while it was away no
         worker could renew, so a lease that lapsed meanwhile says nothing of its worker, which renews it once it
-        reconnects.
+        reconnects. ``uptime``: Redis's, if the caller just read it (else it is read here).
         """
         if self.restart_grace_seconds > 0:
-            uptime = self.uptime()
+            uptime = self.uptime() if uptime is None else uptime
             if uptime is not None and uptime < self.restart_grace_seconds:
                 return {}
         return self._reap(limit)

@@ -200,7 +200,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     marks = DrainMarks(store.redis, prefix=store.prefix)
     uptime = store.uptime()
     heartbeats_since = 0.0 if uptime is None else now - uptime
-    reaped = store.reap()
+    reaped = store.reap(uptime=uptime)
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
     workers = {w["id"]: w for w in store.workers()}

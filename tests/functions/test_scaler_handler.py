@@ -92,7 +92,10 @@ def test_a_burst_sets_desired_to_several_instances_at_once(aws: tuple[Any, Any],
         beat(store, worker, running="x")
     queue_jobs(store, 9)
     queue_jobs(store, 3, prefix="g", queue="gpu")
+    infos = store.redis.info("commandstats").get("cmdstat_info", {}).get("calls", 0)
     taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    # one INFO a pass (Redis's uptime, for the restart grace), and this one
+    assert store.redis.info("commandstats")["cmdstat_info"]["calls"] - infos == 2
     assert SetDesired("cpu-group", 5) in taken["cpu"]        # 9 queued over 2 slots each: 2 → 5 in one step
     assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 5
     assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 3   # 1 slot per GPU instance by default
