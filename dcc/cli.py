@@ -399,7 +399,8 @@ def _download_all(client: DccClient, job_id: str, targets: list[tuple[str, Path]
         except (OSError, DccApiError) as exc:  # this file: the others are still fetched
             return exc
 
-    with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:  # (each file costs two requests: overlap them)
+    pool = ThreadPoolExecutor(PARALLEL_DOWNLOADS)  # (each file costs two requests: overlap them)
+    try:
         for (path, dest), got in zip(targets, pool.map(fetch, targets), strict=True):  # (in order, as they come)
             if isinstance(got, Exception):
                 why = f"cannot write {dest}: {got.strerror}" if isinstance(got, OSError) else f"{path}: {got}"
@@ -412,6 +413,8 @@ def _download_all(client: DccClient, job_id: str, targets: list[tuple[str, Path]
             if truncated:
                 cut.append(path)
                 _stderr().print(Text(f"warning: {path}: only its first {size} bytes were kept", style="yellow"))
+    finally:  # (Ctrl-C, or the API gone: the files not started are not fetched)
+        pool.shutdown(wait=False, cancel_futures=True)
     return total, cut, failed
 
 

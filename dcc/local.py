@@ -280,7 +280,8 @@ class LocalDcc:
                 changed = self.service.store.reap()
                 if changed:
                     log.info("reaper: %s", changed)
-                    keep_results(self.service.store, self.service.storage, changed)
+                    keep_results(self.service.store, self.service.storage,
+                                 [job_id for job_id, state in changed.items() if state.terminal])
             except StoreUnavailable as exc:
                 log.warning("reaper: %s", exc)
 

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -60,23 +60,21 @@ def result_document(record: JobRecord) -> dict[str, Any]:
     return doc
 
 
-def keep_results(store: JobStore, storage: Storage, changed: Mapping[str, JobState]) -> None:
-    """Write ``result.json`` for standard jobs that ended with no worker to write it (cancelled while queued,
-    ended by the reaper), so they are served by id after their record expires, as every other finished job is."""
-    ended = [job_id for job_id, state in changed.items() if state.terminal]
-    if not ended:
-        return
+def keep_results(store: JobStore, storage: Storage, job_ids: Iterable[str]) -> None:
+    """Write ``result.json`` for those of ``job_ids`` that are standard jobs that just ended with no worker to write
+    it (cancelled while queued, ended by the reaper), so they are served by id after their record expires, as
+    every other finished job is. Call it only for jobs that just ended so: what it writes is the final record."""
     try:
-        records = store.get_many(ended)
+        records = store.get_many(job_ids)
     except StoreUnavailable:
-        records = []
+        log.warning("could not read %s to write their results: Redis is unavailable", job_ids)
+        return
     for record in records:
         if record is None or record.spec.fast or not record.state.terminal:
             continue
         try:
-            if not storage.exists(result_key(record.id)):  # (a worker's, or this one's from an earlier call)
-                storage.put_bytes(result_key(record.id), json.dumps(result_document(record)).encode(),
-                                  content_type="application/json")
+            storage.put_bytes(result_key(record.id), json.dumps(result_document(record)).encode(),
+                              content_type="application/json")
         except StorageError:
             log.warning("could not write the result of %s", record.id, exc_info=True)
 
@@ -318,9 +316,10 @@ class JobService:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job now; ask for a running one to be killed; leave a finished one as it is."""
         check_job_id(job_id)
+        before = self.store.get(job_id)
         state = self.store.cancel(job_id)
-        if state == JobState.CANCELLED:  # (cancelled while queued: no worker writes its result)
-            keep_results(self.store, self.storage, {job_id: state})
+        if state == JobState.CANCELLED and before is not None and before.state == JobState.QUEUED:
+            keep_results(self.store, self.storage, [job_id])  # (cancelled while queued: no worker writes it)
             if self.notify is not None:
                 self.notify(job_id)
         return self.get(job_id)  # (None: a finished job whose record expired, or 404)

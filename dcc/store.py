@@ -41,8 +41,8 @@ T = TypeVar("T")
 
 QUEUES = ("cpu", "gpu")
 TRIM_INTERVAL = 300.0
-_PAGE_ROUNDS = 8  # reads of the index a page makes at most, skipping entries whose record expired
 """Seconds between trims of the listing indexes (they only shed entries older than the retention)."""
+_PAGE_ROUNDS = 8  # reads of the index a page makes at most, skipping entries whose record expired
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
@@ -74,7 +74,7 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
 def _load_scripts() -> dict[str, str]:
     lua = resources.files("dcc") / "lua"
     common = (lua / "common.lua").read_text()
-    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "task_log")
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "task_log", "unindex")
     return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
 
 
@@ -397,7 +397,7 @@ class JobStore:
         # (the longest a job can stay queued and running is not bounded, so listing also skips misses).
         cutoff_ms = int((now * 1000) - self.retention_ms - 86_400_000)
         pipe = self.redis.pipeline(transaction=False)
-        for key in [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
+        for key in self._index_keys():
             pipe.zremrangebyscore(key, "-inf", cutoff_ms)
         pipe.execute()
 
@@ -475,6 +475,8 @@ class JobStore:
             if gone and indexes:
                 self._drop_from_indexes(gone)
             more = consumed < len(batch) or len(batch) == asked
+            if more and len(jobs) == limit and consumed == len(batch):  # (filled on the batch's last entry)
+                more = bool(self._page_entries(sources, after, 1))
             if not more or len(jobs) == limit:
                 break
         return Page(jobs=jobs, cursor=_encode_cursor(*after) if more and after is not None else None)
@@ -493,10 +495,12 @@ class JobStore:
         return Page(jobs=jobs, cursor=_encode_cursor(*entries[limit - 1]) if more else None)
 
     def _drop_from_indexes(self, job_ids: list[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for key in [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]:
-            pipe.zrem(key, *job_ids)
-        pipe.execute()
+        """Drop jobs whose record expired from the listing indexes (each checked again in the script)."""
+        indexes = self._index_keys()
+        self._run("unindex", [len(indexes), *indexes, *job_ids])
+
+    def _index_keys(self) -> list[str]:
+        return [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]
 
     @_translated
     def task_entries(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:

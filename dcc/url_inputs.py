@@ -137,9 +137,10 @@ def fetch_url(url: str, dest: Path, *, allowed_buckets: frozenset[str], allow_pr
     return fetch_http(url, dest, check=check, max_bytes=max_bytes, timeout=timeout, progress=progress)
 
 
-def _failed(message: str, *, retryable: bool) -> JobSystemError:
-    # retried where another try may work, but never counted against the worker: the job named the server
-    return JobSystemError("input_fetch_failed", message, retryable=retryable, machine=False)
+def _failed(message: str, *, retryable: bool, machine: bool = False) -> JobSystemError:
+    # retried where another try may work; counted against the worker only where it is its own (its disk): the job
+    # named the server
+    return JobSystemError("input_fetch_failed", message, retryable=retryable, machine=machine)
 
 
 def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int, progress: Progress | None) -> int:
@@ -161,8 +162,8 @@ def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int, progress:
     except botocore.exceptions.ClientError as exc:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
         raise _failed(f"{url}: {exc}", retryable=status >= 500 or status in _RETRYABLE_STATUS) from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise _failed(f"{url}: {exc}", retryable=True) from exc
+    except botocore.exceptions.BotoCoreError as exc:  # (credentials, endpoint: the worker's own)
+        raise _failed(f"{url}: {exc}", retryable=True, machine=True) from exc
 
 
 def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], max_bytes: int,
@@ -253,6 +254,6 @@ def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str, prog
     except BaseException as exc:
         dest.unlink(missing_ok=True)
         if isinstance(exc, OSError):  # the worker's disk, not the source
-            raise _failed(f"{url}: cannot write {dest}: {exc}", retryable=True) from exc
+            raise _failed(f"{url}: cannot write {dest}: {exc}", retryable=True, machine=True) from exc
         raise
     return total

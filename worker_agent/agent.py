@@ -26,7 +26,7 @@ import redis
 from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
-from dcc.service import result_document, result_key
+from dcc.service import keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, job_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
@@ -224,12 +224,12 @@ class Worker:
                 entry = self._entry(claim)
                 if entry is None or entry.cancel or entry.handed_back or entry.lost:
                     raise _Stopped
-                if self.stopping.is_set():
-                    entry.handed_back = True
-                    raise _Stopped
                 if len(free := self._free_gpus()) >= count:
                     entry.gpus = tuple(free[:count])
                     return entry.gpus
+                if self.stopping.is_set():  # it would wait for GPUs through the stop: handed back now instead
+                    entry.handed_back = True
+                    raise _Stopped
                 self._slot_freed.wait(timeout=1.0)
 
     def _claim_loop(self) -> None:
@@ -276,7 +276,7 @@ class Worker:
         """Stop an earlier attempt of the same job and wait until its container and folder are gone."""
         log.warning("job %s: attempt %d is still here as attempt %d starts: stopping it", earlier.claim.job.id,
                     earlier.claim.attempt, earlier.claim.attempt + 1)
-        while not earlier.ended.is_set() and not self.stopping.is_set():
+        while not earlier.ended.is_set():  # (a stop waits for it too: two containers of one job never run at once)
             self.runtime.kill(earlier.claim.job.id)  # (none yet while it fetches inputs: it sees `lost` there)
             earlier.ended.wait(0.2)
 
@@ -301,6 +301,8 @@ class Worker:
                 mine = self._entry(claim)
             if mine is not None and not mine.lost:
                 self._report(claim, outcome)
+                if outcome.state == JobState.QUEUED:  # the store ends it instead if a cancel came meanwhile
+                    keep_results(self.store, self.storage, [job.id])
                 self._notify(job.id)
         except BaseException:  # never lose the slot; the lease expires and the reaper retries the job
             log.exception("job %s: unexpected failure", job.id)
@@ -421,7 +423,14 @@ class Worker:
         if running is not None and running.handed_back:
             return Outcome(state=JobState.QUEUED, handed_back=True)
         if running is not None and running.cancel and not running.lost:
-            return Outcome(state=JobState.CANCELLED)
+            outcome = Outcome(state=JobState.CANCELLED)
+            if claim.job.spec.fast:
+                return outcome
+            try:
+                return self._write_result(claim, outcome)  # (served by id after the record expires)
+            except StorageError:
+                log.warning("job %s: could not write result.json", claim.job.id)
+                return outcome
         return Outcome(state=JobState.QUEUED)  # (not reported: `_run_job` sees the attempt lost or replaced)
 
     def _stop_check(self, claim: Claim) -> Progress:
@@ -580,10 +589,12 @@ class Worker:
         while True:
             if not self.stopping.is_set():
                 self.stopping.wait(interval)
-            elif self.running_count():  # stopping: the jobs it lets finish keep their leases, at the same pace
-                time.sleep(interval)
-            else:
-                break
+            else:  # stopping: the jobs it lets finish keep their leases, at the same pace, until the last ends
+                with self._slot_freed:
+                    if self._running or self._outgoing:
+                        self._slot_freed.wait(interval)
+                    if not (self._running or self._outgoing):
+                        break
             try:
                 self._renew()
                 self._check_health()
@@ -636,7 +647,7 @@ class Worker:
             running = ",".join(self._running)
             held = ",".join(f"{g}:{r.claim.job.id}" for r in (*self._running.values(), *self._outgoing.values())
                             for g in r.gpus)
-            if self._running:
+            if self._running or self._outgoing:
                 self._idle_since = None
             elif self._idle_since is None:
                 self._idle_since = time.time()

@@ -275,8 +275,8 @@ class DockerRuntime:
                                      retryable=False) from exc
             # retried (a registry may be back), but not counted against this worker: a name whose registry does not
             # answer fails the same on every worker, and must not put them out of service for everyone's jobs
-            raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc.explanation}",
-                                 retryable=True, machine=False) from exc
+            raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc.explanation}", retryable=True,
+                                 machine=any(hint in text for hint in _MACHINE_PULL_HINTS)) from exc
         except requests.exceptions.RequestException as exc:
             raise JobSystemError("image_pull_failed", f"cannot pull {image!r}: {exc}", retryable=True) from exc
 
@@ -399,6 +399,9 @@ def _exit_code(reply: dict[str, Any]) -> int | None:
     code = reply.get("StatusCode")
     return int(code) if code is not None else None
 
+
+_MACHINE_PULL_HINTS = ("no space left on device", "read-only file system", "input/output error")
+"""A pull that fails on these fails for the worker's own disk, whatever the image."""
 
 _JOB_FAULTS = (
     "no command specified", "executable file not found", "working directory", "minimum memory limit",

@@ -203,6 +203,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     reaped = store.reap(uptime=uptime)
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
+    _settle(reaped, store=store, storage=storage, notify=notify)  # (now: what follows may fail)
     workers = {w["id"]: w for w in store.workers()}
     depths = store.queue_depths()["queues"]
     running = store.running_by_queue()
@@ -215,7 +216,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
                        heartbeats_since=heartbeats_since)
         done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
                               autoscaling=autoscaling, marks=marks, now=now)
-        reaped.update(changed)
+        _settle(changed, store=store, storage=storage, notify=notify)
         draining = _draining_after(state, done)
         marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
         if any(isinstance(a, TerminateIdle) for a in done):
@@ -227,16 +228,21 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
                            value=sum(1 for i in state.instances if i.in_service))
         metrics.add_metric(name=f"{queue}Draining", unit=MetricUnit.Count, value=len(draining))
         taken[queue] = done
+    return taken
+
+
+def _settle(changed: dict[str, JobState], *, store: JobStore, storage: Storage | None,
+            notify: Callable[[str], object] | None) -> None:
+    """What follows jobs the pass took back or ended: their results kept, their subscribers told."""
     if storage is not None:
-        keep_results(store, storage, reaped)
-    for job_id in reaped:
+        keep_results(store, storage, [job_id for job_id, state in changed.items() if state.terminal])
+    for job_id in changed:
         if notify is None:
             break
         try:
             notify(job_id)
         except Exception:  # a failed push must not stop the scaler; clients can still poll
             logger.warning("could not push the state of %s", job_id, exc_info=True)
-    return taken
 
 
 _store: JobStore | None = None

@@ -271,6 +271,21 @@ def test_a_listing_skips_jobs_whose_record_expired_and_ends_without_a_cursor(sto
     assert store.redis.zcard(f"{store.prefix}:all") == 3  # the expired ones left the index
 
 
+def test_a_page_that_fills_on_its_last_entry_after_a_skip_is_the_last(store: JobStore) -> None:
+    for i in range(3):
+        make(store, f"s{i}", at=4000.0 + i)
+    store.redis.delete(store.job_key("s1"))
+    page = store.page(state=None, limit=2, cursor=None)
+    assert ([j.id for j in page.jobs], page.cursor) == (["s2", "s0"], None)
+
+
+def test_index_entries_of_a_job_submitted_again_under_an_expired_id_stay(store: JobStore) -> None:
+    make(store, "again", at=5000.0)
+    store._drop_from_indexes(["again"])  # (as a listing that read the old record as gone would)
+    assert store.redis.zscore(f"{store.prefix}:all", "again") is not None
+    assert [j.id for j in store.page(state=None, limit=5, cursor=None).jobs] == ["again"]
+
+
 def test_a_cursor_that_is_not_a_finite_score_is_refused(store: JobStore) -> None:
     import base64
 

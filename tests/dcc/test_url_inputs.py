@@ -433,3 +433,11 @@ def test_https_to_a_pinned_address_refuses_a_certificate_for_another_name(pki: P
             fetch_http(f"https://files.test:{port}/data", dest, check=pinned_check(record), max_bytes=100,
                        timeout=5, verify=pki.ca)
         assert info.value.code == "input_fetch_failed" and record.requests == [] and not dest.exists()
+
+
+def test_a_download_the_workers_own_disk_cannot_take_counts_against_the_worker(tmp_path: Path) -> None:
+    from dcc.url_inputs import _save
+
+    with pytest.raises(JobSystemError) as info:
+        _save([b"data"], tmp_path / "no-such-folder" / "x", max_bytes=100, url="https://example.org/x")
+    assert (info.value.code, info.value.retryable, info.value.machine) == ("input_fetch_failed", True, True)

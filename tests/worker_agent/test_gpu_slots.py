@@ -285,6 +285,36 @@ def test_a_stop_waits_for_an_attempt_being_stopped_for_a_later_one(redis_url: st
     assert (job.state, job.attempts, job.handbacks) == (JobState.QUEUED, 2, 1)  # attempt 2 was handed back
 
 
+def test_a_stop_lets_a_later_attempt_start_only_once_the_earlier_one_ended(redis_url: str, tmp_path: Path) -> None:
+    runtime = SlowToDieRuntime(seconds=30, dying=1.5)
+    service, store, worker, job_id = cut_off_worker(redis_url, tmp_path, runtime)
+    try:
+        runtime.seconds = 0.5  # (attempt 2 ends within the grace)
+        claimed_again(store, job_id)
+    finally:
+        worker.stop(grace=10)
+    assert service.get(job_id).state is JobState.SUCCEEDED
+    (_, _, start_1, end_1), (_, _, start_2, _) = sorted(runtime.runs, key=lambda run: run[2])
+    assert end_1 <= start_2  # the job's two containers never ran at once
+
+
+def test_a_job_cancelled_while_it_waits_for_gpus_keeps_its_result(redis_url: str, tmp_path: Path) -> None:
+    runtime = SlowToDieRuntime(seconds=30, dying=0)
+    service, store, worker, holder = cut_off_worker(redis_url, tmp_path, runtime)  # (it holds one of the two GPUs)
+    try:
+        waiting = service.submit(JobSpec(image="x", parameters=Parameters(gpu=2)))[0].id
+        until(lambda: service.get(waiting).state is JobState.RUNNING)  # claimed: it waits for a second GPU
+        service.cancel(waiting)
+        until(lambda: service.get(waiting).state.terminal)
+        service.cancel(holder)
+    finally:
+        worker.stop(grace=5)
+    assert service.get(waiting).state is JobState.CANCELLED
+    stored = json.loads(LocalStorage(tmp_path / "s").get_bytes(result_key(waiting)))
+    assert stored["state"] == "cancelled"  # (served by id once the record expires)
+    assert [job_id for job_id, *_ in runtime.runs] == [holder]  # no container started for it
+
+
 def test_an_attempt_that_lost_its_lease_to_another_worker_writes_nothing(redis_url: str, tmp_path: Path) -> None:
     runtime = SlowToDieRuntime(seconds=30, dying=1.0)
     store = JobStore(connect(redis_url), lease_seconds=60, restart_grace_seconds=0)
