@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from dcc.errors import InputTooLarge, InvalidJob
 from dcc.jobs import (
     RESERVED_ENV,
+    JobError,
     JobRecord,
     JobSpec,
     JobState,
@@ -443,18 +444,24 @@ def _attempt_log(stored: dict[str, Any], system: list[str], view: View) -> dict[
 
 
 def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
-    """The task's logs: one per attempt, oldest first (the spec appends an entry when a task is retried)."""
-    logs = []
-    for n, earlier in enumerate(record.task_history, start=1):
-        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost or " \
-               "shut down); the task was retried"
-        logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
+    """The task's logs: one per attempt that ran, oldest first (the spec appends an entry when a task is retried)."""
+    history = [dict(earlier) for earlier in record.task_history]
     stored = record.task_log or {}
     system = list(stored.get("system_logs", []))
-    # (a queued task's error is why its last attempt was retried: that attempt's log above already says so)
-    if record.error is not None and record.state != JobState.QUEUED \
-            and not any(line in record.error.message for line in system):
-        system.append(f"{record.error.code}: {record.error.message}")
+    error = record.error
+    # a task waiting for its retry (or cancelled meanwhile) ran no attempt since: the error is its last one's
+    if error is not None and not stored and history and history[-1].get("attempt") == record.attempts:
+        said = list(history[-1].get("system_logs", []))
+        if not _says(said, error):
+            history[-1]["system_logs"] = [*said, f"{error.code}: {error.message}"]
+        error = None
+    logs = []
+    for n, earlier in enumerate(history, start=1):
+        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost or " \
+               "shut down); the task was queued to run again"
+        logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
+    if error is not None and not _says(system, error):
+        system.append(f"{error.code}: {error.message}")
     if record.state == JobState.TIMED_OUT:
         system.append("the task ran past its time limit and was stopped")
     if not {k for k in stored if k not in ("attempt", "running", "system_logs")} and not system:
@@ -464,6 +471,12 @@ def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
         system.insert(0, "resources.backend_parameters: unsupported keys ignored: "
                          + ", ".join(tes_meta["ignoredBackendParameters"]))
     return [*logs, _attempt_log(stored, system, view)]
+
+
+def _says(system: list[str], error: JobError) -> bool:
+    """Whether an attempt's ``system_logs`` already say why it ended: a line holds the error's message (alone, or
+    as ``code: message``), or the message is its lines joined (outputs that failed one by one)."""
+    return any(error.message in line for line in system) or all(part in system for part in error.message.split("; "))
 
 
 def task_view(record: JobRecord, view: View = "MINIMAL") -> dict[str, Any]:
