@@ -466,6 +466,8 @@ def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
         system.append("the task ran past its time limit and was stopped")
     if not {k for k in stored if k not in ("attempt", "running", "system_logs")} and not system:
         return logs
+    if record.state.terminal and "end_time" not in stored and record.finished_at is not None:
+        stored = {**stored, "end_time": rfc3339(record.finished_at)}  # (an attempt the worker could not log to the end)
     tes_meta = record.spec.meta.get("tes", {}) if isinstance(record.spec.meta, dict) else {}
     if tes_meta.get("ignoredBackendParameters"):
         system.insert(0, "resources.backend_parameters: unsupported keys ignored: "

@@ -131,20 +131,37 @@ class TaskRunner:
         """Fetch the inputs, run the executors in order, upload the outputs; the attempt's outcome.
 
         ``base`` carries what the worker decided for the job (limits, GPUs, labels, time limit).
-        Raises ``JobSystemError`` when the task cannot start (an input cannot be fetched).
+        A system error no retry can mend (an input that is not there, a container the engine refuses) ends the
+        attempt in ``error``; a retryable one (``JobSystemError``) is raised for the worker to retry, after the
+        attempt's log is stamped with its end.
         """
         task = TesTask.model_validate(claim.job.task)
         sandbox = workdir / "sandbox"
         progress: dict[str, Any] = {"attempt": claim.attempt, "logs": [], "outputs": [],
                                     "start_time": rfc3339(time.time()), "metadata": {"worker": claim.job.worker or ""}}
-        try:
-            mounts = self._prepare(task, sandbox, cancelled)
-        except _Cancelled:  # while its inputs were downloading
-            progress["end_time"] = rfc3339(time.time())
-            return Outcome(state=JobState.CANCELLED, exit_code=None, error=None, started_at=None, exited_at=None,
-                           task_log=progress)
         run = _Run(progress=progress)
-        self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+        try:
+            try:
+                mounts = self._prepare(task, sandbox, cancelled)
+            except _Cancelled:  # while its inputs were downloading
+                run.state = JobState.CANCELLED
+                return self._ended(run, run.error)
+            except JobSystemError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("task %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
+                run.state, run.error = JobState.ERROR, JobError(code=str(exc.code), message=exc.message)
+                run.system_logs.append(f"{exc.code}: {exc.message}")
+                return self._ended(run, run.error)
+            self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+        except BaseException:  # the worker retries or ends the attempt: the log it keeps says when it ended
+            progress.pop("running", None)
+            progress["end_time"] = rfc3339(time.time())
+            try:
+                self.store.write_task_log(claim, progress)
+            except StoreUnavailable as exc:
+                log.warning("task %s: could not record the end of the attempt: %s", claim.job.id, exc)
+            raise
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
             progress["outputs"], failures = self._upload_outputs(task, sandbox, mounts)
@@ -152,11 +169,16 @@ class TaskRunner:
             if failures and run.state == JobState.SUCCEEDED:
                 run.state = JobState.ERROR
                 error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
-        progress["end_time"] = rfc3339(time.time())
+        return self._ended(run, error)
+
+    @staticmethod
+    def _ended(run: _Run, error: JobError | None) -> Outcome:
+        """The attempt's outcome, its log stamped with its end."""
+        run.progress["end_time"] = rfc3339(time.time())
         if run.system_logs:
-            progress["system_logs"] = run.system_logs
+            run.progress["system_logs"] = run.system_logs
         return Outcome(state=run.state, exit_code=run.exit_code, error=error, started_at=run.first_start,
-                       exited_at=run.last_exit, task_log=progress)
+                       exited_at=run.last_exit, task_log=run.progress)
 
     def _prepare(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool] = lambda: False) -> list[BindMount]:
         """Make the sandbox: writable folders, then the inputs; the mounts every executor gets."""
@@ -348,6 +370,11 @@ class TaskRunner:
         )
         try:
             result = self.runtime.run(job, workdir=run_dir)
+        except JobSystemError as exc:  # no retry can start it (a missing image, a container the engine refuses)
+            if exc.retryable:
+                raise
+            log.warning("task %s executor %d: %s: %s", claim.job.id, index, exc.code, exc.message)
+            raise _NotStarted(str(exc.code), f"executor {index}: {exc.code}: {exc.message}") from exc
         finally:
             self.runtime.cleanup(base.job_id)  # the next executor gets a container of its own
         for path, source in ((executor.stdout, result.stdout_path), (executor.stderr, result.stderr_path)):
@@ -451,7 +478,7 @@ class _Cancelled(Exception):
 class _NotStarted(Exception):
     """An executor that cannot start, for a reason of the task's own."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
 

@@ -53,3 +53,15 @@ def test_a_retryable_failure_of_a_cancelled_attempt_is_said_once(store: JobStore
     view = task_view(store.get(task_id), "FULL")
     assert view["state"] == "CANCELED"  # the cancel is not undone by the retry
     assert [log["system_logs"] for log in view["logs"]] == [["runtime_failed: the engine hiccuped"]]
+
+
+def test_an_attempt_ended_without_its_final_log_still_has_an_end_time(store: JobStore) -> None:
+    task_id = _task(store)
+    claim = store.claim("cpu", "w1")  # the progress written as its executor started; then its last retry fails
+    assert store.write_task_log(claim, {"attempt": 1, "logs": [], "start_time": "2026-11-25T00:00:00.000Z",
+                                        "running": 0})
+    assert store.finish(claim, Outcome(state=JobState.ERROR, error=ERROR))
+    record = store.get(task_id)
+    [log] = task_view(record, "FULL")["logs"]
+    assert log["start_time"] == "2026-11-25T00:00:00.000Z" and log["end_time"].endswith("Z")
+    assert log["system_logs"] == ["runtime_failed: the engine hiccuped"]
