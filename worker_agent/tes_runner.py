@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -399,19 +400,22 @@ class TaskRunner:
     # outputs ---------------------------------------------------------------------------------------------
     def _upload_outputs(self, task: TesTask, sandbox: Path,
                         mounts: list[BindMount]) -> tuple[list[dict[str, str]], list[str]]:
-        """Upload every output it can; the files uploaded, and what went wrong (each output on its own)."""
+        """Upload every output it can; the files uploaded, and what went wrong (each output on its own).
+
+        Only the files uploaded count toward the output limit: volumes are scratch space (``disk_gb`` bounds them).
+        """
         failures: list[str] = []
         for m in mounts:
-            # links and devices go, nothing is followed; past the budget files are left out
+            # links and devices go, nothing is followed (no byte limit here: what is uploaded is counted below)
             if m.read_only or not m.source.is_dir():
                 continue
-            cleaned = clean_outputs(m.source, self.max_output_bytes)
-            if cleaned.truncated:
-                failures.append(f"files under {m.target} past the output limit of {self.max_output_bytes} bytes "
-                                "were left out")
-            failures.extend(f"{m.target}/{name} was left out: {UNNAMED}" for name in cleaned.unnamed)
+            cleaned = clean_outputs(m.source, sys.maxsize)
+            failures.extend(f"{m.target}/{name} was left out: {UNNAMED}" for name in cleaned.unnamed
+                            if _named(task, f"{m.target}/{name}"))
         uploaded: list[dict[str, str]] = []
+        room = self.max_output_bytes
         for i, out in enumerate(task.outputs):
+            left_out: list[str] = []
             try:
                 found = self.locations.resolve(out.url, folder=out.names_folder)
                 if found is None:
@@ -420,12 +424,21 @@ class TaskRunner:
                 for path, rel in _output_files(out, sandbox):
                     key = check_key(f"{base_key.rstrip('/')}/{rel}".lstrip("/")) if rel is not None else base_key
                     size = path.stat().st_size
+                    container = "/" + path.relative_to(sandbox).as_posix()
+                    if size > room:
+                        left_out.append(container)
+                        continue
                     storage.put_file(key, path)
+                    room -= size
                     url = out.url if rel is None else f"{out.url.rstrip('/')}/{quote(rel)}"
-                    uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
-                                     "size_bytes": str(size)})
+                    uploaded.append({"url": url, "path": container, "size_bytes": str(size)})
             except (StorageError, OSError, UnicodeError) as exc:
                 failures.append(f"outputs.{i} ({out.path} → {out.url}): {exc}")
+            if left_out:
+                shown = ", ".join(left_out[:10]) + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+                failures.append(f"outputs.{i} ({out.path} → {out.url}): past the output limit of "
+                                f"{self.max_output_bytes} bytes (DCC_MAX_OUTPUT_BYTES, all outputs together), "
+                                f"left out: {shown}")
         return uploaded, failures
 
 
@@ -535,6 +548,15 @@ def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str | None]
     if not host.is_file() or host.is_symlink():
         raise StorageError(f"output {out.path} was not written by the executors")
     return [(host, None)]
+
+
+def _named(task: TesTask, container_path: str) -> bool:
+    """Whether an output of the task names the file at ``container_path`` (a pattern: any file in its folder)."""
+    for out in task.outputs:
+        top = out.folder() if has_wildcard(out.path) else out.path
+        if container_path == top or (out.names_folder and container_path.startswith(top.rstrip("/") + "/")):
+            return True
+    return False
 
 
 def _files_under(path: Path) -> list[Path]:
