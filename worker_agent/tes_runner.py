@@ -165,9 +165,13 @@ class TaskRunner:
             raise
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            progress["outputs"], failures = self._upload_outputs(task, sandbox, mounts)
+            progress["outputs"], failures, stopped = self._upload_outputs(task, sandbox, mounts, cancelled)
             run.system_logs.extend(failures)
-            if failures and run.state == JobState.SUCCEEDED:
+            if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
+                run.state, error = JobState.CANCELLED, None
+                run.system_logs.append(f"stopped while the outputs were uploaded: {len(progress['outputs'])} "
+                                       "files were uploaded, the rest were not")
+            elif failures and run.state == JobState.SUCCEEDED:
                 run.state = JobState.ERROR
                 error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         return self._ended(run, error)
@@ -398,9 +402,10 @@ class TaskRunner:
         }
 
     # outputs ---------------------------------------------------------------------------------------------
-    def _upload_outputs(self, task: TesTask, sandbox: Path,
-                        mounts: list[BindMount]) -> tuple[list[dict[str, str]], list[str]]:
-        """Upload every output it can; the files uploaded, and what went wrong (each output on its own).
+    def _upload_outputs(self, task: TesTask, sandbox: Path, mounts: list[BindMount],
+                        cancelled: Callable[[], bool] = lambda: False) -> tuple[list[dict[str, str]], list[str], bool]:
+        """Upload every output it can; the files uploaded, what went wrong (each output on its own), and whether a
+        cancel (seen before each file) stopped the uploads.
 
         Only the files uploaded count toward the output limit: volumes are scratch space (``disk_gb`` bounds them).
         """
@@ -422,6 +427,8 @@ class TaskRunner:
                     raise StorageError(f"{out.url} is not in a location this service writes")
                 storage, base_key = found
                 for path, rel in _output_files(out, sandbox):
+                    if cancelled():
+                        return uploaded, failures, True
                     key = check_key(f"{base_key.rstrip('/')}/{rel}".lstrip("/")) if rel is not None else base_key
                     size = path.stat().st_size
                     container = "/" + path.relative_to(sandbox).as_posix()
@@ -439,7 +446,7 @@ class TaskRunner:
                 failures.append(f"outputs.{i} ({out.path} → {out.url}): past the output limit of "
                                 f"{self.max_output_bytes} bytes (DCC_MAX_OUTPUT_BYTES, all outputs together), "
                                 f"left out: {shown}")
-        return uploaded, failures
+        return uploaded, failures, False
 
 
 class DiskWatch:

@@ -3,15 +3,23 @@ and Docker. Every TES reply is checked against the spec's schemas (see conftest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from dcc.bootstrap import build_service
+from dcc.local_storage import LocalStorage
 from dcc.settings import Settings
+from dcc.tes_service import TesService
 from tests.e2e_support import serve_local
 from tests.tes.conftest import SpecChecker, TesServer
 from tests.tes.spec_check import PREFIX
+from worker_agent.agent import Worker, WorkerConfig
+from worker_agent.docker_runtime import DockerRuntime
+from worker_agent.runtime import ContainerJob, ContainerOutcome
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
@@ -76,3 +84,48 @@ def test_only_uploaded_files_count_toward_the_output_limit(small_outputs: TesSer
     assert sorted(p.name for p in (files / "run2").iterdir()) == ["a"]
     assert any(line.startswith("outputs.0 (/out → ") and "output limit of 100000 bytes" in line
                and line.endswith("left out: /out/b") for line in done["logs"][0]["system_logs"]), done["logs"]
+
+
+class CancelledAsItExits(DockerRuntime):
+    """A real runtime where the task is cancelled just after its container exited by itself: the worker sees the
+    cancel (and asks for a kill that finds nothing to stop) before the outputs are uploaded."""
+
+    def __init__(self, cancel: Callable[[str], object]) -> None:
+        super().__init__()
+        self.cancel = cancel
+        self.kill_asked = threading.Event()
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir)
+        self.cancel(job.job_id)
+        assert self.kill_asked.wait(timeout=20)
+        return outcome
+
+    def kill(self, job_id: str) -> bool:
+        self.kill_asked.set()
+        return super().kill(job_id)
+
+
+def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_url: str, tmp_path: Path,
+                                                                         docker_host: str, test_image: str) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
+    tes = TesService(build_service(settings))
+    task_id = tes.create({"outputs": [{"path": "/out", "url": f"file://{files}/out", "type": "DIRECTORY"}],
+                          "executors": [{"image": test_image, "command": ["sh", "-c", "echo a > /out/a"]}]})
+    runtime = CancelledAsItExits(tes.cancel)
+    worker = Worker(store=tes.jobs.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    assert task["state"] == "CANCELED", task["logs"]  # it answered CANCELING: it ends CANCELED
+    assert not (files / "out").exists() and task["logs"][0]["outputs"] == []
+    assert any(line.startswith("stopped while the outputs were uploaded") for line in task["logs"][0]["system_logs"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,3 +195,18 @@ def test_file_urls_are_percent_decoded() -> None:
     assert normalize_url("file:///srv/run/a%20b.txt") == "file:///srv/run/a b.txt"
     assert normalize_url("file:///srv/%2e%2e/etc/passwd") is None  # decoded before the '..' check
     assert normalize_url("file:///srv/a%00b") is None
+
+
+def test_a_cancel_is_seen_between_uploaded_files(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    runner = TaskRunner(runtime=None, store=None, fetch=None,  # type: ignore[arg-type]
+                        locations=(f"file://{tmp_path}/dest/",), max_output_bytes=1 << 20)
+    t = task(outputs=[{"path": "/out", "url": f"file://{tmp_path}/dest/run", "type": "DIRECTORY"}])
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "out").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (sandbox / "out" / name).write_text(name)
+    uploaded, failures, stopped = runner._upload_outputs(t, sandbox, plan_mounts(t, sandbox),
+                                                         cancelled=lambda: (tmp_path / "dest" / "run" / "a").exists())
+    assert stopped and failures == []
+    assert [u["path"] for u in uploaded] == ["/out/a"] and sorted(os.listdir(tmp_path / "dest" / "run")) == ["a"]
