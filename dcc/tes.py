@@ -207,7 +207,7 @@ class TesTask(_Strict):
                 raise ValueError(f"inputs.{i}.path {item.path!r} is also inputs.{seen[item.path]}.path")
             seen[item.path] = i
         files = {item.path for item in self.inputs if item.type == "FILE"}
-        under_file = functools.partial(_in_file, files)
+        under_file = functools.partial(_holder, files)
         for i, item in enumerate(self.inputs):
             if (found := under_file(posixpath.dirname(item.path))) is not None:
                 raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
@@ -219,13 +219,30 @@ class TesTask(_Strict):
         for i, volume in enumerate(self.volumes):
             if (found := under_file(volume)) is not None:
                 raise ValueError(f"volumes.{i} {volume!r} is, or lies in, the input file {found!r}")
+        self._executor_files_agree()
         return self
 
+    def _executor_files_agree(self) -> None:
+        """An executor's stdout/stderr file may not overwrite an input: inputs are read-only unless a volume or
+        output folder holds them (the worker writes these files itself, past the read-only mounts)."""
+        writable = {*self.volumes, *(out.folder() for out in self.outputs)}
+        inputs = {item.path: item.type for item in self.inputs}
+        for i, executor in enumerate(self.executors):
+            for name in ("stdout", "stderr"):
+                path = getattr(executor, name)
+                if path is None or _holder(writable, path) is not None:
+                    continue
+                found = _holder(set(inputs), path)
+                if found is not None:
+                    what = "is the input" if found == path else f"lies in the input {inputs[found].lower()}"
+                    raise ValueError(f"executors.{i}.{name} {path!r} {what} {found!r}, which is read-only (write it "
+                                     "in a volume or an output's folder)")
 
-def _in_file(files: set[str], path: str) -> str | None:
-    """The input file that ``path`` is, or lies in, if any."""
+
+def _holder(paths: set[str], path: str) -> str | None:
+    """The one of ``paths`` that ``path`` is, or lies in, if any."""
     while path != "/":
-        if path in files:
+        if path in paths:
             return path
         path = posixpath.dirname(path)
     return None

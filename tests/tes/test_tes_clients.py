@@ -214,6 +214,9 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a\x00b"]}]}, "NUL"),
     ({"executors": [{"image": "x", "command": ["a"], "env": {"K": "\ud800"}}]}, "executors[0].env.K"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}}, "resources.ram_gb"),
+    ({"executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}],
+      "inputs": [{"path": "/in/a", "content": "x"}]},
+     "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
     # the deployment's limits, said in the task's terms (not the dcc job's fields it becomes)
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "2"}}},
      "resources.backend_parameters.gpu: 2 GPUs is more than any worker of this deployment has (1)"),

@@ -180,6 +180,15 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
     ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
      "lies in the input file '/a'"),
     ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
+    ({"inputs": [{"path": "/in/a", "content": "x"}],
+      "executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}]},
+     "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
+    ({"inputs": [{"path": "/ref", "url": "file:///r", "type": "DIRECTORY"}],
+      "executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a"], "stderr": "/ref/sub/log"}]},
+     "executors.1.stderr '/ref/sub/log' lies in the input directory '/ref', which is read-only"),
+    ({"inputs": [{"path": "/in/a", "content": "x"}],
+      "executors": [{"image": "x", "command": ["a"], "stdout": "/in/a/b"}]},
+     "executors.0.stdout '/in/a/b' lies in the input file '/in/a'"),
 ])
 def test_tasks_that_could_never_run_are_refused_at_create(fields: dict, says: str) -> None:
     from dcc.errors import InvalidJob
@@ -187,6 +196,14 @@ def test_tasks_that_could_never_run_are_refused_at_create(fields: dict, says: st
 
     with pytest.raises(InvalidJob, match=re.escape(says)):
         parse_task({"executors": [{"image": "x", "command": ["true"]}], **fields})
+
+
+def test_an_executor_file_may_replace_an_input_that_a_volume_or_output_folder_holds() -> None:
+    from dcc.tes import parse_task
+
+    for writable in ({"volumes": ["/in"]}, {"outputs": [{"path": "/in/out.txt", "url": "s3://b/k"}]}):
+        parse_task({"inputs": [{"path": "/in/a", "content": "x"}],
+                    "executors": [{"image": "x", "command": ["true"], "stdout": "/in/a"}], **writable})
 
 
 def test_file_urls_are_percent_decoded() -> None:
