@@ -207,7 +207,7 @@ class TesTask(_Strict):
                 raise ValueError(f"inputs.{i}.path {item.path!r} is also inputs.{seen[item.path]}.path")
             seen[item.path] = i
         files = {item.path for item in self.inputs if item.type == "FILE"}
-        under_file = functools.partial(_holder, files)
+        under_file = functools.partial(holder_of, files)
         for i, item in enumerate(self.inputs):
             if (found := under_file(posixpath.dirname(item.path))) is not None:
                 raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
@@ -230,17 +230,17 @@ class TesTask(_Strict):
         for i, executor in enumerate(self.executors):
             for name in ("stdout", "stderr"):
                 path = getattr(executor, name)
-                if path is None or _holder(writable, path) is not None:
+                if path is None or holder_of(writable, path) is not None:
                     continue
-                found = _holder(set(inputs), path)
+                found = holder_of(set(inputs), path)
                 if found is not None:
                     what = "is the input" if found == path else f"lies in the input {inputs[found].lower()}"
                     raise ValueError(f"executors.{i}.{name} {path!r} {what} {found!r}, which is read-only (write it "
                                      "in a volume or an output's folder)")
 
 
-def _holder(paths: set[str], path: str) -> str | None:
-    """The one of ``paths`` that ``path`` is, or lies in, if any."""
+def holder_of(paths: set[str], path: str) -> str | None:
+    """The one of ``paths`` that ``path`` is, or lies in (the innermost), if any."""
     while path != "/":
         if path in paths:
             return path

@@ -29,7 +29,7 @@ from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
 from dcc.local_storage import LocalStorage
 from dcc.storage import Progress, Storage, check_key
 from dcc.store import JobStore
-from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
+from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, holder_of, normalize_url, rfc3339, url_location
 from dcc.url_inputs import Fetcher
 from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
@@ -42,19 +42,18 @@ LOG_TAIL_BYTES = 64 * 1024
 
 
 def plan_mounts(task: TesTask, sandbox: Path) -> list[BindMount]:
-    """The bind mounts of a task: the outermost of its volumes, output folders and inputs, each read-write if
-    anything inside it must be written."""
+    """The bind mounts of a task: its volumes and output folders read-write, its inputs read-only, each the
+    outermost of its kind. An input in a writable folder is writable with it; a volume or output folder in a
+    read-only input folder is a read-write mount of its own over it (the engine mounts the outer one first), so the
+    rest of the input stays read-only."""
     writable = {*task.volumes, *(out.folder() for out in task.outputs)}
     targets = sorted(writable | {item.path for item in task.inputs}, key=lambda p: (len(p), p))
-    kept: list[tuple[str, bool]] = []
+    kept: dict[str, bool] = {}
     for target in targets:
-        inside = next((i for i, (k, _) in enumerate(kept) if target == k or target.startswith(k.rstrip("/") + "/")),
-                      None)
-        if inside is None:
-            kept.append((target, target in writable))
-        elif target in writable:
-            kept[inside] = (kept[inside][0], True)
-    return [BindMount(source=host_path(sandbox, t), target=t, read_only=not rw) for t, rw in kept]
+        holder = holder_of(set(kept), target)
+        if holder is None or (target in writable and not kept[holder]):
+            kept[target] = target in writable
+    return [BindMount(source=host_path(sandbox, t), target=t, read_only=not rw) for t, rw in kept.items()]
 
 
 def host_path(sandbox: Path, container_path: str) -> Path:

@@ -351,6 +351,24 @@ def test_a_folder_input_from_s3_and_a_folder_output_to_s3(tes_server: TesServer,
                                                                     f"s3://{BUCKET}/shared/res/list"]
 
 
+def test_a_volume_inside_an_input_folder_leaves_the_rest_of_it_read_only(tes_server: TesServer,
+                                                                         test_image: str) -> None:
+    (tes_server.files / "ref").mkdir()
+    (tes_server.files / "ref" / "x.txt").write_text("reference\n")
+    try_write = "if echo bad >> /ref/x.txt 2>/dev/null; then echo wrote; else echo refused; fi"
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "inputs": [{"path": "/ref", "url": f"file://{tes_server.files}/ref", "type": "DIRECTORY"}],
+        "volumes": ["/ref/tmp"],
+        "outputs": [{"path": "/ref/res/n", "url": f"file://{tes_server.files}/res/n"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", f"{try_write}; echo scratch > /ref/tmp/s; "
+                                                                    "cat /ref/tmp/s > /ref/res/n"]},
+                      {"image": test_image, "command": ["cat", "/ref/x.txt"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "COMPLETE", task["logs"]
+    assert [e["stdout"] for e in task["logs"][0]["logs"]] == ["refused\n", "reference\n"]
+    assert (tes_server.files / "res" / "n").read_text() == "scratch\n"  # the volume and output folder are writable
+
+
 def test_one_missing_output_does_not_stop_the_others(tes_server: TesServer, test_image: str) -> None:
     task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
         "outputs": [{"path": "/out/never-written", "url": f"file://{tes_server.files}/x/missing"},

@@ -37,6 +37,14 @@ def test_mounts_are_the_outermost_folders_and_writable_if_anything_inside_is_wri
     }
 
 
+def test_a_volume_or_output_folder_in_an_input_folder_is_writable_alone(tmp_path: Path) -> None:
+    t = task(inputs=[{"path": "/ref", "url": "file:///r", "type": "DIRECTORY"},
+                     {"path": "/ref/extra.txt", "content": "x"}],
+             volumes=["/ref/tmp", "/ref/tmp/deeper"], outputs=[{"path": "/ref/res/out.txt", "url": "s3://b/o"}])
+    got = [(m.target, m.read_only) for m in plan_mounts(t, tmp_path)]
+    assert got == [("/ref", True), ("/ref/res", False), ("/ref/tmp", False)]  # outer first, as the engine mounts
+
+
 def test_wildcard_outputs_match_posix_patterns_and_strip_the_prefix(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
