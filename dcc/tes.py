@@ -125,9 +125,10 @@ class TesInput(_Strict):
 
     @model_validator(mode="after")
     def _source(self) -> TesInput:
+        # (an empty content beside a url is taken as no content: some clients send every field)
+        if self.type == "DIRECTORY" and self.content is not None and (self.content or not self.url):
+            raise ValueError("a DIRECTORY input cannot have content")
         if self.content:  # the spec: with content, the url is ignored
-            if self.type == "DIRECTORY":
-                raise ValueError("a DIRECTORY input cannot have content")
             self.url = None
         elif not self.url and self.content is None:  # (empty content is an empty file)
             raise ValueError("needs a url or content")

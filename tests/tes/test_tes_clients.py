@@ -200,6 +200,8 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}], "volumes": ["/proc/x"]}, "volumes.0"),
     ({"executors": [{"image": "x", "command": ["a"]}], "bogus": 1}, "bogus: is not a field"),
     ({"executors": [{"image": "x", "command": ["a"]}], "inputs": [{"path": "/a"}]}, "needs a url or content"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "inputs": [{"path": "/a", "content": "", "type": "DIRECTORY"}]},
+     "inputs.0: a DIRECTORY input cannot have content"),
     ({"executors": [{"image": "x", "command": ["a"]}],
       "outputs": [{"path": "/o/*.txt", "url": "file:///tmp/x"}]}, "path_prefix is required"),
     ({"executors": [{"image": "x", "command": ["a"]}],

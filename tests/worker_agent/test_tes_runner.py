@@ -188,6 +188,8 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
     ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
      "lies in the input file '/a'"),
     ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
+    ({"inputs": [{"path": "/d", "content": "", "type": "DIRECTORY"}]}, "a DIRECTORY input cannot have content"),
+    ({"inputs": [{"path": "/d", "content": "x", "type": "DIRECTORY"}]}, "a DIRECTORY input cannot have content"),
     ({"inputs": [{"path": "/in/a", "content": "x"}],
       "executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}]},
      "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
@@ -235,3 +237,11 @@ def test_a_cancel_is_seen_between_uploaded_files(tmp_path: Path) -> None:
                                                          cancelled=lambda: (tmp_path / "dest" / "run" / "a").exists())
     assert stopped and failures == []
     assert [u["path"] for u in uploaded] == ["/out/a"] and sorted(os.listdir(tmp_path / "dest" / "run")) == ["a"]
+
+
+def test_an_empty_content_beside_a_url_is_no_content() -> None:
+    from dcc.tes import parse_task
+
+    t = parse_task({"inputs": [{"path": "/d", "url": "file:///r", "content": "", "type": "DIRECTORY"}],
+                    "executors": [{"image": "x", "command": ["true"]}]})
+    assert t.inputs[0].url == "file:///r"
