@@ -224,14 +224,23 @@ class TesTask(_Strict):
         return self
 
     def _executor_files_agree(self) -> None:
-        """An executor's stdout/stderr file may not overwrite an input: inputs are read-only unless a volume or
-        output folder holds them (the worker writes these files itself, past the read-only mounts)."""
+        """An executor's stdout/stderr file may not be one of the task's folders, nor overwrite an input: inputs are
+        read-only unless a volume or output folder holds them (the worker writes these files itself, past the
+        read-only mounts)."""
         writable = {*self.volumes, *(out.folder() for out in self.outputs)}
         inputs = {item.path: item.type for item in self.inputs}
+        folders = writable | {p for p, kind in inputs.items() if kind == "DIRECTORY"}
         for i, executor in enumerate(self.executors):
             for name in ("stdout", "stderr"):
                 path = getattr(executor, name)
-                if path is None or holder_of(writable, path) is not None:
+                if path is None:
+                    continue
+                held = next((p for p in sorted(folders | set(inputs))
+                             if (p == path and p in folders) or p.startswith(path + "/")), None)
+                if held is not None:
+                    raise ValueError(f"executors.{i}.{name} {path!r} is a folder of the task (it holds {held!r}), "
+                                     "not a file")
+                if holder_of(writable, path) is not None:
                     continue
                 found = holder_of(set(inputs), path)
                 if found is not None:

@@ -221,7 +221,7 @@ class TaskRunner:
                 log.warning("task %s: could not record progress: %s", claim.job.id, exc)
             try:
                 with watch:
-                    result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+                    result, unwritten = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
             except _NotStarted as exc:
                 run.state, run.error = JobState.ERROR, JobError(code=exc.code, message=exc.message)
                 run.system_logs.append(exc.message)
@@ -239,12 +239,9 @@ class TaskRunner:
             if result.timed_out:
                 run.state = JobState.TIMED_OUT
                 return
-            if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
-                files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
-                message = (f"executor {i}'s output passed what the engine keeps of it (the output limit, "
-                           f"DCC_MAX_OUTPUT_BYTES, as the engine stores it): {files_named} would miss its start")
-                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.LOG_LIMIT, message=message)
-                run.system_logs.append(message)
+            if (failure := _files_failure(i, executor, result, unwritten)) is not None:
+                run.state, run.error = JobState.ERROR, failure
+                run.system_logs.append(failure.message)
                 return
             if result.exit_code != 0 and not executor.ignore_error:
                 run.state = JobState.FAILED
@@ -337,7 +334,9 @@ class TaskRunner:
 
     # executors -------------------------------------------------------------------------------------------
     def _run_executor(self, claim: Claim, index: int, executor: TesExecutor, base: ContainerJob,
-                      mounts: list[BindMount], files: LocalStorage, workdir: Path, seconds: float) -> ContainerOutcome:
+                      mounts: list[BindMount], files: LocalStorage, workdir: Path,
+                      seconds: float) -> tuple[ContainerOutcome, list[str]]:
+        """Run one executor; its outcome, and why its stdout/stderr files could not be written (if so)."""
         run_dir = workdir / f"executor-{index}"
         run_dir.mkdir()
         stdin = None
@@ -381,13 +380,18 @@ class TaskRunner:
             raise _NotStarted(str(exc.code), f"executor {index}: {exc.code}: {exc.message}") from exc
         finally:
             self.runtime.cleanup(base.job_id)  # the next executor gets a container of its own
-        for path, source in ((executor.stdout, result.stdout_path), (executor.stderr, result.stderr_path)):
+        unwritten: list[str] = []
+        for name, path, source in (("stdout", executor.stdout, result.stdout_path),
+                                   ("stderr", executor.stderr, result.stderr_path)):
             if path is not None:
                 try:
                     files.put_file(path.lstrip("/"), source)
-                except StorageError as exc:
+                except StorageError as exc:  # a later executor or an output would read a stale or missing file
                     log.warning("task %s executor %d: cannot write %s: %s", claim.job.id, index, path, exc)
-        return result
+                    host = files.root / path.lstrip("/")
+                    folder = host.is_dir() and not host.is_symlink()  # (metadata only)
+                    unwritten.append(f"its {name} {path} cannot be written: {'it is a folder' if folder else exc}")
+        return result, unwritten
 
     @staticmethod
     def _executor_log(result: ContainerOutcome) -> dict[str, Any]:
@@ -446,6 +450,20 @@ class TaskRunner:
                                 f"{self.max_output_bytes} bytes (DCC_MAX_OUTPUT_BYTES, all outputs together), "
                                 f"left out: {shown}")
         return uploaded, failures, False
+
+
+def _files_failure(index: int, executor: TesExecutor, result: ContainerOutcome,
+                   unwritten: list[str]) -> JobError | None:
+    """Why an executor's stdout/stderr files are not what it wrote, if they are not: the engine cut its output, or
+    they could not be written (either fails the task: a file missing its start, or missing, is no result)."""
+    if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
+        files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
+        message = (f"executor {index}'s output passed what the engine keeps of it (the output limit, "
+                   f"DCC_MAX_OUTPUT_BYTES, as the engine stores it): {files_named} would miss its start")
+        return JobError(code=ErrorCode.LOG_LIMIT, message=message)
+    if unwritten:
+        return JobError(code=ErrorCode.STORAGE_FAILED, message=f"executor {index}: " + "; ".join(unwritten))
+    return None
 
 
 class DiskWatch:

@@ -129,3 +129,23 @@ def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_
     assert task["state"] == "CANCELED", task["logs"]  # it answered CANCELING: it ends CANCELED
     assert not (files / "out").exists() and task["logs"][0]["outputs"] == []
     assert any(line.startswith("stopped while the outputs were uploaded") for line in task["logs"][0]["system_logs"])
+
+
+@pytest.mark.parametrize(("made", "stdout", "why"), [
+    ("mkdir /vol/d", "/vol/d", "it is a folder"),
+    ("ln -s /etc /vol/link", "/vol/link/out.txt", "passes through a link"),
+])
+def test_an_executor_file_that_cannot_be_written_ends_the_task_saying_why(tes_server: TesServer, test_image: str,
+                                                                         made: str, stdout: str, why: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "volumes": ["/vol"],
+        "executors": [{"image": test_image, "command": ["sh", "-c", made]},
+                      {"image": test_image, "command": ["echo", "lost"], "stdout": stdout},
+                      {"image": test_image, "command": ["true"]}]}).json()["id"]
+    done = tes_server.wait(task_id)
+    assert done["state"] == "SYSTEM_ERROR", done["logs"]
+    log = done["logs"][0]
+    assert len(log["logs"]) == 2  # the executors after it did not run
+    [line] = [line for line in log["system_logs"] if line.startswith(f"executor 1: its stdout {stdout} cannot be "
+                                                                     "written: ")]
+    assert why in line
