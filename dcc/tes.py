@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dcc.errors import InputTooLarge, InvalidJob
 from dcc.jobs import (
@@ -78,6 +87,19 @@ ContainerPath = Annotated[str, AfterValidator(lambda p: check_container_path(p, 
 """An absolute, normalized path in the container (checked by ``check_container_path``)."""
 
 
+def _json_number(value: Any) -> Any:
+    """A JSON number as it came (the spec's integer and number types): a string or a boolean is not one."""
+    if isinstance(value, str | bool):
+        raise ValueError(f"must be a JSON number, not {'a boolean' if isinstance(value, bool) else 'a string'}")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonFloat = Annotated[float, BeforeValidator(_json_number)]
+JsonBool = Annotated[bool, Field(strict=True)]
+"""The spec's boolean: ``true`` or ``false`` (not ``"yes"``, ``1``)."""
+
+
 class _Strict(BaseModel):
     """Unknown keys are refused; a null is taken as an absent key (some clients send every field)."""
 
@@ -99,7 +121,7 @@ class TesExecutor(_Strict):
     stdout: ContainerPath | None = None
     stderr: ContainerPath | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    ignore_error: bool = False
+    ignore_error: JsonBool = False
 
     @field_validator("image")
     @classmethod
@@ -121,7 +143,7 @@ class TesInput(_Strict):
     path: ContainerPath
     type: Literal["FILE", "DIRECTORY"] = "FILE"
     content: str | None = None
-    streamable: bool | None = None
+    streamable: JsonBool | None = None
 
     @model_validator(mode="after")
     def _source(self) -> TesInput:
@@ -174,13 +196,13 @@ class TesOutput(_Strict):
 class TesResources(_Strict):
     """What the task asks for."""
 
-    cpu_cores: int | None = Field(default=None, gt=0, le=256)
-    preemptible: bool | None = None
-    ram_gb: float | None = Field(default=None, gt=0, le=1 << 20, allow_inf_nan=False)
-    disk_gb: float | None = Field(default=None, gt=0, le=1 << 30, allow_inf_nan=False)
+    cpu_cores: JsonInt | None = Field(default=None, gt=0, le=256)
+    preemptible: JsonBool | None = None
+    ram_gb: JsonFloat | None = Field(default=None, gt=0, le=1 << 20, allow_inf_nan=False)
+    disk_gb: JsonFloat | None = Field(default=None, gt=0, le=1 << 30, allow_inf_nan=False)
     zones: list[str] | None = None
     backend_parameters: dict[str, str] | None = None
-    backend_parameters_strict: bool | None = None
+    backend_parameters_strict: JsonBool | None = None
 
 
 class TesTask(_Strict):

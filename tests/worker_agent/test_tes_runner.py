@@ -189,6 +189,14 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
      "lies in the input file '/a'"),
     ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
     ({"inputs": [{"path": "/d", "content": "", "type": "DIRECTORY"}]}, "a DIRECTORY input cannot have content"),
+    ({"resources": {"cpu_cores": "2"}}, "resources.cpu_cores: must be a JSON number, not a string"),
+    ({"resources": {"cpu_cores": True}}, "resources.cpu_cores: must be a JSON number, not a boolean"),
+    ({"resources": {"ram_gb": "1"}}, "resources.ram_gb: must be a JSON number, not a string"),
+    ({"resources": {"disk_gb": False}}, "resources.disk_gb: must be a JSON number, not a boolean"),
+    ({"resources": {"preemptible": "true"}}, "resources.preemptible: Input should be a valid boolean"),
+    ({"executors": [{"image": "x", "command": ["a"], "ignore_error": "yes"}]}, "executors.0.ignore_error"),
+    ({"executors": [{"image": "x", "command": ["a"], "ignore_error": 1}]}, "executors.0.ignore_error"),
+    ({"inputs": [{"path": "/a", "content": "x", "streamable": 0}]}, "inputs.0.streamable"),
     ({"volumes": ["/vol"], "executors": [{"image": "x", "command": ["a"], "stdout": "/vol"}]},
      "executors.0.stdout '/vol' is a folder of the task (it holds '/vol'), not a file"),
     ({"inputs": [{"path": "/data/in/a", "content": "x"}],
@@ -242,6 +250,15 @@ def test_a_cancel_is_seen_between_uploaded_files(tmp_path: Path) -> None:
                                                          cancelled=lambda: (tmp_path / "dest" / "run" / "a").exists())
     assert stopped and failures == []
     assert [u["path"] for u in uploaded] == ["/out/a"] and sorted(os.listdir(tmp_path / "dest" / "run")) == ["a"]
+
+
+def test_numbers_and_booleans_are_taken_from_their_json_types() -> None:
+    from dcc.tes import parse_task
+
+    t = parse_task({"resources": {"cpu_cores": 2, "ram_gb": 1, "disk_gb": 0.5, "backend_parameters_strict": False},
+                    "executors": [{"image": "x", "command": ["true"], "ignore_error": True}]})
+    assert t.resources is not None and (t.resources.cpu_cores, t.resources.ram_gb) == (2, 1.0)
+    assert t.executors[0].ignore_error is True
 
 
 def test_an_empty_content_beside_a_url_is_no_content() -> None:
