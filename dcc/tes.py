@@ -236,7 +236,10 @@ class TesTask(_Strict):
                 raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
         for i, out in enumerate(self.outputs):
             if out.folder() == "/":
-                raise ValueError(f"outputs.{i}.path {out.path!r}: outputs must be in a folder below '/'")
+                raise ValueError(f"outputs.{i}.path {out.path!r}: an output directly under '/' is not supported (an "
+                                 "output's folder is mounted into the containers, and '/' cannot be): have the "
+                                 f"executors write it in a folder, e.g. '/out{out.path}'"
+                                 + (" with path_prefix '/out'" if has_wildcard(out.path) else ""))
             if (found := under_file(out.folder())) is not None:
                 raise ValueError(f"outputs.{i}.path {out.path!r}: its folder lies in the input file {found!r}")
         for i, volume in enumerate(self.volumes):

@@ -183,7 +183,11 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("fields", "says"), [
-    ({"outputs": [{"path": "/o.txt", "url": "s3://b/k"}]}, "in a folder below '/'"),
+    ({"outputs": [{"path": "/o.txt", "url": "s3://b/k"}]},
+     "outputs.0.path '/o.txt': an output directly under '/' is not supported (an output's folder is mounted into the "
+     "containers, and '/' cannot be): have the executors write it in a folder, e.g. '/out/o.txt'"),
+    ({"outputs": [{"path": "/*.txt", "path_prefix": "/", "url": "s3://b/k/"}]},
+     "e.g. '/out/*.txt' with path_prefix '/out'"),
     ({"inputs": [{"path": "/a", "content": "x"}], "volumes": ["/a/v"]}, "lies in, the input file '/a'"),
     ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
      "lies in the input file '/a'"),
