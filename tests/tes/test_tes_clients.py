@@ -151,6 +151,14 @@ def test_list_filters_and_pages_newest_first(tes_server: TesServer, test_image: 
     assert listed(tag_key="run") == [ids[2], ids[0]]  # no value: any value
     assert listed(state="COMPLETE", name_prefix="call") == [ids[2]]
     assert listed(state="QUEUED") == []
+    # a page that fills on the last task that passes the filters is the last page
+    last = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "call", "page_size": 1}).json()
+    assert last == {"tasks": [{"id": ids[2], "state": "COMPLETE"}]}
+    first = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "align", "page_size": 1}).json()
+    assert [t["id"] for t in first["tasks"]] == [ids[1]] and first["next_page_token"]
+    rest = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "align", "page_size": 1,
+                                                          "page_token": first["next_page_token"]}).json()
+    assert rest == {"tasks": [{"id": ids[0], "state": "COMPLETE"}]}
     full = tes_server.http.get(f"{PREFIX}/tasks", params={"view": "BASIC", "page_size": 1}).json()
     assert full["tasks"][0]["executors"] and full["next_page_token"]
     assert tes_server.http.get(f"{PREFIX}/tasks", params={"page_size": 2048}).status_code == 400
