@@ -48,6 +48,10 @@ BACKEND_PARAMETERS = {
     "priority": "high, normal or low",
 }
 """The ``resources.backend_parameters`` keys dcc supports (keys are case-insensitive), and what they mean."""
+SERVICE_CREATED = "2026-11-25T10:43:19Z"
+"""service-info ``createdAt``: when dcc first served TES (fixed: not when a process started)."""
+SERVICE_UPDATED = "2026-11-27T00:00:00Z"
+"""service-info ``updatedAt``: when dcc's TES service last changed (set with each change to it)."""
 MAX_PATH = 4096
 MAX_CONTENT_BYTES = 1024 * 1024
 """Inline ``content`` of all inputs together (kept in the task record)."""
@@ -568,9 +572,8 @@ def matches(record: JobRecord, *, name_prefix: str | None, state: str | None, ta
     return all(k in have and (v == "" or have[k] == v) for k, v in tags.items())
 
 
-def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...], created: float) -> dict[str, Any]:
+def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...]) -> dict[str, Any]:
     """``GET /service-info``."""
-    stamp = rfc3339(created)
     return {
         "id": "org.dcc.tes",
         "name": name,
@@ -578,8 +581,8 @@ def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...
         "description": "dcc runs container images as jobs; this is its GA4GH Task Execution Service API.",
         "organization": {"name": "dcc", "url": url},
         "documentationUrl": url,
-        "createdAt": stamp,
-        "updatedAt": stamp,
+        "createdAt": SERVICE_CREATED,
+        "updatedAt": SERVICE_UPDATED,
         "environment": "prod",
         "version": version,
         "storage": list(locations),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from importlib import metadata
 from typing import Any
 
@@ -33,7 +32,6 @@ MAX_SCANNED = 5000
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
               "CANCELED", "PREEMPTED", "CANCELING")
-_STARTED = time.time()
 
 
 # A job's parameters as a task names them
@@ -155,7 +153,6 @@ class TesService:
             url=self.jobs.settings.organization_url or base_url,
             version=version,
             locations=self.locations,
-            created=_STARTED,
         )
 
 

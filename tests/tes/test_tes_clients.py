@@ -18,6 +18,7 @@ from pydantictes.models import TesInput as PtInput
 from pydantictes.models import TesTask as PtTask
 
 from dcc.settings import Settings
+from dcc.tes import SERVICE_CREATED, SERVICE_UPDATED
 from tests.e2e_support import serve_local
 from tests.tes.conftest import BUCKET, SpecChecker, TesServer
 from tests.tes.spec_check import PREFIX
@@ -32,6 +33,9 @@ def test_service_info_names_the_standard_the_storage_and_the_backend_parameters(
     raw = tes_server.http.get(f"{PREFIX}/service-info").json()
     assert raw["tesResources_backend_parameters"] == ["gpu", "max_duration", "priority"]
     assert raw["organization"]["url"] == tes_server.url + "/"  # a real URL: this service's own address
+    # fixed stamps, not the time a process served its first TES request (a restart or cold start changed them)
+    assert (raw["createdAt"], raw["updatedAt"]) == (SERVICE_CREATED, SERVICE_UPDATED)
+    assert SERVICE_CREATED <= SERVICE_UPDATED < time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def test_two_executors_share_a_volume_and_a_wildcard_output_goes_to_s3(tes_server: TesServer, test_image: str) -> None:
