@@ -164,7 +164,9 @@ class TaskRunner:
             raise
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            progress["outputs"], failures, stopped = self._upload_outputs(task, sandbox, mounts, cancelled)
+            # only a cancel stops the uploads: a worker's shutdown lets them end (the result is kept, not run again)
+            progress["outputs"], failures, stopped = self._upload_outputs(
+                task, sandbox, mounts, lambda: cancelled() and self._cancel_asked(claim))
             run.system_logs.extend(failures)
             if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
                 run.state, error = JobState.CANCELLED, None
@@ -174,6 +176,14 @@ class TaskRunner:
                 run.state = JobState.ERROR
                 error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         return self._ended(run, error)
+
+    def _cancel_asked(self, claim: Claim) -> bool:
+        """Whether the task's cancel was asked (not only the worker stopping); no if Redis cannot say."""
+        try:
+            record = self.store.get(claim.job.id)
+        except StoreUnavailable:
+            return False
+        return record is not None and record.cancel_requested
 
     @staticmethod
     def _ended(run: _Run, error: JobError | None) -> Outcome:
