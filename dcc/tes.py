@@ -16,11 +16,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dcc.errors import InputTooLarge, InvalidJob
 from dcc.jobs import (
     RESERVED_ENV,
+    JobError,
     JobRecord,
     JobSpec,
     JobState,
@@ -38,6 +48,10 @@ BACKEND_PARAMETERS = {
     "priority": "high, normal or low",
 }
 """The ``resources.backend_parameters`` keys dcc supports (keys are case-insensitive), and what they mean."""
+SERVICE_CREATED = "2026-11-25T10:43:19Z"
+"""service-info ``createdAt``: when dcc first served TES (fixed: not when a process started)."""
+SERVICE_UPDATED = "2026-11-27T00:00:00Z"
+"""service-info ``updatedAt``: when dcc's TES service last changed (set with each change to it)."""
 MAX_PATH = 4096
 MAX_CONTENT_BYTES = 1024 * 1024
 """Inline ``content`` of all inputs together (kept in the task record)."""
@@ -77,6 +91,19 @@ ContainerPath = Annotated[str, AfterValidator(lambda p: check_container_path(p, 
 """An absolute, normalized path in the container (checked by ``check_container_path``)."""
 
 
+def _json_number(value: Any) -> Any:
+    """A JSON number as it came (the spec's integer and number types): a string or a boolean is not one."""
+    if isinstance(value, str | bool):
+        raise ValueError(f"must be a JSON number, not {'a boolean' if isinstance(value, bool) else 'a string'}")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonFloat = Annotated[float, BeforeValidator(_json_number)]
+JsonBool = Annotated[bool, Field(strict=True)]
+"""The spec's boolean: ``true`` or ``false`` (not ``"yes"``, ``1``)."""
+
+
 class _Strict(BaseModel):
     """Unknown keys are refused; a null is taken as an absent key (some clients send every field)."""
 
@@ -98,7 +125,7 @@ class TesExecutor(_Strict):
     stdout: ContainerPath | None = None
     stderr: ContainerPath | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    ignore_error: bool = False
+    ignore_error: JsonBool = False
 
     @field_validator("image")
     @classmethod
@@ -120,13 +147,14 @@ class TesInput(_Strict):
     path: ContainerPath
     type: Literal["FILE", "DIRECTORY"] = "FILE"
     content: str | None = None
-    streamable: bool | None = None
+    streamable: JsonBool | None = None
 
     @model_validator(mode="after")
     def _source(self) -> TesInput:
+        # (an empty content beside a url is taken as no content: some clients send every field)
+        if self.type == "DIRECTORY" and self.content is not None and (self.content or not self.url):
+            raise ValueError("a DIRECTORY input cannot have content")
         if self.content:  # the spec: with content, the url is ignored
-            if self.type == "DIRECTORY":
-                raise ValueError("a DIRECTORY input cannot have content")
             self.url = None
         elif not self.url and self.content is None:  # (empty content is an empty file)
             raise ValueError("needs a url or content")
@@ -172,13 +200,13 @@ class TesOutput(_Strict):
 class TesResources(_Strict):
     """What the task asks for."""
 
-    cpu_cores: int | None = Field(default=None, gt=0, le=256)
-    preemptible: bool | None = None
-    ram_gb: float | None = Field(default=None, gt=0, le=1 << 20, allow_inf_nan=False)
-    disk_gb: float | None = Field(default=None, gt=0, le=1 << 30, allow_inf_nan=False)
+    cpu_cores: JsonInt | None = Field(default=None, gt=0, le=256)
+    preemptible: JsonBool | None = None
+    ram_gb: JsonFloat | None = Field(default=None, gt=0, le=1 << 20, allow_inf_nan=False)
+    disk_gb: JsonFloat | None = Field(default=None, gt=0, le=1 << 30, allow_inf_nan=False)
     zones: list[str] | None = None
     backend_parameters: dict[str, str] | None = None
-    backend_parameters_strict: bool | None = None
+    backend_parameters_strict: JsonBool | None = None
 
 
 class TesTask(_Strict):
@@ -206,25 +234,54 @@ class TesTask(_Strict):
                 raise ValueError(f"inputs.{i}.path {item.path!r} is also inputs.{seen[item.path]}.path")
             seen[item.path] = i
         files = {item.path for item in self.inputs if item.type == "FILE"}
-        under_file = functools.partial(_in_file, files)
+        under_file = functools.partial(holder_of, files)
         for i, item in enumerate(self.inputs):
             if (found := under_file(posixpath.dirname(item.path))) is not None:
                 raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
         for i, out in enumerate(self.outputs):
             if out.folder() == "/":
-                raise ValueError(f"outputs.{i}.path {out.path!r}: outputs must be in a folder below '/'")
+                raise ValueError(f"outputs.{i}.path {out.path!r}: an output directly under '/' is not supported (an "
+                                 "output's folder is mounted into the containers, and '/' cannot be): have the "
+                                 f"executors write it in a folder, e.g. '/out{out.path}'"
+                                 + (" with path_prefix '/out'" if has_wildcard(out.path) else ""))
             if (found := under_file(out.folder())) is not None:
                 raise ValueError(f"outputs.{i}.path {out.path!r}: its folder lies in the input file {found!r}")
         for i, volume in enumerate(self.volumes):
             if (found := under_file(volume)) is not None:
                 raise ValueError(f"volumes.{i} {volume!r} is, or lies in, the input file {found!r}")
+        self._executor_files_agree()
         return self
 
+    def _executor_files_agree(self) -> None:
+        """An executor's stdout/stderr file may not be one of the task's folders, nor overwrite an input: inputs are
+        read-only unless a volume or output folder holds them (the worker writes these files itself, past the
+        read-only mounts)."""
+        writable = {*self.volumes, *(out.folder() for out in self.outputs)}
+        inputs = {item.path: item.type for item in self.inputs}
+        folders = writable | {p for p, kind in inputs.items() if kind == "DIRECTORY"}
+        for i, executor in enumerate(self.executors):
+            for name in ("stdout", "stderr"):
+                path = getattr(executor, name)
+                if path is None:
+                    continue
+                held = next((p for p in sorted(folders | set(inputs))
+                             if (p == path and p in folders) or p.startswith(path + "/")), None)
+                if held is not None:
+                    raise ValueError(f"executors.{i}.{name} {path!r} is a folder of the task (it holds {held!r}), "
+                                     "not a file")
+                if holder_of(writable, path) is not None:
+                    continue
+                found = holder_of(set(inputs), path)
+                if found is not None:
+                    what = "is the input" if found == path else f"lies in the input {inputs[found].lower()}"
+                    raise ValueError(f"executors.{i}.{name} {path!r} {what} {found!r}, which is read-only (write it "
+                                     "in a volume or an output's folder)")
 
-def _in_file(files: set[str], path: str) -> str | None:
-    """The input file that ``path`` is, or lies in, if any."""
+
+def holder_of(paths: set[str], path: str) -> str | None:
+    """The one of ``paths`` that ``path`` is, or lies in (the innermost), if any."""
     while path != "/":
-        if path in files:
+        if path in paths:
             return path
         path = posixpath.dirname(path)
     return None
@@ -443,27 +500,41 @@ def _attempt_log(stored: dict[str, Any], system: list[str], view: View) -> dict[
 
 
 def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
-    """The task's logs: one per attempt, oldest first (the spec appends an entry when a task is retried)."""
-    logs = []
-    for n, earlier in enumerate(record.task_history, start=1):
-        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost or " \
-               "shut down); the task was retried"
-        logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
+    """The task's logs: one per attempt that ran, oldest first (the spec appends an entry when a task is retried)."""
+    history = [dict(earlier) for earlier in record.task_history]
     stored = record.task_log or {}
     system = list(stored.get("system_logs", []))
-    # (a queued task's error is why its last attempt was retried: that attempt's log above already says so)
-    if record.error is not None and record.state != JobState.QUEUED \
-            and not any(line in record.error.message for line in system):
-        system.append(f"{record.error.code}: {record.error.message}")
+    error = record.error
+    # a task waiting for its retry (or cancelled meanwhile) ran no attempt since: the error is its last one's
+    if error is not None and not stored and history and history[-1].get("attempt") == record.attempts:
+        said = list(history[-1].get("system_logs", []))
+        if not _says(said, error):
+            history[-1]["system_logs"] = [*said, f"{error.code}: {error.message}"]
+        error = None
+    logs = []
+    for n, earlier in enumerate(history, start=1):
+        note = f"attempt {earlier.get('attempt', n)} did not finish (a system failure, or its worker was lost or " \
+               "shut down); the task was queued to run again"
+        logs.append(_attempt_log(earlier, [*earlier.get("system_logs", []), note], view))
+    if error is not None and not _says(system, error):
+        system.append(f"{error.code}: {error.message}")
     if record.state == JobState.TIMED_OUT:
         system.append("the task ran past its time limit and was stopped")
     if not {k for k in stored if k not in ("attempt", "running", "system_logs")} and not system:
         return logs
+    if record.state.terminal and "end_time" not in stored and record.finished_at is not None:
+        stored = {**stored, "end_time": rfc3339(record.finished_at)}  # (an attempt the worker could not log to the end)
     tes_meta = record.spec.meta.get("tes", {}) if isinstance(record.spec.meta, dict) else {}
     if tes_meta.get("ignoredBackendParameters"):
         system.insert(0, "resources.backend_parameters: unsupported keys ignored: "
                          + ", ".join(tes_meta["ignoredBackendParameters"]))
     return [*logs, _attempt_log(stored, system, view)]
+
+
+def _says(system: list[str], error: JobError) -> bool:
+    """Whether an attempt's ``system_logs`` already say why it ended: a line holds the error's message (alone, or
+    as ``code: message``), or the message is its lines joined (outputs that failed one by one)."""
+    return any(error.message in line for line in system) or all(part in system for part in error.message.split("; "))
 
 
 def task_view(record: JobRecord, view: View = "MINIMAL") -> dict[str, Any]:
@@ -501,9 +572,8 @@ def matches(record: JobRecord, *, name_prefix: str | None, state: str | None, ta
     return all(k in have and (v == "" or have[k] == v) for k, v in tags.items())
 
 
-def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...], created: float) -> dict[str, Any]:
+def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...]) -> dict[str, Any]:
     """``GET /service-info``."""
-    stamp = rfc3339(created)
     return {
         "id": "org.dcc.tes",
         "name": name,
@@ -511,8 +581,8 @@ def service_info(*, name: str, url: str, version: str, locations: tuple[str, ...
         "description": "dcc runs container images as jobs; this is its GA4GH Task Execution Service API.",
         "organization": {"name": "dcc", "url": url},
         "documentationUrl": url,
-        "createdAt": stamp,
-        "updatedAt": stamp,
+        "createdAt": SERVICE_CREATED,
+        "updatedAt": SERVICE_UPDATED,
         "environment": "prod",
         "version": version,
         "storage": list(locations),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from importlib import metadata
 from typing import Any
 
@@ -33,7 +32,6 @@ MAX_SCANNED = 5000
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
               "CANCELED", "PREEMPTED", "CANCELING")
-_STARTED = time.time()
 
 
 # A job's parameters as a task names them
@@ -109,7 +107,8 @@ class TesService:
         page_token: str | None = None,
         view: str = "MINIMAL",
     ) -> dict[str, Any]:
-        """A page of tasks, newest first, that pass the filters; ``next_page_token`` unless it is the last."""
+        """A page of tasks, newest first, that pass the filters; ``next_page_token`` unless it is the last (a full
+        page reads on until the next task that passes them, or the end)."""
         size = DEFAULT_PAGE_SIZE if page_size is None else page_size
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidJob(f"page_size: must be from 1 to {MAX_PAGE_SIZE}", field="page_size")
@@ -119,26 +118,29 @@ class TesService:
             raise InvalidJob(f"state: {state!r} is not a TES state ({', '.join(TES_STATES)})", field="state")
         tasks: list[dict[str, Any]] = []
         token, scanned = page_token, 0
+        page_end: str | None = None  # once the page is full: the cursor after its last task
         while True:
             try:
                 entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
             except InvalidJob as exc:  # (the store calls it a cursor)
                 raise InvalidJob("page_token: not one this service returned", field="page_token") from exc
             records = self.jobs.store.get_many(task_id for task_id, _ in entries)
-            for n, ((_, cursor), record) in enumerate(zip(entries, records, strict=True), start=1):
+            for (_, cursor), record in zip(entries, records, strict=True):
                 scanned += 1
                 token = cursor
-                if record is None:  # expired in Redis (GET still serves it from its result.json)
+                if record is None or record.task is None:  # expired in Redis (GET still serves it from result.json)
                     continue
-                if record.task is not None and matches(record, name_prefix=name_prefix, state=state, tags=tags):
-                    tasks.append(task_view(record, chosen))
-                    if len(tasks) == size:
-                        last = n == len(entries) and not more
-                        return {"tasks": tasks} if last else {"tasks": tasks, "next_page_token": cursor}
+                if not matches(record, name_prefix=name_prefix, state=state, tags=tags):
+                    continue
+                if page_end is not None:  # a task past the full page: there is a next page
+                    return {"tasks": tasks, "next_page_token": page_end}
+                tasks.append(task_view(record, chosen))
+                if len(tasks) == size:
+                    page_end = cursor
             if not more:
                 return {"tasks": tasks}
-            if scanned >= MAX_SCANNED and token:
-                return {"tasks": tasks, "next_page_token": token}
+            if scanned >= MAX_SCANNED and token:  # (the next page may then be empty)
+                return {"tasks": tasks, "next_page_token": page_end or token}
 
     def service_info(self, base_url: str) -> dict[str, Any]:
         """``GET /service-info``; ``base_url`` is the API's own address."""
@@ -151,7 +153,6 @@ class TesService:
             url=self.jobs.settings.organization_url or base_url,
             version=version,
             locations=self.locations,
-            created=_STARTED,
         )
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from dcc.jobs import Claim, ErrorCode, JobError, JobState, Outcome
 from dcc.local_storage import LocalStorage
 from dcc.storage import Progress, Storage, check_key
 from dcc.store import JobStore
-from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, normalize_url, rfc3339, url_location
+from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, holder_of, normalize_url, rfc3339, url_location
 from dcc.url_inputs import Fetcher
 from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
@@ -41,19 +42,18 @@ LOG_TAIL_BYTES = 64 * 1024
 
 
 def plan_mounts(task: TesTask, sandbox: Path) -> list[BindMount]:
-    """The bind mounts of a task: the outermost of its volumes, output folders and inputs, each read-write if
-    anything inside it must be written."""
+    """The bind mounts of a task: its volumes and output folders read-write, its inputs read-only, each the
+    outermost of its kind. An input in a writable folder is writable with it; a volume or output folder in a
+    read-only input folder is a read-write mount of its own over it (the engine mounts the outer one first), so the
+    rest of the input stays read-only."""
     writable = {*task.volumes, *(out.folder() for out in task.outputs)}
     targets = sorted(writable | {item.path for item in task.inputs}, key=lambda p: (len(p), p))
-    kept: list[tuple[str, bool]] = []
+    kept: dict[str, bool] = {}
     for target in targets:
-        inside = next((i for i, (k, _) in enumerate(kept) if target == k or target.startswith(k.rstrip("/") + "/")),
-                      None)
-        if inside is None:
-            kept.append((target, target in writable))
-        elif target in writable:
-            kept[inside] = (kept[inside][0], True)
-    return [BindMount(source=host_path(sandbox, t), target=t, read_only=not rw) for t, rw in kept]
+        holder = holder_of(set(kept), target)
+        if holder is None or (target in writable and not kept[holder]):
+            kept[target] = target in writable
+    return [BindMount(source=host_path(sandbox, t), target=t, read_only=not rw) for t, rw in kept.items()]
 
 
 def host_path(sandbox: Path, container_path: str) -> Path:
@@ -131,32 +131,68 @@ class TaskRunner:
         """Fetch the inputs, run the executors in order, upload the outputs; the attempt's outcome.
 
         ``base`` carries what the worker decided for the job (limits, GPUs, labels, time limit).
-        Raises ``JobSystemError`` when the task cannot start (an input cannot be fetched).
+        A system error no retry can mend (an input that is not there, a container the engine refuses) ends the
+        attempt in ``error``; a retryable one (``JobSystemError``) is raised for the worker to retry, after the
+        attempt's log is stamped with its end.
         """
         task = TesTask.model_validate(claim.job.task)
         sandbox = workdir / "sandbox"
         progress: dict[str, Any] = {"attempt": claim.attempt, "logs": [], "outputs": [],
                                     "start_time": rfc3339(time.time()), "metadata": {"worker": claim.job.worker or ""}}
-        try:
-            mounts = self._prepare(task, sandbox, cancelled)
-        except _Cancelled:  # while its inputs were downloading
-            progress["end_time"] = rfc3339(time.time())
-            return Outcome(state=JobState.CANCELLED, exit_code=None, error=None, started_at=None, exited_at=None,
-                           task_log=progress)
         run = _Run(progress=progress)
-        self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+        try:
+            try:
+                mounts = self._prepare(task, sandbox, cancelled)
+            except _Cancelled:  # while its inputs were downloading
+                run.state = JobState.CANCELLED
+                return self._ended(run, run.error)
+            except JobSystemError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("task %s attempt %d: %s: %s", claim.job.id, claim.attempt, exc.code, exc.message)
+                run.state, run.error = JobState.ERROR, JobError(code=str(exc.code), message=exc.message)
+                run.system_logs.append(f"{exc.code}: {exc.message}")
+                return self._ended(run, run.error)
+            self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+        except BaseException:  # the worker retries or ends the attempt: the log it keeps says when it ended
+            progress.pop("running", None)
+            progress["end_time"] = rfc3339(time.time())
+            try:
+                self.store.write_task_log(claim, progress)
+            except StoreUnavailable as exc:
+                log.warning("task %s: could not record the end of the attempt: %s", claim.job.id, exc)
+            raise
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            progress["outputs"], failures = self._upload_outputs(task, sandbox, mounts)
+            # only a cancel stops the uploads: a worker's shutdown lets them end (the result is kept, not run again)
+            progress["outputs"], failures, stopped = self._upload_outputs(
+                task, sandbox, mounts, lambda: cancelled() and self._cancel_asked(claim))
             run.system_logs.extend(failures)
-            if failures and run.state == JobState.SUCCEEDED:
+            if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
+                run.state, error = JobState.CANCELLED, None
+                run.system_logs.append(f"stopped while the outputs were uploaded: {len(progress['outputs'])} "
+                                       "files were uploaded, the rest were not")
+            elif failures and run.state == JobState.SUCCEEDED:
                 run.state = JobState.ERROR
                 error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
-        progress["end_time"] = rfc3339(time.time())
+        return self._ended(run, error)
+
+    def _cancel_asked(self, claim: Claim) -> bool:
+        """Whether the task's cancel was asked (not only the worker stopping); no if Redis cannot say."""
+        try:
+            record = self.store.get(claim.job.id)
+        except StoreUnavailable:
+            return False
+        return record is not None and record.cancel_requested
+
+    @staticmethod
+    def _ended(run: _Run, error: JobError | None) -> Outcome:
+        """The attempt's outcome, its log stamped with its end."""
+        run.progress["end_time"] = rfc3339(time.time())
         if run.system_logs:
-            progress["system_logs"] = run.system_logs
+            run.progress["system_logs"] = run.system_logs
         return Outcome(state=run.state, exit_code=run.exit_code, error=error, started_at=run.first_start,
-                       exited_at=run.last_exit, task_log=progress)
+                       exited_at=run.last_exit, task_log=run.progress)
 
     def _prepare(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool] = lambda: False) -> list[BindMount]:
         """Make the sandbox: writable folders, then the inputs; the mounts every executor gets."""
@@ -195,7 +231,7 @@ class TaskRunner:
                 log.warning("task %s: could not record progress: %s", claim.job.id, exc)
             try:
                 with watch:
-                    result = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+                    result, unwritten = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
             except _NotStarted as exc:
                 run.state, run.error = JobState.ERROR, JobError(code=exc.code, message=exc.message)
                 run.system_logs.append(exc.message)
@@ -213,12 +249,9 @@ class TaskRunner:
             if result.timed_out:
                 run.state = JobState.TIMED_OUT
                 return
-            if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
-                files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
-                message = (f"executor {i}'s output passed what the engine keeps of it (the output limit, "
-                           f"DCC_MAX_OUTPUT_BYTES, as the engine stores it): {files_named} would miss its start")
-                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.LOG_LIMIT, message=message)
-                run.system_logs.append(message)
+            if (failure := _files_failure(i, executor, result, unwritten)) is not None:
+                run.state, run.error = JobState.ERROR, failure
+                run.system_logs.append(failure.message)
                 return
             if result.exit_code != 0 and not executor.ignore_error:
                 run.state = JobState.FAILED
@@ -311,7 +344,9 @@ class TaskRunner:
 
     # executors -------------------------------------------------------------------------------------------
     def _run_executor(self, claim: Claim, index: int, executor: TesExecutor, base: ContainerJob,
-                      mounts: list[BindMount], files: LocalStorage, workdir: Path, seconds: float) -> ContainerOutcome:
+                      mounts: list[BindMount], files: LocalStorage, workdir: Path,
+                      seconds: float) -> tuple[ContainerOutcome, list[str]]:
+        """Run one executor; its outcome, and why its stdout/stderr files could not be written (if so)."""
         run_dir = workdir / f"executor-{index}"
         run_dir.mkdir()
         stdin = None
@@ -348,15 +383,25 @@ class TaskRunner:
         )
         try:
             result = self.runtime.run(job, workdir=run_dir)
+        except JobSystemError as exc:  # no retry can start it (a missing image, a container the engine refuses)
+            if exc.retryable:
+                raise
+            log.warning("task %s executor %d: %s: %s", claim.job.id, index, exc.code, exc.message)
+            raise _NotStarted(str(exc.code), f"executor {index}: {exc.code}: {exc.message}") from exc
         finally:
             self.runtime.cleanup(base.job_id)  # the next executor gets a container of its own
-        for path, source in ((executor.stdout, result.stdout_path), (executor.stderr, result.stderr_path)):
+        unwritten: list[str] = []
+        for name, path, source in (("stdout", executor.stdout, result.stdout_path),
+                                   ("stderr", executor.stderr, result.stderr_path)):
             if path is not None:
                 try:
                     files.put_file(path.lstrip("/"), source)
-                except StorageError as exc:
+                except StorageError as exc:  # a later executor or an output would read a stale or missing file
                     log.warning("task %s executor %d: cannot write %s: %s", claim.job.id, index, path, exc)
-        return result
+                    host = files.root / path.lstrip("/")
+                    folder = host.is_dir() and not host.is_symlink()  # (metadata only)
+                    unwritten.append(f"its {name} {path} cannot be written: {'it is a folder' if folder else exc}")
+        return result, unwritten
 
     @staticmethod
     def _executor_log(result: ContainerOutcome) -> dict[str, Any]:
@@ -370,36 +415,65 @@ class TaskRunner:
         }
 
     # outputs ---------------------------------------------------------------------------------------------
-    def _upload_outputs(self, task: TesTask, sandbox: Path,
-                        mounts: list[BindMount]) -> tuple[list[dict[str, str]], list[str]]:
-        """Upload every output it can; the files uploaded, and what went wrong (each output on its own)."""
+    def _upload_outputs(self, task: TesTask, sandbox: Path, mounts: list[BindMount],
+                        cancelled: Callable[[], bool] = lambda: False) -> tuple[list[dict[str, str]], list[str], bool]:
+        """Upload every output it can; the files uploaded, what went wrong (each output on its own), and whether a
+        cancel (seen before each file) stopped the uploads.
+
+        Only the files uploaded count toward the output limit: volumes are scratch space (``disk_gb`` bounds them).
+        """
         failures: list[str] = []
         for m in mounts:
-            # links and devices go, nothing is followed; past the budget files are left out
+            # links and devices go, nothing is followed (no byte limit here: what is uploaded is counted below)
             if m.read_only or not m.source.is_dir():
                 continue
-            cleaned = clean_outputs(m.source, self.max_output_bytes)
-            if cleaned.truncated:
-                failures.append(f"files under {m.target} past the output limit of {self.max_output_bytes} bytes "
-                                "were left out")
-            failures.extend(f"{m.target}/{name} was left out: {UNNAMED}" for name in cleaned.unnamed)
+            cleaned = clean_outputs(m.source, sys.maxsize)
+            failures.extend(f"{m.target}/{name} was left out: {UNNAMED}" for name in cleaned.unnamed
+                            if _named(task, f"{m.target}/{name}"))
         uploaded: list[dict[str, str]] = []
+        room = self.max_output_bytes
         for i, out in enumerate(task.outputs):
+            left_out: list[str] = []
             try:
                 found = self.locations.resolve(out.url, folder=out.names_folder)
                 if found is None:
                     raise StorageError(f"{out.url} is not in a location this service writes")
                 storage, base_key = found
                 for path, rel in _output_files(out, sandbox):
+                    if cancelled():
+                        return uploaded, failures, True
                     key = check_key(f"{base_key.rstrip('/')}/{rel}".lstrip("/")) if rel is not None else base_key
                     size = path.stat().st_size
+                    container = "/" + path.relative_to(sandbox).as_posix()
+                    if size > room:
+                        left_out.append(container)
+                        continue
                     storage.put_file(key, path)
+                    room -= size
                     url = out.url if rel is None else f"{out.url.rstrip('/')}/{quote(rel)}"
-                    uploaded.append({"url": url, "path": "/" + path.relative_to(sandbox).as_posix(),
-                                     "size_bytes": str(size)})
+                    uploaded.append({"url": url, "path": container, "size_bytes": str(size)})
             except (StorageError, OSError, UnicodeError) as exc:
                 failures.append(f"outputs.{i} ({out.path} → {out.url}): {exc}")
-        return uploaded, failures
+            if left_out:
+                shown = ", ".join(left_out[:10]) + (f" and {len(left_out) - 10} more" if len(left_out) > 10 else "")
+                failures.append(f"outputs.{i} ({out.path} → {out.url}): past the output limit of "
+                                f"{self.max_output_bytes} bytes (DCC_MAX_OUTPUT_BYTES, all outputs together), "
+                                f"left out: {shown}")
+        return uploaded, failures, False
+
+
+def _files_failure(index: int, executor: TesExecutor, result: ContainerOutcome,
+                   unwritten: list[str]) -> JobError | None:
+    """Why an executor's stdout/stderr files are not what it wrote, if they are not: the engine cut its output, or
+    they could not be written (either fails the task: a file missing its start, or missing, is no result)."""
+    if result.logs_cut and (executor.stdout is not None or executor.stderr is not None):
+        files_named = " and ".join(p for p in (executor.stdout, executor.stderr) if p is not None)
+        message = (f"executor {index}'s output passed what the engine keeps of it (the output limit, "
+                   f"DCC_MAX_OUTPUT_BYTES, as the engine stores it): {files_named} would miss its start")
+        return JobError(code=ErrorCode.LOG_LIMIT, message=message)
+    if unwritten:
+        return JobError(code=ErrorCode.STORAGE_FAILED, message=f"executor {index}: " + "; ".join(unwritten))
+    return None
 
 
 class DiskWatch:
@@ -451,7 +525,7 @@ class _Cancelled(Exception):
 class _NotStarted(Exception):
     """An executor that cannot start, for a reason of the task's own."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
 
@@ -508,6 +582,15 @@ def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str | None]
     if not host.is_file() or host.is_symlink():
         raise StorageError(f"output {out.path} was not written by the executors")
     return [(host, None)]
+
+
+def _named(task: TesTask, container_path: str) -> bool:
+    """Whether an output of the task names the file at ``container_path`` (a pattern: any file in its folder)."""
+    for out in task.outputs:
+        top = out.folder() if has_wildcard(out.path) else out.path
+        if container_path == top or (out.names_folder and container_path.startswith(top.rstrip("/") + "/")):
+            return True
+    return False
 
 
 def _files_under(path: Path) -> list[Path]:

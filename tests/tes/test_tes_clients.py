@@ -18,6 +18,7 @@ from pydantictes.models import TesInput as PtInput
 from pydantictes.models import TesTask as PtTask
 
 from dcc.settings import Settings
+from dcc.tes import SERVICE_CREATED, SERVICE_UPDATED
 from tests.e2e_support import serve_local
 from tests.tes.conftest import BUCKET, SpecChecker, TesServer
 from tests.tes.spec_check import PREFIX
@@ -32,6 +33,9 @@ def test_service_info_names_the_standard_the_storage_and_the_backend_parameters(
     raw = tes_server.http.get(f"{PREFIX}/service-info").json()
     assert raw["tesResources_backend_parameters"] == ["gpu", "max_duration", "priority"]
     assert raw["organization"]["url"] == tes_server.url + "/"  # a real URL: this service's own address
+    # fixed stamps, not the time a process served its first TES request (a restart or cold start changed them)
+    assert (raw["createdAt"], raw["updatedAt"]) == (SERVICE_CREATED, SERVICE_UPDATED)
+    assert SERVICE_CREATED <= SERVICE_UPDATED < time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def test_two_executors_share_a_volume_and_a_wildcard_output_goes_to_s3(tes_server: TesServer, test_image: str) -> None:
@@ -151,6 +155,14 @@ def test_list_filters_and_pages_newest_first(tes_server: TesServer, test_image: 
     assert listed(tag_key="run") == [ids[2], ids[0]]  # no value: any value
     assert listed(state="COMPLETE", name_prefix="call") == [ids[2]]
     assert listed(state="QUEUED") == []
+    # a page that fills on the last task that passes the filters is the last page
+    last = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "call", "page_size": 1}).json()
+    assert last == {"tasks": [{"id": ids[2], "state": "COMPLETE"}]}
+    first = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "align", "page_size": 1}).json()
+    assert [t["id"] for t in first["tasks"]] == [ids[1]] and first["next_page_token"]
+    rest = tes_server.http.get(f"{PREFIX}/tasks", params={"name_prefix": "align", "page_size": 1,
+                                                          "page_token": first["next_page_token"]}).json()
+    assert rest == {"tasks": [{"id": ids[0], "state": "COMPLETE"}]}
     full = tes_server.http.get(f"{PREFIX}/tasks", params={"view": "BASIC", "page_size": 1}).json()
     assert full["tasks"][0]["executors"] and full["next_page_token"]
     assert tes_server.http.get(f"{PREFIX}/tasks", params={"page_size": 2048}).status_code == 400
@@ -200,6 +212,8 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}], "volumes": ["/proc/x"]}, "volumes.0"),
     ({"executors": [{"image": "x", "command": ["a"]}], "bogus": 1}, "bogus: is not a field"),
     ({"executors": [{"image": "x", "command": ["a"]}], "inputs": [{"path": "/a"}]}, "needs a url or content"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "inputs": [{"path": "/a", "content": "", "type": "DIRECTORY"}]},
+     "inputs.0: a DIRECTORY input cannot have content"),
     ({"executors": [{"image": "x", "command": ["a"]}],
       "outputs": [{"path": "/o/*.txt", "url": "file:///tmp/x"}]}, "path_prefix is required"),
     ({"executors": [{"image": "x", "command": ["a"]}],
@@ -211,9 +225,15 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "two"}}},
      "backend_parameters.gpu"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": "2"}},
+     "resources.cpu_cores: must be a JSON number, not a string"),
+    ({"executors": [{"image": "x", "command": ["a"], "ignore_error": "yes"}]}, "executors.0.ignore_error"),
     ({"executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a\x00b"]}]}, "NUL"),
     ({"executors": [{"image": "x", "command": ["a"], "env": {"K": "\ud800"}}]}, "executors[0].env.K"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}}, "resources.ram_gb"),
+    ({"executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}],
+      "inputs": [{"path": "/in/a", "content": "x"}]},
+     "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
     # the deployment's limits, said in the task's terms (not the dcc job's fields it becomes)
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "2"}}},
      "resources.backend_parameters.gpu: 2 GPUs is more than any worker of this deployment has (1)"),
@@ -346,6 +366,24 @@ def test_a_folder_input_from_s3_and_a_folder_output_to_s3(tes_server: TesServer,
     assert s3.get_object(Bucket=BUCKET, Key="shared/res/copy")["Body"].read() == b"BB"
     assert sorted(o["url"] for o in task["logs"][0]["outputs"]) == [f"s3://{BUCKET}/shared/res/copy",
                                                                     f"s3://{BUCKET}/shared/res/list"]
+
+
+def test_a_volume_inside_an_input_folder_leaves_the_rest_of_it_read_only(tes_server: TesServer,
+                                                                         test_image: str) -> None:
+    (tes_server.files / "ref").mkdir()
+    (tes_server.files / "ref" / "x.txt").write_text("reference\n")
+    try_write = "if echo bad >> /ref/x.txt 2>/dev/null; then echo wrote; else echo refused; fi"
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "inputs": [{"path": "/ref", "url": f"file://{tes_server.files}/ref", "type": "DIRECTORY"}],
+        "volumes": ["/ref/tmp"],
+        "outputs": [{"path": "/ref/res/n", "url": f"file://{tes_server.files}/res/n"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", f"{try_write}; echo scratch > /ref/tmp/s; "
+                                                                    "cat /ref/tmp/s > /ref/res/n"]},
+                      {"image": test_image, "command": ["cat", "/ref/x.txt"]}]}).json()["id"]
+    task = tes_server.wait(task_id)
+    assert task["state"] == "COMPLETE", task["logs"]
+    assert [e["stdout"] for e in task["logs"][0]["logs"]] == ["refused\n", "reference\n"]
+    assert (tes_server.files / "res" / "n").read_text() == "scratch\n"  # the volume and output folder are writable
 
 
 def test_one_missing_output_does_not_stop_the_others(tes_server: TesServer, test_image: str) -> None:

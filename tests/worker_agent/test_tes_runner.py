@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,14 @@ def test_mounts_are_the_outermost_folders_and_writable_if_anything_inside_is_wri
         ("/res", True, tmp_path / "res"),
         ("/lib", False, tmp_path / "lib"),  # an input folder an output is written into becomes writable
     }
+
+
+def test_a_volume_or_output_folder_in_an_input_folder_is_writable_alone(tmp_path: Path) -> None:
+    t = task(inputs=[{"path": "/ref", "url": "file:///r", "type": "DIRECTORY"},
+                     {"path": "/ref/extra.txt", "content": "x"}],
+             volumes=["/ref/tmp", "/ref/tmp/deeper"], outputs=[{"path": "/ref/res/out.txt", "url": "s3://b/o"}])
+    got = [(m.target, m.read_only) for m in plan_mounts(t, tmp_path)]
+    assert got == [("/ref", True), ("/ref/res", False), ("/ref/tmp", False)]  # outer first, as the engine mounts
 
 
 def test_wildcard_outputs_match_posix_patterns_and_strip_the_prefix(tmp_path: Path) -> None:
@@ -174,11 +183,39 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("fields", "says"), [
-    ({"outputs": [{"path": "/o.txt", "url": "s3://b/k"}]}, "in a folder below '/'"),
+    ({"outputs": [{"path": "/o.txt", "url": "s3://b/k"}]},
+     "outputs.0.path '/o.txt': an output directly under '/' is not supported (an output's folder is mounted into the "
+     "containers, and '/' cannot be): have the executors write it in a folder, e.g. '/out/o.txt'"),
+    ({"outputs": [{"path": "/*.txt", "path_prefix": "/", "url": "s3://b/k/"}]},
+     "e.g. '/out/*.txt' with path_prefix '/out'"),
     ({"inputs": [{"path": "/a", "content": "x"}], "volumes": ["/a/v"]}, "lies in, the input file '/a'"),
     ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
      "lies in the input file '/a'"),
     ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
+    ({"inputs": [{"path": "/d", "content": "", "type": "DIRECTORY"}]}, "a DIRECTORY input cannot have content"),
+    ({"resources": {"cpu_cores": "2"}}, "resources.cpu_cores: must be a JSON number, not a string"),
+    ({"resources": {"cpu_cores": True}}, "resources.cpu_cores: must be a JSON number, not a boolean"),
+    ({"resources": {"ram_gb": "1"}}, "resources.ram_gb: must be a JSON number, not a string"),
+    ({"resources": {"disk_gb": False}}, "resources.disk_gb: must be a JSON number, not a boolean"),
+    ({"resources": {"preemptible": "true"}}, "resources.preemptible: Input should be a valid boolean"),
+    ({"executors": [{"image": "x", "command": ["a"], "ignore_error": "yes"}]}, "executors.0.ignore_error"),
+    ({"executors": [{"image": "x", "command": ["a"], "ignore_error": 1}]}, "executors.0.ignore_error"),
+    ({"inputs": [{"path": "/a", "content": "x", "streamable": 0}]}, "inputs.0.streamable"),
+    ({"volumes": ["/vol"], "executors": [{"image": "x", "command": ["a"], "stdout": "/vol"}]},
+     "executors.0.stdout '/vol' is a folder of the task (it holds '/vol'), not a file"),
+    ({"inputs": [{"path": "/data/in/a", "content": "x"}],
+      "executors": [{"image": "x", "command": ["a"], "stderr": "/data"}]},
+     "executors.0.stderr '/data' is a folder of the task (it holds '/data/in/a'), not a file"),
+    ({"inputs": [{"path": "/d", "content": "x", "type": "DIRECTORY"}]}, "a DIRECTORY input cannot have content"),
+    ({"inputs": [{"path": "/in/a", "content": "x"}],
+      "executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}]},
+     "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
+    ({"inputs": [{"path": "/ref", "url": "file:///r", "type": "DIRECTORY"}],
+      "executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a"], "stderr": "/ref/sub/log"}]},
+     "executors.1.stderr '/ref/sub/log' lies in the input directory '/ref', which is read-only"),
+    ({"inputs": [{"path": "/in/a", "content": "x"}],
+      "executors": [{"image": "x", "command": ["a"], "stdout": "/in/a/b"}]},
+     "executors.0.stdout '/in/a/b' lies in the input file '/in/a'"),
 ])
 def test_tasks_that_could_never_run_are_refused_at_create(fields: dict, says: str) -> None:
     from dcc.errors import InvalidJob
@@ -188,9 +225,49 @@ def test_tasks_that_could_never_run_are_refused_at_create(fields: dict, says: st
         parse_task({"executors": [{"image": "x", "command": ["true"]}], **fields})
 
 
+def test_an_executor_file_may_replace_an_input_that_a_volume_or_output_folder_holds() -> None:
+    from dcc.tes import parse_task
+
+    for writable in ({"volumes": ["/in"]}, {"outputs": [{"path": "/in/out.txt", "url": "s3://b/k"}]}):
+        parse_task({"inputs": [{"path": "/in/a", "content": "x"}],
+                    "executors": [{"image": "x", "command": ["true"], "stdout": "/in/a"}], **writable})
+
+
 def test_file_urls_are_percent_decoded() -> None:
     from dcc.tes import normalize_url
 
     assert normalize_url("file:///srv/run/a%20b.txt") == "file:///srv/run/a b.txt"
     assert normalize_url("file:///srv/%2e%2e/etc/passwd") is None  # decoded before the '..' check
     assert normalize_url("file:///srv/a%00b") is None
+
+
+def test_a_cancel_is_seen_between_uploaded_files(tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    runner = TaskRunner(runtime=None, store=None, fetch=None,  # type: ignore[arg-type]
+                        locations=(f"file://{tmp_path}/dest/",), max_output_bytes=1 << 20)
+    t = task(outputs=[{"path": "/out", "url": f"file://{tmp_path}/dest/run", "type": "DIRECTORY"}])
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "out").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (sandbox / "out" / name).write_text(name)
+    uploaded, failures, stopped = runner._upload_outputs(t, sandbox, plan_mounts(t, sandbox),
+                                                         cancelled=lambda: (tmp_path / "dest" / "run" / "a").exists())
+    assert stopped and failures == []
+    assert [u["path"] for u in uploaded] == ["/out/a"] and sorted(os.listdir(tmp_path / "dest" / "run")) == ["a"]
+
+
+def test_numbers_and_booleans_are_taken_from_their_json_types() -> None:
+    from dcc.tes import parse_task
+
+    t = parse_task({"resources": {"cpu_cores": 2, "ram_gb": 1, "disk_gb": 0.5, "backend_parameters_strict": False},
+                    "executors": [{"image": "x", "command": ["true"], "ignore_error": True}]})
+    assert t.resources is not None and (t.resources.cpu_cores, t.resources.ram_gb) == (2, 1.0)
+    assert t.executors[0].ignore_error is True
+
+
+def test_an_empty_content_beside_a_url_is_no_content() -> None:
+    from dcc.tes import parse_task
+
+    t = parse_task({"inputs": [{"path": "/d", "url": "file:///r", "content": "", "type": "DIRECTORY"}],
+                    "executors": [{"image": "x", "command": ["true"]}]})
+    assert t.inputs[0].url == "file:///r"

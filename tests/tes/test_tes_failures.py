@@ -1,0 +1,151 @@
+"""How a task's attempt ends when something other than its executors fails, end to end: local dcc, real Redis
+and Docker. Every TES reply is checked against the spec's schemas (see conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dcc.bootstrap import build_service
+from dcc.local_storage import LocalStorage
+from dcc.settings import Settings
+from dcc.tes_service import TesService
+from tests.e2e_support import serve_local
+from tests.tes.conftest import SpecChecker, TesServer
+from tests.tes.spec_check import PREFIX
+from worker_agent.agent import Worker, WorkerConfig
+from worker_agent.docker_runtime import DockerRuntime
+from worker_agent.runtime import ContainerJob, ContainerOutcome
+
+pytestmark = [pytest.mark.redis, pytest.mark.docker]
+
+
+def _expire(tes_server: TesServer, task_id: str) -> dict:
+    """The task in FULL view once its Redis record is gone (served from its result.json)."""
+    store = tes_server.local.service.store
+    store.redis.delete(store.job_key(task_id))
+    return tes_server.http.get(f"{PREFIX}/tasks/{task_id}", params={"view": "FULL"}).json()
+
+
+@pytest.mark.parametrize("case", ["missing input", "refused container"])
+def test_an_attempt_that_fails_before_its_executor_runs_has_a_start_and_an_end(tes_server: TesServer,
+                                                                              test_image: str, case: str) -> None:
+    task: dict = {"executors": [{"image": test_image, "command": ["true"]}]}
+    if case == "missing input":
+        task["inputs"] = [{"path": "/in/x", "url": f"file://{tes_server.files}/missing.txt"}]
+        says = "input_fetch_failed: inputs.0"
+    else:
+        task["executors"] = [{"image": test_image, "command": ["/no/such/program"]}]
+        says = "executor 0: container_refused: "
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json=task).json()["id"]
+    done = tes_server.wait(task_id)
+    assert done["state"] == "SYSTEM_ERROR"
+    assert len(done["logs"]) == 1, done["logs"]  # not retried: no retry can mend it
+    log = done["logs"][0]
+    assert log["logs"] == [] and "start_time" in log and "end_time" in log, log
+    assert log["start_time"] <= log["end_time"]
+    assert [line for line in log["system_logs"] if says in line] == log["system_logs"], log["system_logs"]
+    assert _expire(tes_server, task_id) == done  # result.json keeps the same log
+
+
+@pytest.fixture
+def small_outputs(redis_url: str, tmp_path: Path, docker_host: str) -> Iterator[TesServer]:
+    """A local dcc whose outputs may hold 100,000 bytes in all."""
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), max_output_bytes=100_000)
+    checker = SpecChecker()
+    with serve_local(tmp_path / "data", settings, workers=1, wrap=checker.wrap) as (local, http):
+        yield TesServer(local=local, http=http, url="", files=(tmp_path / "data" / "tes").resolve(), checker=checker)
+    assert not checker.problems, checker.problems
+
+
+def test_only_uploaded_files_count_toward_the_output_limit(small_outputs: TesServer, test_image: str) -> None:
+    files = small_outputs.files
+    task_id = small_outputs.http.post(f"{PREFIX}/tasks", json={
+        "volumes": ["/scratch"],
+        "outputs": [{"path": "/out/small", "url": f"file://{files}/run1/small"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "head -c 150000 /dev/zero > /scratch/big; "
+                                                                    "head -c 150000 /dev/zero > /out/unnamed-big; "
+                                                                    "echo kept > /out/small"]}]}).json()["id"]
+    done = small_outputs.wait(task_id)
+    assert done["state"] == "COMPLETE", done["logs"]  # scratch files and files no output names are not uploaded
+    assert (files / "run1" / "small").read_text() == "kept\n"
+    # files uploaded past the limit are left out, named, and fail the task
+    task_id = small_outputs.http.post(f"{PREFIX}/tasks", json={
+        "outputs": [{"path": "/out", "url": f"file://{files}/run2", "type": "DIRECTORY"}],
+        "executors": [{"image": test_image, "command": ["sh", "-c", "head -c 60000 /dev/zero > /out/a; "
+                                                                    "head -c 60000 /dev/zero > /out/b"]}]}).json()["id"]
+    done = small_outputs.wait(task_id)
+    assert done["state"] == "SYSTEM_ERROR"
+    assert [o["path"] for o in done["logs"][0]["outputs"]] == ["/out/a"]
+    assert sorted(p.name for p in (files / "run2").iterdir()) == ["a"]
+    assert any(line.startswith("outputs.0 (/out → ") and "output limit of 100000 bytes" in line
+               and line.endswith("left out: /out/b") for line in done["logs"][0]["system_logs"]), done["logs"]
+
+
+class CancelledAsItExits(DockerRuntime):
+    """A real runtime where the task is cancelled just after its container exited by itself: the worker sees the
+    cancel (and asks for a kill that finds nothing to stop) before the outputs are uploaded."""
+
+    def __init__(self, cancel: Callable[[str], object]) -> None:
+        super().__init__()
+        self.cancel = cancel
+        self.kill_asked = threading.Event()
+
+    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir)
+        self.cancel(job.job_id)
+        assert self.kill_asked.wait(timeout=20)
+        return outcome
+
+    def kill(self, job_id: str) -> bool:
+        self.kill_asked.set()
+        return super().kill(job_id)
+
+
+def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_url: str, tmp_path: Path,
+                                                                         docker_host: str, test_image: str) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
+    tes = TesService(build_service(settings))
+    task_id = tes.create({"outputs": [{"path": "/out", "url": f"file://{files}/out", "type": "DIRECTORY"}],
+                          "executors": [{"image": test_image, "command": ["sh", "-c", "echo a > /out/a"]}]})
+    runtime = CancelledAsItExits(tes.cancel)
+    worker = Worker(store=tes.jobs.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    assert task["state"] == "CANCELED", task["logs"]  # it answered CANCELING: it ends CANCELED
+    assert not (files / "out").exists() and task["logs"][0]["outputs"] == []
+    assert any(line.startswith("stopped while the outputs were uploaded") for line in task["logs"][0]["system_logs"])
+
+
+@pytest.mark.parametrize(("made", "stdout", "why"), [
+    ("mkdir /vol/d", "/vol/d", "it is a folder"),
+    ("ln -s /etc /vol/link", "/vol/link/out.txt", "passes through a link"),
+])
+def test_an_executor_file_that_cannot_be_written_ends_the_task_saying_why(tes_server: TesServer, test_image: str,
+                                                                         made: str, stdout: str, why: str) -> None:
+    task_id = tes_server.http.post(f"{PREFIX}/tasks", json={
+        "volumes": ["/vol"],
+        "executors": [{"image": test_image, "command": ["sh", "-c", made]},
+                      {"image": test_image, "command": ["echo", "lost"], "stdout": stdout},
+                      {"image": test_image, "command": ["true"]}]}).json()["id"]
+    done = tes_server.wait(task_id)
+    assert done["state"] == "SYSTEM_ERROR", done["logs"]
+    log = done["logs"][0]
+    assert len(log["logs"]) == 2  # the executors after it did not run
+    [line] = [line for line in log["system_logs"] if line.startswith(f"executor 1: its stdout {stdout} cannot be "
+                                                                     "written: ")]
+    assert why in line
