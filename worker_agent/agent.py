@@ -534,10 +534,11 @@ class Worker:
             running = self._entry(claim)
         if running is None or running.lost:  # another attempt has the job: this one writes and reports nothing
             return Outcome(state=JobState.QUEUED, error=error)
+        # a task's log of this attempt (what it wrote so far, and why it ended) goes with it, retried or not
+        task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
         if exc.retryable and claim.attempt - claim.job.handbacks < self.config.max_attempts:
-            task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
             return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
-        outcome = Outcome(state=JobState.ERROR, error=error)
+        outcome = Outcome(state=JobState.ERROR, error=error, task_log=task_log)
         if claim.job.spec.fast:
             return outcome
         try:
@@ -547,7 +548,7 @@ class Worker:
         return outcome
 
     def _failed_attempt_log(self, claim: Claim, error: JobError) -> dict[str, Any]:
-        """A TES task's log of an attempt that is retried: what it wrote so far, and why it ended."""
+        """A TES task's log of an attempt that a system failure ended: what it wrote so far, and why it ended."""
         from dcc.tes import rfc3339
 
         progress: dict[str, Any] = {"attempt": claim.attempt}

@@ -52,6 +52,24 @@ def test_an_attempt_that_fails_before_its_executor_runs_has_a_start_and_an_end(t
     assert _expire(tes_server, task_id) == done  # result.json keeps the same log
 
 
+def test_the_last_attempt_of_a_task_a_system_failure_ended_keeps_its_log(redis_url: str, tmp_path: Path,
+                                                                          docker_host: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), max_attempts=1)
+    with serve_local(tmp_path / "data", settings, workers=1) as (local, http):
+        server = TesServer(local=local, http=http, url="", files=(tmp_path / "data" / "tes").resolve(),
+                           checker=SpecChecker())
+        # no registry answers here: the pull fails on the network, a failure another attempt might mend, but
+        # this was the last attempt
+        task_id = http.post(f"{PREFIX}/tasks", json={"executors": [{"image": "dcc-no-such-image:404",
+                                                                    "command": ["true"]}]}).json()["id"]
+        done = server.wait(task_id)
+        assert done["state"] == "SYSTEM_ERROR"
+        log = done["logs"][-1]
+        assert "start_time" in log and "end_time" in log and log["start_time"] <= log["end_time"], log
+        assert any("image_" in line for line in log["system_logs"]), log
+        assert _expire(server, task_id)["logs"] == done["logs"]  # result.json keeps the log
+
+
 @pytest.fixture
 def small_outputs(redis_url: str, tmp_path: Path, docker_host: str) -> Iterator[TesServer]:
     """A local dcc whose outputs may hold 100,000 bytes in all."""
