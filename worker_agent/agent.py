@@ -374,7 +374,8 @@ class Worker:
 
         try:  # stopped: run no further executor, upload nothing
             outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
-                                            cancelled=lambda: self._stopped(claim))
+                                            cancelled=lambda: self._stopped(claim),
+                                            abandoned=lambda: self._abandoned(claim))
         except (JobSystemError, StorageError):
             raise
         except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
@@ -414,6 +415,13 @@ class Worker:
         with self._lock:
             running = self._entry(claim)
             return running is None or running.cancel or running.handed_back or running.lost
+
+    def _abandoned(self, claim: Claim) -> bool:
+        """Whether this attempt should not even finish what it has done: cancelled, or its job is another
+        attempt's (a worker's stop lets it end, and keeps its result)."""
+        with self._lock:
+            running = self._entry(claim)
+            return running is None or running.cancel or running.lost
 
     def _stopped_outcome(self, claim: Claim) -> Outcome:
         """How an attempt that stopped before its container started ends: handed back when the worker stops,

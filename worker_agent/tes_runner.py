@@ -127,10 +127,14 @@ class TaskRunner:
         self.max_output_bytes = max_output_bytes
         self.disk_check_seconds = disk_check_seconds
 
-    def run(self, claim: Claim, workdir: Path, base: ContainerJob, *, cancelled: Callable[[], bool]) -> Outcome:
+    def run(self, claim: Claim, workdir: Path, base: ContainerJob, *, cancelled: Callable[[], bool],
+            abandoned: Callable[[], bool] | None = None) -> Outcome:
         """Fetch the inputs, run the executors in order, upload the outputs; the attempt's outcome.
 
-        ``base`` carries what the worker decided for the job (limits, GPUs, labels, time limit).
+        ``base`` carries what the worker decided for the job (limits, GPUs, labels, time limit). ``cancelled``:
+        whether to stop (cancelled, or the worker stops); ``abandoned``: whether to stop uploading too (cancelled,
+        or the job is another attempt's now; not a worker's stop, which lets the uploads end), by default
+        ``cancelled``.
         A system error no retry can mend (an input that is not there, a container the engine refuses) ends the
         attempt in ``error``; a retryable one (``JobSystemError``) is raised for the worker to retry, after the
         attempt's log is stamped with its end.
@@ -164,9 +168,7 @@ class TaskRunner:
             raise
         error = run.error
         if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            # only a cancel stops the uploads: a worker's shutdown lets them end (the result is kept, not run again)
-            progress["outputs"], failures, stopped = self._upload_outputs(
-                task, sandbox, mounts, lambda: cancelled() and self._cancel_asked(claim))
+            progress["outputs"], failures, stopped = self._upload_outputs(task, sandbox, mounts, abandoned or cancelled)
             run.system_logs.extend(failures)
             if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
                 run.state, error = JobState.CANCELLED, None
@@ -176,14 +178,6 @@ class TaskRunner:
                 run.state = JobState.ERROR
                 error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         return self._ended(run, error)
-
-    def _cancel_asked(self, claim: Claim) -> bool:
-        """Whether the task's cancel was asked (not only the worker stopping); no if Redis cannot say."""
-        try:
-            record = self.store.get(claim.job.id)
-        except StoreUnavailable:
-            return False
-        return record is not None and record.cancel_requested
 
     @staticmethod
     def _ended(run: _Run, error: JobError | None) -> Outcome:
