@@ -43,6 +43,7 @@ QUEUES = ("cpu", "gpu")
 TRIM_INTERVAL = 300.0
 """Seconds between trims of the listing indexes (they only shed entries older than the retention)."""
 _PAGE_ROUNDS = 8  # reads of the index a page makes at most, skipping entries whose record expired
+MAX_CURSOR_LENGTH = 1024  # a cursor holds a score and a job id (at most 128 characters), base64-encoded
 
 
 def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
@@ -639,10 +640,12 @@ def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     if not cursor:
         return None
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:  # (ours are short; a long one may nest deep enough to crash a parser)
+            raise ValueError("too long")
         padded = cursor + "=" * (-len(cursor) % 4)
         score, member = json.loads(base64.urlsafe_b64decode(padded))
         if not math.isfinite(score := float(score)):
             raise ValueError("not a finite score")
         return score, str(member)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidJob("cursor is not one this API returned", field="cursor") from exc

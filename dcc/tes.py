@@ -534,7 +534,7 @@ def _task_log(record: JobRecord, view: View) -> list[dict[str, Any]]:
 def _says(system: list[str], error: JobError) -> bool:
     """Whether an attempt's ``system_logs`` already say why it ended: a line holds the error's message (alone, or
     as ``code: message``), or the message is its lines joined (outputs that failed one by one)."""
-    return any(error.message in line for line in system) or all(part in system for part in error.message.split("; "))
+    return any(error.message in line for line in system) or error.message in "; ".join(system)
 
 
 def task_view(record: JobRecord, view: View = "MINIMAL") -> dict[str, Any]:

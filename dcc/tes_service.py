@@ -28,6 +28,9 @@ from dcc.tes import (
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047
 MAX_SCANNED = 5000
+MAX_LIST_BYTES = 5 * 1024 * 1024
+"""The most a page of tasks may take as JSON: a FULL page of 2047 tasks with their logs could pass the 6 MB a Lambda
+response may hold (API Gateway then answers 502). A page that would is cut short, with a token for the rest."""
 """Task records one list request reads at most while filtering; past it the page ends early, with a token."""
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
@@ -109,16 +112,14 @@ class TesService:
     ) -> dict[str, Any]:
         """A page of tasks, newest first, that pass the filters; ``next_page_token`` unless it is the last (a full
         page reads on until the next task that passes them, or the end)."""
-        size = DEFAULT_PAGE_SIZE if page_size is None else page_size
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidJob(f"page_size: must be from 1 to {MAX_PAGE_SIZE}", field="page_size")
+        size = _page_size(page_size)
         chosen = _view(view)
         tags = tag_filter(tag_keys or [], tag_values or [])
-        if state is not None and state not in TES_STATES:
-            raise InvalidJob(f"state: {state!r} is not a TES state ({', '.join(TES_STATES)})", field="state")
+        _check_state(state)
         tasks: list[dict[str, Any]] = []
-        token, scanned = page_token, 0
+        token, scanned, used = page_token, 0, 0
         page_end: str | None = None  # once the page is full: the cursor after its last task
+        last: str | None = None  # the cursor after the page's last task so far
         while True:
             try:
                 entries, more = self.jobs.store.task_entries(after=token, limit=min(max(size - len(tasks), 32), 500))
@@ -134,7 +135,12 @@ class TesService:
                     continue
                 if page_end is not None:  # a task past the full page: there is a next page
                     return {"tasks": tasks, "next_page_token": page_end}
-                tasks.append(task_view(record, chosen))
+                shown = task_view(record, chosen)
+                used += len(json.dumps(shown)) + 2
+                if tasks and used > MAX_LIST_BYTES:  # (the next page starts with this one)
+                    return {"tasks": tasks, "next_page_token": last}
+                tasks.append(shown)
+                last = cursor
                 if len(tasks) == size:
                     page_end = cursor
             if not more:
@@ -154,6 +160,18 @@ class TesService:
             version=version,
             locations=self.locations,
         )
+
+
+def _page_size(page_size: int | None) -> int:
+    size = DEFAULT_PAGE_SIZE if page_size is None else page_size
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidJob(f"page_size: must be from 1 to {MAX_PAGE_SIZE}", field="page_size")
+    return size
+
+
+def _check_state(state: str | None) -> None:
+    if state is not None and state not in TES_STATES:
+        raise InvalidJob(f"state: {state!r} is not a TES state ({', '.join(TES_STATES)})", field="state")
 
 
 def _view(view: str) -> View:

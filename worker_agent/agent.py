@@ -376,12 +376,12 @@ class Worker:
             outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
                                             cancelled=lambda: self._stopped(claim),
                                             abandoned=lambda: self._abandoned(claim))
-        except (JobSystemError, StorageError):
+        except (JobSystemError, StorageError, OSError):  # (retried, or ended, by `_attempt`)
             raise
         except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
             log.exception("task %s: unexpected failure", job.id)
             error = JobError(code=ErrorCode.RUNTIME_FAILED, message=f"{type(exc).__name__}: {exc}")
-            outcome = Outcome(state=JobState.ERROR, error=error)
+            outcome = Outcome(state=JobState.ERROR, error=error, task_log=self._failed_attempt_log(claim, error))
         with self._lock:
             running = self._entry(claim)
         if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results

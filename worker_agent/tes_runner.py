@@ -158,6 +158,18 @@ class TaskRunner:
                 run.system_logs.append(f"{exc.code}: {exc.message}")
                 return self._ended(run, run.error)
             self._run_executors(claim, task, base, mounts, sandbox, workdir, run, cancelled)
+            error = run.error
+            if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
+                progress["outputs"], failures, stopped = self._upload_outputs(task, sandbox, mounts,
+                                                                              abandoned or cancelled)
+                run.system_logs.extend(failures)
+                if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
+                    run.state, error = JobState.CANCELLED, None
+                    run.system_logs.append(f"stopped while the outputs were uploaded: {len(progress['outputs'])} "
+                                           "files were uploaded, the rest were not")
+                elif failures and run.state == JobState.SUCCEEDED:
+                    run.state = JobState.ERROR
+                    error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         except BaseException:  # the worker retries or ends the attempt: the log it keeps says when it ended
             progress.pop("running", None)
             progress["end_time"] = rfc3339(time.time())
@@ -166,17 +178,6 @@ class TaskRunner:
             except StoreUnavailable as exc:
                 log.warning("task %s: could not record the end of the attempt: %s", claim.job.id, exc)
             raise
-        error = run.error
-        if run.state in (JobState.SUCCEEDED, JobState.FAILED):  # outputs are uploaded after an executor error too
-            progress["outputs"], failures, stopped = self._upload_outputs(task, sandbox, mounts, abandoned or cancelled)
-            run.system_logs.extend(failures)
-            if stopped:  # a cancel answered CANCELING: it ends CANCELED, whatever the executors did
-                run.state, error = JobState.CANCELLED, None
-                run.system_logs.append(f"stopped while the outputs were uploaded: {len(progress['outputs'])} "
-                                       "files were uploaded, the rest were not")
-            elif failures and run.state == JobState.SUCCEEDED:
-                run.state = JobState.ERROR
-                error = JobError(code=ErrorCode.STORAGE_FAILED, message="; ".join(failures))
         return self._ended(run, error)
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -70,7 +71,7 @@ def create_task():
 @router.get(f"{API_PREFIX}/tasks", include_in_schema=False)
 def list_tasks():
     raw_size = _one("page_size")
-    if raw_size is not None and not (raw_size.lstrip("-").isdigit() and len(raw_size) <= 9):
+    if raw_size is not None and not re.fullmatch(r"-?[0-9]{1,9}", raw_size):  # (ASCII digits: "²" is a digit too)
         raise InvalidJob(f"page_size: {raw_size!r} is not an integer", field="page_size")
     return _json(tes().list(
         name_prefix=_one("name_prefix"),

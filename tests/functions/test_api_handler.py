@@ -135,3 +135,17 @@ def test_head_answers_as_get_without_the_body(s3_service: Settings) -> None:
     assert (reply["statusCode"], reply["body"]) == (200, "")
     missing = handler.lambda_handler({**ev, "path": "/v1/jobs/nope"}, None)
     assert (missing["statusCode"], missing["body"]) == (404, "")
+
+
+@pytest.mark.parametrize(("path", "name", "value"), [
+    ("/ga4gh/tes/v1/tasks", "page_size", "\u00b2"),  # a digit to str.isdigit, not to int()
+    ("/ga4gh/tes/v1/tasks", "page_size", "--5"),
+    ("/ga4gh/tes/v1/tasks", "page_token", "W1tb" * 400),  # base64 of "[[[...": a parser's recursion limit
+    ("/v1/jobs", "cursor", "W1tb" * 400),
+])
+def test_odd_paging_values_are_400s_not_500s(s3_service: Settings, path: str, name: str, value: str) -> None:
+    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": path})
+    ev["queryStringParameters"] = {name: value}
+    ev["multiValueQueryStringParameters"] = {name: [value]}
+    reply = handler.lambda_handler(ev, None)
+    assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith(name), reply

@@ -70,6 +70,29 @@ def test_the_last_attempt_of_a_task_a_system_failure_ended_keeps_its_log(redis_u
         assert _expire(server, task_id)["logs"] == done["logs"]  # result.json keeps the log
 
 
+def test_a_failure_while_the_outputs_upload_keeps_the_attempts_log(redis_url: str, tmp_path: Path, docker_host: str,
+                                                                    test_image: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker_agent.tes_runner import TaskRunner
+
+    def broken(*_: object) -> None:
+        raise OSError("the worker's disk went away")
+
+    monkeypatch.setattr(TaskRunner, "_upload_outputs", broken)
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), max_attempts=1)
+    with serve_local(tmp_path / "data", settings, workers=1) as (local, http):
+        server = TesServer(local=local, http=http, url="", files=(tmp_path / "data" / "tes").resolve(),
+                           checker=SpecChecker())
+        task_id = http.post(f"{PREFIX}/tasks", json={"executors": [{"image": test_image,
+                                                                    "command": ["echo", "ran"]}]}).json()["id"]
+        done = server.wait(task_id)
+        assert done["state"] == "SYSTEM_ERROR"
+        log = done["logs"][-1]
+        assert [e.get("exit_code") for e in log["logs"]] == [0] and "end_time" in log, log  # what it did is kept
+        assert any("the worker's disk went away" in line for line in log["system_logs"]), log
+        assert _expire(server, task_id)["logs"] == done["logs"]
+
+
 @pytest.fixture
 def small_outputs(redis_url: str, tmp_path: Path, docker_host: str) -> Iterator[TesServer]:
     """A local dcc whose outputs may hold 100,000 bytes in all."""

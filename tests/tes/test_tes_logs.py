@@ -65,3 +65,15 @@ def test_an_attempt_ended_without_its_final_log_still_has_an_end_time(store: Job
     [log] = task_view(record, "FULL")["logs"]
     assert log["start_time"] == "2026-11-25T00:00:00.000Z" and log["end_time"].endswith("Z")
     assert log["system_logs"] == ["runtime_failed: the engine hiccuped"]
+
+
+def test_failed_outputs_whose_own_lines_hold_the_separator_are_said_once(store: JobStore) -> None:
+    task_id = _task(store)
+    claim = store.claim("cpu", "w1")
+    failures = ["outputs.0 (/o/a; b): cannot upload", "outputs.1 (/o/c): cannot upload"]
+    log = {"attempt": 1, "logs": [], "outputs": [], "start_time": "2026-11-25T00:00:00.000Z",
+           "end_time": "2026-11-25T00:00:01.000Z", "system_logs": failures}
+    assert store.finish(claim, Outcome(state=JobState.ERROR, task_log=log,
+                                       error=JobError(code="storage_failed", message="; ".join(failures))))
+    [shown] = task_view(store.get(task_id), "FULL")["logs"]
+    assert shown["system_logs"] == failures  # the error is these lines joined: not said again
