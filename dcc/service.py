@@ -37,6 +37,10 @@ from dcc.storage import Storage, job_prefix
 from dcc.store import JobStore, Page
 
 URL_CHECK = Callable[[str], None]
+MAX_LIST_BYTES = 5 * 1024 * 1024
+"""The most a page of jobs or tasks may take as JSON: a page of 1000 fast jobs with their output, or 2047 tasks
+in FULL view, could pass the 6 MB a Lambda response may hold (API Gateway then answers 502). A page that would is
+cut short, with a cursor for the rest."""
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 log = logging.getLogger(__name__)
 
@@ -261,8 +265,15 @@ class JobService:
         return record
 
     def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
-        """A page of jobs."""
-        return self.store.page(state=state, limit=limit, cursor=cursor)
+        """A page of jobs, cut short where their views would pass ``MAX_LIST_BYTES`` of JSON."""
+        left = MAX_LIST_BYTES
+
+        def fits(record: JobRecord) -> bool:
+            nonlocal left
+            left -= len(json.dumps(record.view())) + 2
+            return left >= 0
+
+        return self.store.page(state=state, limit=limit, cursor=cursor, fits=fits)
 
     def submit_and_wait(self, spec: JobSpec) -> tuple[JobRecord, bool]:
         """Submit; for fast and ``wait`` jobs, hold on until the job ends or the wait limit passes."""

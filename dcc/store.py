@@ -441,21 +441,18 @@ class JobStore:
 
     # listing -----------------------------------------------------------------------------------------
     @_translated
-    def page(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
+    def page(self, *, state: JobState | None, limit: int, cursor: str | None,
+             fits: Callable[[JobRecord], bool] | None = None) -> Page:
         """A page of jobs, newest first (queued: in queue order), from ``cursor``; no cursor on the last page.
 
         Entries whose record has expired (a fast job's, after an hour) are skipped, and dropped from the
-        indexes, so a page is full while jobs remain.
+        indexes, so a page is full while jobs remain. ``fits`` is asked of each job in turn: once it says no,
+        the page ends before that job (which starts the next page), unless the page would be empty.
         """
         after = _decode_cursor(cursor)
         if state == JobState.RUNNING:
-            return self._running_page(limit, after)
-        if state is None:
-            sources, indexes = [(f"{self.prefix}:all", True)], True
-        elif state == JobState.QUEUED:
-            sources, indexes = [(self.queue_key(q), False) for q in QUEUES], False
-        else:
-            sources, indexes = [(f"{self.prefix}:st:{state.value}", True)], True
+            return self._running_page(limit, after, fits)
+        sources, indexes = self._page_sources(state)
         jobs: list[JobRecord] = []
         more = False
         for round_ in range(_PAGE_ROUNDS):  # (a page that meets more expired entries than that ends short)
@@ -465,16 +462,20 @@ class JobStore:
             gone = []
             consumed = 0
             for (member, score), record in zip(batch, records, strict=True):
-                if len(jobs) == limit:
+                wanted = record is not None and (state is None or record.state == state)
+                if len(jobs) == limit or (fits is not None and record is not None and wanted and not fits(record)
+                                          and jobs):
                     break
                 consumed += 1
                 after = (score, member)
                 if record is None:
                     gone.append(member)
-                elif state is None or record.state == state:
+                elif wanted:
                     jobs.append(record)
             if gone and indexes:
                 self._drop_from_indexes(gone)
+            if len(jobs) < limit and consumed < len(batch):  # (cut short by `fits`)
+                return Page(jobs=jobs, cursor=_encode_cursor(*after) if after is not None else None)
             more = consumed < len(batch) or len(batch) == asked
             if more and len(jobs) == limit and consumed == len(batch):  # (filled on the batch's last entry)
                 more = bool(self._page_entries(sources, after, 1))
@@ -482,7 +483,17 @@ class JobStore:
                 break
         return Page(jobs=jobs, cursor=_encode_cursor(*after) if more and after is not None else None)
 
-    def _running_page(self, limit: int, after: tuple[float, str] | None) -> Page:
+    def _page_sources(self, state: JobState | None) -> tuple[list[tuple[str, bool]], bool]:
+        """The sorted sets a listing of ``state`` reads (each with whether newest first), and whether they are
+        indexes (whose entries for expired records may be dropped) rather than queues."""
+        if state is None:
+            return [(f"{self.prefix}:all", True)], True
+        if state == JobState.QUEUED:
+            return [(self.queue_key(q), False) for q in QUEUES], False
+        return [(f"{self.prefix}:st:{state.value}", True)], True
+
+    def _running_page(self, limit: int, after: tuple[float, str] | None,
+                      fits: Callable[[JobRecord], bool] | None = None) -> Page:
         """Running jobs, newest first: the leases (as many as the workers' slots) ordered by submit time, which,
         unlike a lease's deadline, does not move between two pages."""
         ids = [member.split("|", 1)[0] for member in self.redis.zrange(self.leases_key, 0, -1)]
@@ -491,7 +502,13 @@ class JobStore:
         if after is not None:
             entries = [e for e in entries if e < after]
         records = self.get_many(job_id for _, job_id in entries[:limit])
-        jobs = [r for r in records if r is not None and r.state == JobState.RUNNING]
+        jobs: list[JobRecord] = []
+        for i, record in enumerate(records):
+            if record is None or record.state != JobState.RUNNING:
+                continue
+            if fits is not None and not fits(record) and jobs:  # (this one starts the next page)
+                return Page(jobs=jobs, cursor=_encode_cursor(*entries[i - 1]))
+            jobs.append(record)
         more = len(entries) > limit
         return Page(jobs=jobs, cursor=_encode_cursor(*entries[limit - 1]) if more else None)
 

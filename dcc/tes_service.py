@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from dcc.errors import InputTooLarge, InvalidJob, JobNotFound
 from dcc.jobs import JobRecord
-from dcc.service import JobService, check_job_id
+from dcc.service import MAX_LIST_BYTES, JobService, check_job_id
 from dcc.tes import (
     View,
     backend_parameters,
@@ -28,9 +28,7 @@ from dcc.tes import (
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047
 MAX_SCANNED = 5000
-MAX_LIST_BYTES = 5 * 1024 * 1024
-"""The most a page of tasks may take as JSON: a FULL page of 2047 tasks with their logs could pass the 6 MB a Lambda
-response may hold (API Gateway then answers 502). A page that would is cut short, with a token for the rest."""
+
 """Task records one list request reads at most while filtering; past it the page ends early, with a token."""
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 TES_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",

@@ -286,6 +286,33 @@ def test_index_entries_of_a_job_submitted_again_under_an_expired_id_stay(store: 
     assert [j.id for j in store.page(state=None, limit=5, cursor=None).jobs] == ["again"]
 
 
+@pytest.mark.parametrize("state", [None, JobState.QUEUED, JobState.RUNNING])
+def test_a_page_cut_short_by_its_size_goes_on_from_the_job_left_out(store: JobStore, state: JobState | None) -> None:
+    for i in range(10):
+        make(store, f"z{i}", at=6000.0 + i)
+    if state is JobState.RUNNING:
+        for _ in range(10):
+            store.claim("cpu", "w")
+
+    def pages() -> list[list[str]]:
+        out, cursor = [], None
+        while True:
+            room = [3]  # three jobs fit a page
+
+            def fits(_: JobRecord) -> bool:
+                room[0] -= 1
+                return room[0] >= 0
+
+            page = store.page(state=state, limit=5, cursor=cursor, fits=fits)
+            out.append([j.id for j in page.jobs])
+            if (cursor := page.cursor) is None:
+                return out
+
+    got = pages()
+    assert [len(p) for p in got] == [3, 3, 3, 1]
+    assert sorted(j for p in got for j in p) == [f"z{i}" for i in range(10)]  # each once
+
+
 def test_a_cursor_that_is_not_a_finite_score_is_refused(store: JobStore) -> None:
     import base64
 
