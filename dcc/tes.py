@@ -50,7 +50,7 @@ BACKEND_PARAMETERS = {
 """The ``resources.backend_parameters`` keys dcc supports (keys are case-insensitive), and what they mean."""
 SERVICE_CREATED = "2026-11-25T10:43:19Z"
 """service-info ``createdAt``: when dcc first served TES (fixed: not when a process started)."""
-SERVICE_UPDATED = "2026-11-27T00:00:00Z"
+SERVICE_UPDATED = "2026-11-27T22:40:00Z"
 """service-info ``updatedAt``: when dcc's TES service last changed (set with each change to it)."""
 MAX_PATH = 4096
 MAX_CONTENT_BYTES = 1024 * 1024
@@ -259,13 +259,13 @@ class TesTask(_Strict):
         writable = {*self.volumes, *(out.folder() for out in self.outputs)}
         inputs = {item.path: item.type for item in self.inputs}
         folders = writable | {p for p, kind in inputs.items() if kind == "DIRECTORY"}
+        known = sorted(folders | set(inputs))  # (once: a task may have 10,000 inputs and 100 executors)
         for i, executor in enumerate(self.executors):
             for name in ("stdout", "stderr"):
                 path = getattr(executor, name)
                 if path is None:
                     continue
-                held = next((p for p in sorted(folders | set(inputs))
-                             if (p == path and p in folders) or p.startswith(path + "/")), None)
+                held = next((p for p in known if (p == path and p in folders) or p.startswith(path + "/")), None)
                 if held is not None:
                     raise ValueError(f"executors.{i}.{name} {path!r} is a folder of the task (it holds {held!r}), "
                                      "not a file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -294,16 +295,18 @@ def test_a_page_cut_short_by_its_size_goes_on_from_the_job_left_out(store: JobSt
         for _ in range(10):
             store.claim("cpu", "w")
 
+    def room_for(jobs: int) -> Callable[[JobRecord], bool]:
+        left = [jobs]
+
+        def fits(_: JobRecord) -> bool:
+            left[0] -= 1
+            return left[0] >= 0
+        return fits
+
     def pages() -> list[list[str]]:
         out, cursor = [], None
         while True:
-            room = [3]  # three jobs fit a page
-
-            def fits(_: JobRecord) -> bool:
-                room[0] -= 1
-                return room[0] >= 0
-
-            page = store.page(state=state, limit=5, cursor=cursor, fits=fits)
+            page = store.page(state=state, limit=5, cursor=cursor, fits=room_for(3))  # three jobs fit a page
             out.append([j.id for j in page.jobs])
             if (cursor := page.cursor) is None:
                 return out
