@@ -290,9 +290,11 @@ class TaskRunner:
                 raise JobSystemError(ErrorCode.DISK_LIMIT,
                                      f"inputs.{i} ({item.url or item.path}): {exc.size} bytes would take the task's "
                                      f"files past its disk_gb of {disk_gb} ({budget} bytes)", retryable=False) from exc
-            except (StorageError, OSError) as exc:
+            except (StorageError, OSError) as exc:  # (a file where the task's layout puts a folder, or the reverse,
+                # is the task's: no retry mends it)
+                task_fault = isinstance(exc, ObjectNotFound | IsADirectoryError | NotADirectoryError | FileExistsError)
                 raise JobSystemError(ErrorCode.INPUT_FETCH_FAILED, f"inputs.{i} ({item.url}): {exc}",
-                                     retryable=not isinstance(exc, ObjectNotFound)) from exc
+                                     retryable=not task_fault) from exc
             dest.chmod(0o755 if dest.is_dir() else 0o644)
 
     def _fetch_file(self, url: str, dest: Path, room: int | None = None,

@@ -172,6 +172,15 @@ def test_a_folder_input_with_no_files_is_the_tasks_error(tmp_path: Path) -> None
     assert str(caught.value) == "inputs.0 (s3://b/in/nothing-here): no files under it"
 
 
+def test_a_folder_input_holding_a_file_where_a_volume_goes_is_the_tasks_error(tmp_path: Path) -> None:
+    runner = _runner(_Listing(["v", "w"]))  # the object 'v' lands where the volume /d/v is a folder
+    t = task(inputs=[{"path": "/d", "url": "s3://b/in/set", "type": "DIRECTORY"}], volumes=["/d/v"])
+    with pytest.raises(JobSystemError) as caught:
+        runner._prepare(t, tmp_path / "s")
+    assert caught.value.code == "input_fetch_failed" and not caught.value.retryable  # no retry mends it
+    assert str(caught.value).startswith("inputs.0 (s3://b/in/set): ")
+
+
 def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) -> None:
     import os
 
