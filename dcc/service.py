@@ -64,6 +64,11 @@ def result_document(record: JobRecord) -> dict[str, Any]:
     return doc
 
 
+def reply_bytes(value: Any) -> int:
+    """What ``value`` takes in a Lambda proxy reply, whose body is its JSON as a JSON string: escaped twice."""
+    return len(json.dumps(json.dumps(value))) + 2
+
+
 def keep_results(store: JobStore, storage: Storage, job_ids: Iterable[str]) -> None:
     """Write ``result.json`` for those of ``job_ids`` that are standard jobs that just ended with no worker to write
     it (cancelled while queued, ended by the reaper), so they are served by id after their record expires, as
@@ -270,7 +275,7 @@ class JobService:
 
         def fits(record: JobRecord) -> bool:
             nonlocal left
-            left -= len(json.dumps(record.view())) + 2
+            left -= reply_bytes(record.view())
             return left >= 0
 
         return self.store.page(state=state, limit=limit, cursor=cursor, fits=fits)
@@ -327,9 +332,8 @@ class JobService:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job now; ask for a running one to be killed; leave a finished one as it is."""
         check_job_id(job_id)
-        before = self.store.get(job_id)
-        state = self.store.cancel(job_id)
-        if state == JobState.CANCELLED and before is not None and before.state == JobState.QUEUED:
+        _, ended = self.store.cancel_ending(job_id)
+        if ended:
             keep_results(self.store, self.storage, [job_id])  # (cancelled while queued: no worker writes it)
             if self.notify is not None:
                 self.notify(job_id)

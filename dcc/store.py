@@ -352,8 +352,15 @@ class JobStore:
     @_translated
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a queued job now, or ask the worker of a running one to kill it. None if unknown."""
-        state = self._run("cancel", [job_id, repr(self.clock()), self.retention_ms])
-        return JobState(state) if state else None
+        return self.cancel_ending(job_id)[0]
+
+    @_translated
+    def cancel_ending(self, job_id: str) -> tuple[JobState | None, bool]:
+        """``cancel``, and whether this call ended the job (it was queued)."""
+        reply = self._run("cancel", [job_id, repr(self.clock()), self.retention_ms])
+        if not reply:
+            return None, False
+        return JobState(reply[0]), reply[1] == 1
 
     @_translated
     def reap(self, *, limit: int = 1000, uptime: float | None = None) -> dict[str, JobState]:
@@ -664,5 +671,5 @@ def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
         if not math.isfinite(score := float(score)):
             raise ValueError("not a finite score")
         return score, str(member)
-    except (ValueError, TypeError, RecursionError) as exc:
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         raise InvalidJob("cursor is not one this API returned", field="cursor") from exc

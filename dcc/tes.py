@@ -70,6 +70,8 @@ def check_container_path(path: str, *, what: str) -> str:
         raise ValueError(f"{what} must not contain NUL and must be at most {MAX_PATH} characters")
     if any(part == ".." for part in path.split("/")):
         raise ValueError(f"{what} {path!r} must not contain '..'")
+    if any(len(part.encode()) > 255 for part in path.split("/")):  # (the worker makes these on its disk)
+        raise ValueError(f"{what}: each part of a path may be at most 255 bytes in UTF-8 (a file name's limit)")
     normal = posixpath.normpath(path)
     if normal.startswith("//"):
         normal = "/" + normal.lstrip("/")

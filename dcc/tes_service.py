@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from dcc.errors import InputTooLarge, InvalidJob, JobNotFound
 from dcc.jobs import JobRecord
-from dcc.service import MAX_LIST_BYTES, JobService, check_job_id
+from dcc.service import MAX_LIST_BYTES, JobService, check_job_id, reply_bytes
 from dcc.tes import (
     View,
     backend_parameters,
@@ -134,7 +134,7 @@ class TesService:
                 if page_end is not None:  # a task past the full page: there is a next page
                     return {"tasks": tasks, "next_page_token": page_end}
                 shown = task_view(record, chosen)
-                used += len(json.dumps(shown)) + 2
+                used += reply_bytes(shown)
                 if tasks and used > MAX_LIST_BYTES:  # (the next page starts with this one)
                     return {"tasks": tasks, "next_page_token": last}
                 tasks.append(shown)

@@ -21,7 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -162,8 +162,10 @@ def _fetch_s3(url: str, dest: Path, *, s3_client: Any, max_bytes: int, progress:
     except botocore.exceptions.ClientError as exc:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500)
         raise _failed(f"{url}: {exc}", retryable=status >= 500 or status in _RETRYABLE_STATUS) from exc
-    except botocore.exceptions.BotoCoreError as exc:  # (credentials, endpoint: the worker's own)
-        raise _failed(f"{url}: {exc}", retryable=True, machine=True) from exc
+    except botocore.exceptions.BotoCoreError as exc:  # (no credentials is the worker's own; a timeout is S3's)
+        credentials = (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+                       botocore.exceptions.CredentialRetrievalError)
+        raise _failed(f"{url}: {exc}", retryable=True, machine=isinstance(exc, credentials)) from exc
 
 
 def fetch_http(url: str, dest: Path, *, check: Callable[[str], Sequence[str]], max_bytes: int,
@@ -243,17 +245,30 @@ def _save(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, url: str, prog
     leaves no file."""
     total = 0
     try:
-        with dest.open("wb") as f:
-            for chunk in chunks:
+        with _written(dest, url) as f:
+            for chunk in chunks:  # (what reading raises is the source's, an OSError too for some clients)
                 total += len(chunk)
                 if total > max_bytes:
                     raise _failed(f"{url}: larger than the limit of {max_bytes} bytes", retryable=False)
-                f.write(chunk)
+                try:
+                    f.write(chunk)
+                except OSError as exc:
+                    raise _disk_failed(url, dest, exc) from exc
                 if progress is not None:
                     progress(total)
-    except BaseException as exc:
+    except BaseException:
         dest.unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # the worker's disk, not the source
-            raise _failed(f"{url}: cannot write {dest}: {exc}", retryable=True, machine=True) from exc
         raise
     return total
+
+
+def _written(dest: Path, url: str) -> BinaryIO:
+    try:
+        return dest.open("wb")
+    except OSError as exc:
+        raise _disk_failed(url, dest, exc) from exc
+
+
+def _disk_failed(url: str, dest: Path, exc: OSError) -> JobSystemError:
+    """The worker's disk, not the source: retried, and counted against the worker."""
+    return _failed(f"{url}: cannot write {dest}: {exc}", retryable=True, machine=True)

@@ -8,6 +8,7 @@ containers (kept off the path to the result). Every dependency comes in through 
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import shutil
@@ -34,6 +35,10 @@ from worker_agent.files import remove_tree
 from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
 
 log = logging.getLogger("dcc.worker")
+
+
+WORKER_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+"""What an OSError says when the worker's disk failed, not the job's paths."""
 
 
 class _Stopped(Exception):
@@ -115,6 +120,8 @@ class Worker:
         """GA4GH TES tasks' runner (``worker_agent.tes_runner``), built on the first task."""
         self._threads: list[threading.Thread] = []
         self._cleanup: SimpleQueue[tuple[str, Path, threading.Event] | None] = SimpleQueue()
+        self._cleaned_up = threading.Event()
+        """Set once the clean-up thread has ended (the worker stopped): nothing more will end."""
         self._ending: dict[str, threading.Event] = {}
         """Jobs whose attempt ended here and waits for its clean-up (set when done): a new attempt waits too."""
         self._outgoing: dict[tuple[str, int], _Running] = {}
@@ -276,7 +283,8 @@ class Worker:
         """Stop an earlier attempt of the same job and wait until its container and folder are gone."""
         log.warning("job %s: attempt %d is still here as attempt %d starts: stopping it", earlier.claim.job.id,
                     earlier.claim.attempt, earlier.claim.attempt + 1)
-        while not earlier.ended.is_set():  # (a stop waits for it too: two containers of one job never run at once)
+        # (a stop waits for it too: two containers of one job never run at once; until the clean-up thread is gone)
+        while not earlier.ended.is_set() and not self._cleaned_up.is_set():
             self.runtime.kill(earlier.claim.job.id)  # (none yet while it fetches inputs: it sees `lost` there)
             earlier.ended.wait(0.2)
 
@@ -376,9 +384,11 @@ class Worker:
             outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
                                             cancelled=lambda: self._stopped(claim),
                                             abandoned=lambda: self._abandoned(claim))
-        except (JobSystemError, StorageError, OSError):  # (retried, or ended, by `_attempt`)
+        except (JobSystemError, StorageError):  # (retried, or ended, by `_attempt`)
             raise
         except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
+            if isinstance(exc, OSError) and exc.errno in WORKER_DISK_ERRORS:
+                raise  # the worker's own disk: retried, and counted against it, by `_attempt`
             log.exception("task %s: unexpected failure", job.id)
             error = JobError(code=ErrorCode.RUNTIME_FAILED, message=f"{type(exc).__name__}: {exc}")
             outcome = Outcome(state=JobState.ERROR, error=error, task_log=self._failed_attempt_log(claim, error))
@@ -702,6 +712,7 @@ class Worker:
             except Empty:
                 continue
             if item is None:
+                self._cleaned_up.set()
                 return
             job_id, workdir, ended = item
             try:

@@ -99,3 +99,10 @@ def test_a_fast_job_that_ended_without_running_still_has_its_outputs_in_the_repl
     assert (ended["stdout"], ended["stderr"], ended["outputFiles"]) == ("", "", {})
     queued = JobRecord(id="f", spec=spec, state=JobState.QUEUED, queue="cpu", submitted_at=1.0).view()
     assert "stdout" not in queued and "outputFiles" not in queued  # (not before it ends)
+
+
+def test_a_reply_counts_its_body_escaped_twice() -> None:
+    from dcc.service import reply_bytes
+
+    # a quote is \" in the JSON and \\\" once that JSON is the reply's body string: four bytes, not one
+    assert reply_bytes({"s": '"' * 100}) >= 400 > len('{"s": "' + '"' * 100 + '"}')

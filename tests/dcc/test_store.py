@@ -316,6 +316,16 @@ def test_a_page_cut_short_by_its_size_goes_on_from_the_job_left_out(store: JobSt
     assert sorted(j for p in got for j in p) == [f"z{i}" for i in range(10)]  # each once
 
 
+def test_a_cancel_says_whether_it_ended_the_job(store: JobStore) -> None:
+    make(store, "cq")
+    make(store, "cr")
+    store.claim("cpu", "w")  # (cq: it was first)
+    assert store.cancel_ending("cr") == (JobState.CANCELLED, True)  # queued: ended by this call
+    assert store.cancel_ending("cr") == (JobState.CANCELLED, False)  # already
+    assert store.cancel_ending("cq") == (JobState.RUNNING, False)  # its worker is asked to stop it
+    assert store.cancel_ending("nope") == (None, False)
+
+
 def test_a_cursor_that_is_not_a_finite_score_is_refused(store: JobStore) -> None:
     import base64
 

@@ -441,3 +441,15 @@ def test_a_download_the_workers_own_disk_cannot_take_counts_against_the_worker(t
     with pytest.raises(JobSystemError) as info:
         _save([b"data"], tmp_path / "no-such-folder" / "x", max_bytes=100, url="https://example.org/x")
     assert (info.value.code, info.value.retryable, info.value.machine) == ("input_fetch_failed", True, True)
+
+
+def test_a_source_that_fails_while_it_is_read_is_not_blamed_on_the_workers_disk(tmp_path: Path) -> None:
+    from dcc.url_inputs import _save
+
+    def stalls() -> Iterator[bytes]:
+        yield b"part"
+        raise TimeoutError("read timed out")  # (an OSError, as some clients' read timeouts are)
+
+    with pytest.raises(TimeoutError):
+        _save(stalls(), tmp_path / "x", max_bytes=100, url="s3://b/x")
+    assert not (tmp_path / "x").exists()

@@ -198,6 +198,7 @@ def test_a_fifo_is_not_an_object_and_opening_it_does_not_hang(tmp_path: Path) ->
     ({"outputs": [{"path": "/*.txt", "path_prefix": "/", "url": "s3://b/k/"}]},
      "e.g. '/out/*.txt' with path_prefix '/out'"),
     ({"inputs": [{"path": "/a", "content": "x"}], "volumes": ["/a/v"]}, "lies in, the input file '/a'"),
+    ({"volumes": ["/v/" + "c" * 256]}, "each part of a path may be at most 255 bytes"),
     ({"inputs": [{"path": "/a", "content": "x"}], "outputs": [{"path": "/a/b/c", "url": "s3://b/k"}]},
      "lies in the input file '/a'"),
     ({"resources": {"disk_gb": 1e308}}, "resources.disk_gb"),
