@@ -588,6 +588,9 @@ class Worker:
                 if not self.store.finish(claim, outcome):
                     log.warning("job %s attempt %d: lease lost before the end was recorded", claim.job.id,
                                 claim.attempt)
+                    # the result.json this attempt wrote may now say other than the record (the reaper ended the
+                    # job meanwhile): the record's end is the one kept
+                    keep_results(self.store, self.storage, [claim.job.id])
                 return
             except StoreUnavailable as exc:
                 log.warning("job %s: cannot report (%s); retrying", claim.job.id, exc)

@@ -17,7 +17,7 @@ import pytest
 from dcc.bootstrap import build_service
 from dcc.drain import DrainMarks
 from dcc.errors import InvalidJob, JobSystemError
-from dcc.jobs import ErrorCode, JobSpec, JobState, Parameters
+from dcc.jobs import ErrorCode, JobSpec, JobState, Outcome, Parameters
 from dcc.local_storage import LocalStorage
 from dcc.service import JobService, result_key
 from dcc.settings import Settings
@@ -385,3 +385,20 @@ def test_idle_since_is_when_the_last_job_ended_however_short_it_was(redis_url: s
         assert float(service.workers()[0]["idleSince"]) >= ended - 0.5
     finally:
         worker.stop(grace=5)
+
+
+def test_a_result_written_by_an_attempt_the_reaper_ended_meanwhile_gives_way_to_the_record(
+        redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    service, worker = run_worker(settings, tmp_path, RecordingRuntime())
+    store = JobStore(connect(redis_url), lease_seconds=60, max_attempts=1, restart_grace_seconds=0)
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    claim = store.claim("cpu", "gpu-box")
+    assert claim is not None
+    store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})
+    assert store.reap() == {job_id: JobState.ERROR}  # its one attempt lost: ended by the reaper
+    storage = LocalStorage(tmp_path / "s")
+    late = worker._write_result(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))  # (the attempt ended well)
+    worker._report(claim, late)  # ... and learns its lease is gone
+    stored = json.loads(storage.get_bytes(result_key(job_id)))
+    assert (stored["state"], service.get(job_id).state) == ("error", JobState.ERROR)  # they agree
