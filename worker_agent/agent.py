@@ -309,8 +309,6 @@ class Worker:
                 mine = self._entry(claim)
             if mine is not None and not mine.lost:
                 self._report(claim, outcome)
-                if outcome.state == JobState.QUEUED:  # the store ends it instead if a cancel came meanwhile
-                    keep_results(self.store, self.storage, [job.id])
                 self._notify(job.id)
         except BaseException:  # never lose the slot; the lease expires and the reaper retries the job
             log.exception("job %s: unexpected failure", job.id)
@@ -356,11 +354,13 @@ class Worker:
             return self._system_failure(claim, JobSystemError(ErrorCode.STORAGE_FAILED, str(exc), retryable=True))
         except JobSystemError as exc:
             return self._system_failure(claim, exc)
-        except OSError as exc:  # the worker's own disk (full, or failing): retried, and counted against its health
-            log.exception("job %s: the worker's files", job.id)
-            return self._system_failure(claim, JobSystemError(ErrorCode.RUNTIME_FAILED, f"worker files: {exc}",
-                                                              retryable=True))
-        except Exception as exc:  # a bug, or a job the checks missed: end it saying so (not lost, not retried)
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in WORKER_DISK_ERRORS:
+                # the worker's own disk (full, or failing): retried, and counted against its health
+                log.exception("job %s: the worker's files", job.id)
+                return self._system_failure(claim, JobSystemError(ErrorCode.RUNTIME_FAILED, f"worker files: {exc}",
+                                                                  retryable=True))
+            # a bug, or a job the checks missed (a path the worker cannot make): end it saying so, not retried
             log.exception("job %s: unexpected failure", job.id)
             return self._system_failure(claim, JobSystemError(ErrorCode.RUNTIME_FAILED,
                                                               f"{type(exc).__name__}: {exc}", retryable=False))
@@ -380,18 +380,10 @@ class Worker:
                                            locations=self.config.tes_locations,
                                            max_output_bytes=self.config.max_output_bytes)
 
-        try:  # stopped: run no further executor, upload nothing
-            outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
-                                            cancelled=lambda: self._stopped(claim),
-                                            abandoned=lambda: self._abandoned(claim))
-        except (JobSystemError, StorageError):  # (retried, or ended, by `_attempt`)
-            raise
-        except Exception as exc:  # a bug or an input the checks missed: end the task saying so, do not retry
-            if isinstance(exc, OSError) and exc.errno in WORKER_DISK_ERRORS:
-                raise  # the worker's own disk: retried, and counted against it, by `_attempt`
-            log.exception("task %s: unexpected failure", job.id)
-            error = JobError(code=ErrorCode.RUNTIME_FAILED, message=f"{type(exc).__name__}: {exc}")
-            outcome = Outcome(state=JobState.ERROR, error=error, task_log=self._failed_attempt_log(claim, error))
+        # stopped: run no further executor, upload nothing; what it raises, `_attempt` retries or ends
+        outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
+                                        cancelled=lambda: self._stopped(claim),
+                                        abandoned=lambda: self._abandoned(claim))
         with self._lock:
             running = self._entry(claim)
         if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
@@ -441,14 +433,7 @@ class Worker:
         if running is not None and running.handed_back:
             return Outcome(state=JobState.QUEUED, handed_back=True)
         if running is not None and running.cancel and not running.lost:
-            outcome = Outcome(state=JobState.CANCELLED)
-            if claim.job.spec.fast:
-                return outcome
-            try:
-                return self._write_result(claim, outcome)  # (served by id after the record expires)
-            except StorageError:
-                log.warning("job %s: could not write result.json", claim.job.id)
-                return outcome
+            return self._ended_without_result(claim, Outcome(state=JobState.CANCELLED))
         return Outcome(state=JobState.QUEUED)  # (not reported: `_run_job` sees the attempt lost or replaced)
 
     def _stop_check(self, claim: Claim) -> Progress:
@@ -556,14 +541,18 @@ class Worker:
         task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
         if exc.retryable and claim.attempt - claim.job.handbacks < self.config.max_attempts:
             return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
-        outcome = Outcome(state=JobState.ERROR, error=error, task_log=task_log)
+        return self._ended_without_result(claim, Outcome(state=JobState.ERROR, error=error, task_log=task_log))
+
+    def _ended_without_result(self, claim: Claim, outcome: Outcome) -> Outcome:
+        """An attempt that ended with no container result (an error, a cancel before the start): its
+        ``result.json`` written all the same (not for fast jobs, which keep nothing in storage)."""
         if claim.job.spec.fast:
             return outcome
         try:
-            outcome = self._write_result(claim, outcome)
+            return self._write_result(claim, outcome)  # (served by id after the record expires)
         except StorageError:
             log.warning("job %s: could not write result.json", claim.job.id)
-        return outcome
+            return outcome
 
     def _failed_attempt_log(self, claim: Claim, error: JobError) -> dict[str, Any]:
         """A TES task's log of an attempt that a system failure ended: what it wrote so far, and why it ended."""
@@ -585,11 +574,13 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                if not self.store.finish(claim, outcome):
+                recorded = self.store.finish(claim, outcome)
+                if not recorded:
                     log.warning("job %s attempt %d: lease lost before the end was recorded", claim.job.id,
                                 claim.attempt)
-                    # the result.json this attempt wrote may now say other than the record (the reaper ended the
-                    # job meanwhile): the record's end is the one kept
+                if not recorded or outcome.state == JobState.QUEUED:
+                    # the record may have ended other than this attempt says: the reaper ended it meanwhile (over
+                    # the result.json written here), or the store did, for a cancel that came with a retry
                     keep_results(self.store, self.storage, [claim.job.id])
                 return
             except StoreUnavailable as exc:
