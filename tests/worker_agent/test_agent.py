@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -25,7 +26,7 @@ from dcc.store import JobStore, connect
 from dcc.tes_service import TesService
 from worker_agent.agent import Worker, WorkerConfig
 from worker_agent.docker_runtime import DockerRuntime
-from worker_agent.runtime import ContainerJob, ContainerOutcome
+from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
@@ -53,6 +54,13 @@ def wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def in_process(settings: Settings, tmp_path: Path, runtime: ContainerRuntime, worker_id: str, *,
+               store: JobStore | None = None, **config: Any) -> Worker:
+    """A worker in this process, on the settings' Redis (or ``store``) and storage, working in tmp_path/w."""
+    return Worker(store=store or build_service(settings).store, storage=LocalStorage(Path(settings.storage_url)),
+                  runtime=runtime, config=WorkerConfig(worker_id=worker_id, workdir=tmp_path / "w", **config))
 
 
 def test_sigterm_lets_short_jobs_finish_and_hands_back_long_ones(settings: Settings, tmp_path: Path,
@@ -84,8 +92,7 @@ def test_unhealthy_worker_says_why_and_claims_nothing(settings: Settings, tmp_pa
     job, _ = service.submit(JobSpec(image="dcc-busybox:latest", command=["true"]))
     unreachable = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
     runtime = DockerRuntime(client=unreachable)
-    worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="sick", workdir=tmp_path / "w", heartbeat_seconds=0.2))
+    worker = in_process(settings, tmp_path, runtime, "sick", store=store, heartbeat_seconds=0.2)
     worker.start()
     try:
         wait_for(lambda: any(w["id"] == "sick" for w in store.workers()), timeout=10)
@@ -121,9 +128,7 @@ def _stop_while_finishing(settings: Settings, tmp_path: Path, submit: Callable[[
     service = build_service(settings)
     job_id = submit(service)
     runtime = ExitsAsTheGraceEnds()
-    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="finishing", workdir=tmp_path / "w",
-                                        tes_locations=settings.tes_locations))
+    worker = in_process(settings, tmp_path, runtime, "finishing", tes_locations=settings.tes_locations)
     worker.start()
     try:
         wait_for(lambda: service.get(job_id).state == JobState.RUNNING)
@@ -223,8 +228,7 @@ def test_a_job_without_a_container_when_the_grace_ends_is_still_handed_back(sett
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
     runtime = SlowToCreate()
-    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="slow-create", workdir=tmp_path / "w"))
+    worker = in_process(settings, tmp_path, runtime, "slow-create")
     worker.start()
     try:
         assert runtime.creating.wait(timeout=20)
@@ -258,9 +262,8 @@ def test_a_worker_unhealthy_from_system_errors_claims_again_after_a_pause(settin
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["true"]))[0].id
     runtime = FailsTwice()
-    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="hiccups", workdir=tmp_path / "w", heartbeat_seconds=0.2,
-                                        max_consecutive_system_errors=2, system_error_pause_seconds=2.0))
+    worker = in_process(settings, tmp_path, runtime, "hiccups", heartbeat_seconds=0.2, max_consecutive_system_errors=2,
+                        system_error_pause_seconds=2.0)
     seen: set[str] = set()
     worker.start()
     try:
@@ -349,8 +352,7 @@ def test_a_failure_nobody_planned_for_ends_the_job_saying_so_at_once(settings: S
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["true"]))[0].id
     runtime = Buggy()
-    worker = Worker(store=service.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="buggy", workdir=tmp_path / "w"))
+    worker = in_process(settings, tmp_path, runtime, "buggy")
     worker.start()
     try:
         wait_for(lambda: service.get(job_id).state.terminal, timeout=10)  # not lost: no lease runs out first
@@ -372,9 +374,7 @@ def test_a_job_claimed_again_by_its_own_worker_stops_the_earlier_attempt_first(s
     runtime = DockerRuntime()
     # renewals 20 s apart: the lease can be taken back and the job claimed again before this worker hears of it
     store = JobStore(connect(settings.redis_url), lease_seconds=60, restart_grace_seconds=0)  # (a fresh Redis)
-    worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
-                    config=WorkerConfig(worker_id="cut-off", workdir=tmp_path / "w", heartbeat_seconds=20,
-                                        slots={"cpu": 2}))
+    worker = in_process(settings, tmp_path, runtime, "cut-off", store=store, heartbeat_seconds=20, slots={"cpu": 2})
     worker.start()
     try:
         wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
