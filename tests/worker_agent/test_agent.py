@@ -113,9 +113,11 @@ class ExitsAsTheGraceEnds(DockerRuntime):
     def __init__(self) -> None:
         super().__init__()
         self.kill_asked = threading.Event()
+        self.exited = threading.Event()
 
     def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
         outcome = super().run(job, workdir=workdir)
+        self.exited.set()
         self.kill_asked.wait(timeout=20)
         return outcome
 
@@ -131,7 +133,7 @@ def _stop_while_finishing(settings: Settings, tmp_path: Path, submit: Callable[[
     worker = in_process(settings, tmp_path, runtime, "finishing", tes_locations=settings.tes_locations)
     worker.start()
     try:
-        wait_for(lambda: service.get(job_id).state == JobState.RUNNING)
+        wait_for(runtime.exited.is_set)  # (not only claimed: on a busy machine the grace could end before the start)
     finally:
         worker.stop(grace=0.5)
         runtime.client.close()
