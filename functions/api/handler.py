@@ -116,9 +116,22 @@ def _storage_down(exc: StorageError) -> Response[Any]:
     return _error(503, f"job storage failed: {exc}")
 
 
+def _methods_at(path: str) -> list[str]:
+    """The methods some route answers at ``path`` (HEAD wherever GET is)."""
+    methods = {route.method for route in app._static_routes + app._dynamic_routes if route.rule.match(path)}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 @app.not_found
 def _no_route(exc: Exception) -> Response[Any]:
     event = app.current_event
+    allowed = _methods_at(app._remove_prefix(event.path))
+    if allowed:
+        reply = _error(405, f"{event.http_method} is not allowed on {event.path}; use {', '.join(allowed)}")
+        reply.headers["Allow"] = ", ".join(allowed)
+        return reply
     return _error(404, f"no such route: {event.http_method} {event.path}")
 
 
@@ -154,10 +167,43 @@ def _unexpected(exc: Exception) -> Response[Any]:  # a bug: say so in JSON (and 
     return _error(500, f"internal error ({type(exc).__name__}); it has been logged")
 
 
+_ERROR_SCHEMA = {
+    "title": "Error", "type": "object", "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong, naming the field"},
+        "field": {"type": "string", "description": "the field at fault, when there is one"},
+        "details": {"type": "array", "description": "one entry per invalid field",
+                    "items": {"type": "object", "required": ["field", "message"],
+                              "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+}
+_ERROR_REPLY = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document, with the errors as this API sends them.
+
+    Powertools declares a 422 in FastAPI's shape on every route; this API answers a bad request with a 400
+    in its own shape (``{"error": …, "details": […]}``), so the document says that instead.
+    """
+    doc: dict[str, Any] = json.loads(app.get_openapi_json_schema(title="dcc", version="0.1.0"))
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("400", {"description": "the request is invalid", **_ERROR_REPLY})
+            responses.setdefault("503", {"description": "the job store or storage is unavailable; try again",
+                                         **_ERROR_REPLY})
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(unused, None)
+    schemas["Error"] = _ERROR_SCHEMA
+    return doc
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def openapi() -> Response[str]:
-    return Response(status_code=200, content_type="application/json",
-                    body=app.get_openapi_json_schema(title="dcc", version="0.1.0"))
+    return Response(status_code=200, content_type="application/json", body=json.dumps(openapi_document()))
 
 
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -61,6 +61,17 @@ def test_openapi_document_lists_the_routes(s3_service: Settings) -> None:
     doc = json.loads(reply["body"])
     assert reply["statusCode"] == 200
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"} <= set(doc["paths"])
+    # errors are declared as they are sent: a 400 in our shape, not Powertools' 422
+    operations = [op for ops in doc["paths"].values() for op in ops.values()]
+    assert operations and all("422" not in op["responses"] for op in operations)
+    assert all(op["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+               for op in operations)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    bad = _post("/v1/jobs", '{"image": 5}')
+    assert bad["statusCode"] == 400
+    sent = json.loads(bad["body"])
+    schema = doc["components"]["schemas"]["Error"]
+    assert set(schema["required"]) <= set(sent) <= set(schema["properties"]), sent
 
 
 def _post(path: str, body: str, *, b64: bool = False) -> dict:
@@ -107,6 +118,23 @@ def test_unknown_routes_and_bad_page_tokens_say_what_is_wrong_in_json(s3_service
     ev["multiValueQueryStringParameters"] = {"page_token": ["garbage"]}
     reply = handler.lambda_handler(ev, None)
     assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith("page_token:")
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("DELETE", "/v1/jobs/abc", "GET, HEAD"),
+    ("PUT", "/v1/jobs", "GET, HEAD, POST"),
+    ("GET", "/v1/jobs/abc/cancel", "POST"),
+    ("DELETE", "/ga4gh/tes/v1/tasks", "GET, HEAD, POST"),
+])
+def test_a_route_asked_with_a_method_it_does_not_take_is_a_405_naming_the_ones_it_does(
+        s3_service: Settings, method: str, path: str, allowed: str) -> None:
+    ev = event("get_job", JOB_ID="abc", **{"/v1/jobs/abc": path})
+    ev["httpMethod"] = ev["requestContext"]["httpMethod"] = method
+    reply = handler.lambda_handler(ev, None)
+    assert reply["statusCode"] == 405, reply
+    assert reply["multiValueHeaders"]["Allow"] == [allowed]
+    assert json.loads(reply["body"])["error"] == f"{method} is not allowed on {path}; use {allowed}"
+    assert handler.current_service().store.redis.keys("{dcc}:job:*") == []
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
