@@ -17,11 +17,9 @@ import redis.exceptions
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dcc.errors import DccError
+from dcc.push import MAX_SUBSCRIPTIONS, USAGE
 from dcc.service import JobService, split_job_ids
 from dcc.store import record_from_hash
-
-MAX_SUBSCRIPTIONS = 1000
-USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]}'
 
 
 class LiveSession:

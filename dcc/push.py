@@ -16,6 +16,8 @@ import botocore.exceptions
 from dcc.store import JobStore
 
 CONNECTION_TTL = 2 * 3600  # API Gateway closes WebSocket connections after 2 hours at most
+MAX_SUBSCRIPTIONS = 1000  # job ids one connection watches (here and in local mode, dcc.live)
+USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]}'
 
 
 class WebsocketPusher:
@@ -39,21 +41,54 @@ class WebsocketPusher:
 
     def subscribe(self, connection: str, job_ids: list[str], unknown: Sequence[str] = ()) -> None:
         """Record the subscriptions, then send each job's current state at once; ``unknown``: ids that cannot
-        be jobs' (each is answered "not found", as a job that does not exist is)."""
-        if job_ids:
+        be jobs' (each is answered "not found", as a job that does not exist is).
+
+        An id no job has yet stays watched (a job submitted under it later is pushed from ``queued`` on); a
+        connection watches at most ``MAX_SUBSCRIPTIONS`` ids, and those past it are refused by name.
+        """
+        job_ids = list(dict.fromkeys(job_ids))
+        watched = self._watched(connection, job_ids)
+        if watched:
             pipe = self.store.redis.pipeline(transaction=False)
-            for job_id in job_ids:
+            for job_id in watched:
                 pipe.sadd(self._job_key(job_id), connection)
                 pipe.expire(self._job_key(job_id), CONNECTION_TTL)
-            pipe.sadd(self._conn_key(connection), *job_ids)
+            pipe.sadd(self._conn_key(connection), *watched)
             pipe.expire(self._conn_key(connection), CONNECTION_TTL)
             pipe.execute()
         for job_id in job_ids:
+            if job_id not in watched:
+                self.post(connection, {"type": "error", "jobId": job_id,
+                                        "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
+                continue
             view = self.find(job_id)
             message = {"type": "job", "job": view} if view else {"type": "error", "jobId": job_id, "error": "not found"}
-            self._post(connection, message)
+            self.post(connection, message)
         for job_id in unknown:
-            self._post(connection, {"type": "error", "jobId": job_id, "error": "not found"})
+            self.post(connection, {"type": "error", "jobId": job_id, "error": "not found"})
+
+    def _watched(self, connection: str, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` the connection may watch: those it watches already, then new ones while there
+        is room."""
+        if not job_ids:
+            return set()
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.scard(self._conn_key(connection))
+        pipe.smismember(self._conn_key(connection), job_ids)
+        count, known = pipe.execute()
+        room = MAX_SUBSCRIPTIONS - count
+        new = [job_id for job_id, member in zip(job_ids, known, strict=True) if not member]
+        return {job_id for job_id, member in zip(job_ids, known, strict=True) if member} | set(new[:max(room, 0)])
+
+    def unsubscribe(self, connection: str, job_ids: list[str]) -> None:
+        """Stop pushing ``job_ids`` to the connection."""
+        if not job_ids:
+            return
+        pipe = self.store.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.srem(self._job_key(job_id), connection)
+        pipe.srem(self._conn_key(connection), *job_ids)
+        pipe.execute()
 
     def disconnect(self, connection: str) -> None:
         """Forget a connection and its subscriptions."""
@@ -73,9 +108,10 @@ class WebsocketPusher:
         if view is None:
             return 0
         message = {"type": "job", "job": view}
-        return sum(self._post(c, message) for c in connections)
+        return sum(self.post(c, message) for c in connections)
 
-    def _post(self, connection: str, message: dict[str, Any]) -> bool:
+    def post(self, connection: str, message: dict[str, Any]) -> bool:
+        """Send one message to the connection; False if it is gone (and then forgotten)."""
         try:
             self.client.post_to_connection(ConnectionId=connection, Data=json.dumps(message).encode())
             return True

@@ -169,6 +169,7 @@ class JobService:
                                submitted_at=self.clock())
             if not self.store.create(record, only_if_new=spec.id is not None):
                 return self._existing(job_id), False
+            self._push(job_id)
             return record, True
         # Inputs go to a fresh folder first, so a duplicate submit racing this one cannot mix its inputs in.
         inputs_prefix = f"{job_prefix(job_id)}inputs/{uuid.uuid4().hex[:12]}/"
@@ -187,7 +188,17 @@ class JobService:
         if not created:
             self._discard(inputs_prefix, written)
             return self._existing(job_id), False
+        self._push(job_id)
         return record, True
+
+    def _push(self, job_id: str) -> None:
+        """Tell websocket clients watching the job of its new state (on AWS; local mode follows Redis)."""
+        if self.notify is None:
+            return
+        try:
+            self.notify(job_id)
+        except Exception:  # the change is made: a push that fails must not fail the request (clients can poll)
+            log.warning("could not push the state of %s", job_id, exc_info=True)
 
     def _existing(self, job_id: str) -> JobRecord:
         existing = self._find(job_id)
@@ -335,8 +346,7 @@ class JobService:
         _, ended = self.store.cancel_ending(job_id)
         if ended:
             keep_results(self.store, self.storage, [job_id])  # (cancelled while queued: no worker writes it)
-            if self.notify is not None:
-                self.notify(job_id)
+            self._push(job_id)
         return self.get(job_id)  # (None: a finished job whose record expired, or 404)
 
     def result(self, job_id: str) -> dict[str, Any]:

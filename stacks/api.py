@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 STAGE = "prod"
-WEBSOCKET_ROUTES = ("subscribe",)
+WEBSOCKET_ROUTES = ("subscribe", "unsubscribe", "$default")  # ($default: any other message, told the usage)
 
 
 class RestApi(Construct):
@@ -60,7 +60,8 @@ class RestApi(Construct):
 
 
 class WebSocketApi(Construct):
-    """``$connect`` (IAM-authorized), ``$disconnect`` and ``subscribe`` to the websocket function."""
+    """``$connect`` (IAM-authorized), ``$disconnect``, ``subscribe``, ``unsubscribe`` and ``$default`` to the
+    websocket function."""
 
     def __init__(self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction, throttle_rate: float,
                  throttle_burst: int) -> None:

@@ -117,5 +117,5 @@ def acknowledge_findings(stack: Any) -> None:
                     "The account-level role API Gateway uses to write access and execution logs; AWS's policy is "
                     "the documented one.")
     acknowledge(stack.websocket_api.api, "AwsSolutions-APIG4",
-                "$connect requires IAM (SigV4); $disconnect and subscribe run on an already authorized connection, "
+                "$connect requires IAM (SigV4); the other routes run on an already authorized connection, "
                 "and API Gateway does not let them carry an authorizer.")

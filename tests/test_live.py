@@ -88,3 +88,19 @@ def test_unsubscribing_from_everything_leaves_the_server_free(redis_url: str, tm
             second = client.post("/v1/jobs", json={"image": test_image, "command": ["true"]}).json()
             ws.send(json.dumps({"action": "subscribe", "jobIds": [second["id"]]}))
             assert receive_until(ws, second["id"], "succeeded", [])["state"] == "succeeded"  # a new listener
+
+
+def test_an_id_watched_before_its_job_is_submitted_is_sent_from_queued(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        busy = client.post("/v1/jobs", json={"image": test_image, "command": ["sleep", "2"]}).json()
+        with connect(ws_url) as ws:
+            ws.send(json.dumps({"action": "subscribe", "jobIds": ["mine-1"]}))
+            assert json.loads(ws.recv(timeout=30)) == {"type": "error", "jobId": "mine-1", "error": "not found"}
+            job = client.post("/v1/jobs", json={"image": test_image, "command": ["true"], "id": "mine-1"}).json()
+            seen: list[str] = []
+            receive_until(ws, "mine-1", "succeeded", seen)
+        assert job["state"] == "queued" and seen[0] == "queued" and "running" in seen, seen
+        assert client.get(f"/v1/jobs/{busy['id']}").json()["state"] == "succeeded"  # (it held the only slot)

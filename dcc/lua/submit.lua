@@ -8,4 +8,5 @@ redis.call('ZADD', P .. ':q:' .. queue, ARGV[4], id)
 redis.call('ZADD', P .. ':all', ARGV[5], id)
 if ARGV[7] == '1' then redis.call('ZADD', P .. ':tes', ARGV[5], id) end
 redis.call('LPUSH', P .. ':sig:' .. queue, '1')
+redis.call('PUBLISH', P .. ':ev:' .. id, 'queued')  -- (for a client watching the id before it was used)
 return 1

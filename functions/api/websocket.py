@@ -1,7 +1,8 @@
 """The WebSocket API Lambda: ``$connect``, ``$disconnect`` and ``subscribe`` (live job status on AWS).
 
 A client connects, then sends ``{"action": "subscribe", "jobIds": [...]}``; it gets each job's current
-state at once and every later change, pushed by ``dcc.push.WebsocketPusher``.
+state at once and every later change, pushed by ``dcc.push.WebsocketPusher``. ``unsubscribe`` stops that;
+any other message (the ``$default`` route) is answered with the usage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import boto3
 
 from dcc.errors import DccError
-from dcc.push import WebsocketPusher
+from dcc.push import MAX_SUBSCRIPTIONS, USAGE, WebsocketPusher
 from dcc.service import split_job_ids
 from functions.api import handler as api
 
@@ -57,10 +58,18 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 200}
     try:
         body = json.loads(event.get("body") or "{}")
-        if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > 1000:
+        if route not in ("subscribe", "unsubscribe") or body.get("action") != route:
+            raise ValueError("unknown action")
+        if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > MAX_SUBSCRIPTIONS:
             raise TypeError("jobIds must be a list of at most 1000 ids")
         ids, unknown = split_job_ids(body["jobIds"])  # an id that cannot be a job's is one not found
-    except (ValueError, KeyError, TypeError):
-        return {"statusCode": 400, "body": 'send {"action": "subscribe", "jobIds": ["<id>", ...]}'}
-    pusher.subscribe(connection, ids, unknown)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # told over the connection, as local mode does (a route's return value reaches no client without a
+        # route response)
+        pusher.post(connection, {"type": "error", "error": USAGE})
+        return {"statusCode": 400, "body": USAGE}
+    if route == "unsubscribe":
+        pusher.unsubscribe(connection, ids)
+    else:
+        pusher.subscribe(connection, ids, unknown)
     return {"statusCode": 200}

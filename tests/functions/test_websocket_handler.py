@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from dcc.bootstrap import build_service
 from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
-from dcc.push import WebsocketPusher
+from dcc.push import USAGE, WebsocketPusher
 from dcc.settings import Settings
 from functions.api import handler as api
 from functions.api import websocket
@@ -108,11 +108,65 @@ def test_an_id_that_cannot_be_a_job_is_not_found_and_spoils_nothing(wired: tuple
     assert pusher.store.redis.smembers("{dcc}:ws:conn:Abc123=") == {"job3", "7"}
 
 
-def test_bad_subscribe_is_a_400(wired: tuple[WebsocketPusher, Stubber]) -> None:
+def _recorded(pusher: WebsocketPusher) -> list[tuple[str, dict]]:
+    """What the pusher posts from now on (to no real connection)."""
+    posted: list[tuple[str, dict]] = []
+
+    def record(**kwargs: object) -> object:
+        posted.append((str(kwargs["ConnectionId"]), sent(kwargs["Data"])))  # type: ignore[arg-type]
+        return {}
+
+    pusher.client.post_to_connection = record  # type: ignore[method-assign]
+    return posted
+
+
+def test_bad_subscribe_is_a_400_and_the_client_is_told_how(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    posted = _recorded(wired[0])
     bad = event("ws_subscribe", JOB_ID="x")
-    bad["body"] = "not json"
-    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
-    bad["body"] = '{"action": "subscribe", "jobIds": "abc"}'  # not three jobs a, b and c
-    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
-    bad["body"] = json.dumps({"action": "subscribe", "jobIds": [f"j{i}" for i in range(1001)]})
-    assert websocket.lambda_handler(bad, None)["statusCode"] == 400
+    for body in ("not json", "[1, 2]",
+                 '{"action": "subscribe", "jobIds": "abc"}',  # not three jobs a, b and c
+                 json.dumps({"action": "subscribe", "jobIds": [f"j{i}" for i in range(1001)]})):
+        bad["body"] = body
+        assert websocket.lambda_handler(bad, None)["statusCode"] == 400, body
+    other = event("ws_subscribe", JOB_ID="x")  # a message no route takes comes to $default
+    other["requestContext"]["routeKey"] = "$default"
+    other["body"] = '{"action": "watch", "jobIds": ["x"]}'
+    assert websocket.lambda_handler(other, None)["statusCode"] == 400
+    assert [m for _, m in posted] == [{"type": "error", "error": USAGE}] * 5
+    assert wired[0].store.redis.keys("{dcc}:ws:*") == []
+
+
+def test_an_id_watched_before_its_job_is_submitted_is_pushed_from_queued(
+        wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    posted = _recorded(pusher)
+    subscribe = event("ws_subscribe", JOB_ID="mine-1")
+    subscribe["body"] = '{"action": "subscribe", "jobIds": ["mine-1"]}'
+    assert websocket.lambda_handler(subscribe, None)["statusCode"] == 200
+    assert posted == [("Abc123=", {"type": "error", "jobId": "mine-1", "error": "not found"})]
+    api.current_service().notify = pusher.push  # as bootstrap wires it when a websocket endpoint is set
+    submit = event("submit_job")
+    submit["body"] = json.dumps({**json.loads(submit["body"]), "id": "mine-1"})
+    assert api.lambda_handler(submit, None)["statusCode"] == 201
+    assert posted[1] == ("Abc123=", {"type": "job", "job": pusher.store.get("mine-1").view()})
+    assert posted[1][1]["job"]["state"] == "queued"
+    unsubscribe = event("ws_subscribe", JOB_ID="x")
+    unsubscribe["requestContext"]["routeKey"] = "unsubscribe"
+    unsubscribe["body"] = '{"action": "unsubscribe", "jobIds": ["mine-1"]}'
+    assert websocket.lambda_handler(unsubscribe, None)["statusCode"] == 200
+    assert pusher.push("mine-1") == 0 and len(posted) == 2
+    assert pusher.store.redis.keys("{dcc}:ws:*") == []
+
+
+def test_a_connection_watches_at_most_1000_jobs_across_its_messages(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    posted = _recorded(pusher)
+    subscribe = event("ws_subscribe", JOB_ID="x")
+    subscribe["body"] = json.dumps({"action": "subscribe", "jobIds": [f"j{i}" for i in range(999)]})
+    websocket.lambda_handler(subscribe, None)
+    subscribe["body"] = json.dumps({"action": "subscribe", "jobIds": ["j5", "k1", "k2", "k3"]})  # (j5: watched)
+    websocket.lambda_handler(subscribe, None)
+    answers = [m for _, m in posted[999:]]
+    assert [(a["jobId"], a["error"].split(":")[0]) for a in answers] == [
+        ("j5", "not found"), ("k1", "not found"), ("k2", "not watched"), ("k3", "not watched")]
+    assert pusher.store.redis.scard("{dcc}:ws:conn:Abc123=") == 1000

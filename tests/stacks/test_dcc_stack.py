@@ -219,7 +219,7 @@ def test_rest_stage_throttles_and_logs(synth: Any) -> None:
 def test_websocket_routes_and_stage(synth: Any) -> None:
     routes = resources(synth, "AWS::ApiGatewayV2::Route")
     keys = {r["Properties"]["RouteKey"]: r["Properties"] for r in routes.values()}
-    assert set(keys) == {"$connect", "$disconnect", "subscribe"}
+    assert set(keys) == {"$connect", "$disconnect", "subscribe", "unsubscribe", "$default"}
     assert keys["$connect"]["AuthorizationType"] == "AWS_IAM"
     synth.template.has_resource_properties("AWS::ApiGatewayV2::Stage", {
         "AccessLogSettings": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("requestId")},
