@@ -14,8 +14,9 @@ import shlex
 import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -202,15 +203,35 @@ def build_job(image: str, command: Sequence[str] | None, *, inputs: Sequence[str
     return job
 
 
+# The exit codes of a command that mirrors a job (wait, submit --wait) when the job did not exit by itself,
+# after the conventions scripts already know: GNU timeout's 124, docker run's 125 for "could not run it",
+# and a shell's 143 for a command ended by SIGTERM.
+EXIT_TIMED_OUT = 124
+EXIT_NOT_RUN = 125  # the job ended in error, or dcc could not be asked (API unreachable, refused, not found)
+EXIT_CANCELLED = 143
+
+
 def job_exit_code(view: dict[str, Any]) -> int:
-    """The exit code that mirrors a finished job: its own, or 1 for error, timed_out and cancelled."""
+    """The exit code that mirrors a finished job: its own (1 if it has none in 1–255), 124 timed_out, 125
+    error, 143 cancelled."""
     state = view.get("state")
     if state == "succeeded":
         return 0
     code = view.get("exitCode")
     if state == "failed" and isinstance(code, int) and 0 < code < 256:
         return code
-    return 1
+    return {"timed_out": EXIT_TIMED_OUT, "error": EXIT_NOT_RUN, "cancelled": EXIT_CANCELLED}.get(str(state), 1)
+
+
+@contextmanager
+def _mirroring() -> Iterator[None]:
+    """dcc's own failures as ``EXIT_NOT_RUN``, so a script can tell them from the job's exit codes."""
+    try:
+        yield
+    except DccError as exc:
+        raise CliError(str(exc), code=EXIT_NOT_RUN) from exc
+    except CliError as exc:
+        raise CliError(str(exc), code=EXIT_NOT_RUN if exc.code == 1 else exc.code) from exc
 
 
 def _run_time(view: dict[str, Any]) -> str:
@@ -286,20 +307,21 @@ def submit(
         "--keep", metavar="PATTERN",
         help="Keep only the outputs this glob matches (relative to /outputs; ** spans folders, a leading ! "
              "excludes). Repeatable; default: every file.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code (as dcc wait).")] = False,
     show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout (implies --wait).")] = False,
 ) -> None:
     """Submit a job and print its id: dcc submit IMAGE [OPTIONS] -- CMD..."""
     job = build_job(image, command, inputs=inputs or (), env=env or (), max_duration=max_duration, cpus=cpus,
                     memory=memory, gpu=gpu, job_id=job_id, keep=keep)
     client = _client(ctx)
-    view = client.submit(job)
-    typer.echo(view["id"])
-    if not (wait or show_stdout):
-        return
-    final = follow(client, view["id"])
-    if show_stdout:
-        typer.echo(client.stdout(view["id"]), nl=False)
+    with _mirroring() if wait or show_stdout else nullcontext():
+        view = client.submit(job)
+        typer.echo(view["id"])
+        if not (wait or show_stdout):
+            return
+        final = follow(client, view["id"])
+        if show_stdout:
+            typer.echo(client.stdout(view["id"]), nl=False)
     raise typer.Exit(job_exit_code(final))
 
 
@@ -351,8 +373,11 @@ def status(
 
 @app.command("wait")
 def wait_cmd(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Follow a job until it ends; exit with its exit code (1 for error, timed_out, cancelled)."""
-    raise typer.Exit(job_exit_code(follow(_client(ctx), job_id)))
+    """Follow a job until it ends; exit with its exit code (124 timed_out, 125 error or dcc unreachable, 143
+    cancelled)."""
+    with _mirroring():
+        final = follow(_client(ctx), job_id)
+    raise typer.Exit(job_exit_code(final))
 
 
 @app.command()

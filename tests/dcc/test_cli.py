@@ -160,9 +160,10 @@ def test_submit_refuses_a_bad_input_name(api: FakeApi, spec: str) -> None:
     ("succeeded", 0, 0),
     ("failed", 3, 3),
     ("failed", 137, 137),
-    ("timed_out", None, 1),
-    ("cancelled", None, 1),
-    ("error", None, 1),
+    ("failed", None, 1),
+    ("timed_out", None, 124),
+    ("cancelled", None, 143),
+    ("error", None, 125),
 ])
 def test_submit_wait_exits_with_the_jobs_exit_code(api: FakeApi, state: str, exit_code: int | None,
                                                   expected: int) -> None:
@@ -380,6 +381,28 @@ def test_unreachable_api_names_the_url_without_a_traceback(monkeypatch: pytest.M
     monkeypatch.setenv("DCC_API_URL", url.replace("http://", "http://user:s3cret@"))
     res = CliRunner().invoke(app, ["status", "job-1"], catch_exceptions=False)
     assert res.exit_code == 1 and "s3cret" not in res.output and "unreachable at http://127.0.0.1:" in res.stderr
+
+
+@pytest.mark.parametrize("args", [["wait", "job-1"], ["submit", "--wait", "img:1"], ["submit", "img:1"]])
+def test_a_command_that_mirrors_a_job_exits_125_when_dcc_cannot_be_asked(monkeypatch: pytest.MonkeyPatch,
+                                                                        args: list[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("DCC_API_URL", url)
+
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+
+    # (a job's own exit 1 stays distinct; a plain submit reports as every other command does)
+    assert res.exit_code == (125 if "wait" in args[0] + " ".join(args) else 1), res.output
+    assert res.stderr.startswith(f"error: the dcc API is unreachable at {url}")
+
+
+def test_wait_on_an_unknown_job_exits_125(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/nope", {"status_code": 404, "json": {"error": "job nope not found"}})
+    api.on("GET", "/v1/jobs/nope/wait", {"status_code": 404, "json": {"error": "job nope not found"}})
+
+    res = run(api, "wait", "nope")
+
+    assert res.exit_code == 125 and "not found" in res.stderr, res.output
 
 
 @pytest.mark.parametrize(("reply", "message"), [
