@@ -57,6 +57,9 @@ class Settings:
     allowed_buckets: frozenset[str] = field(default_factory=frozenset)
     allow_private_urls: bool = False
     max_output_bytes: int = 1 << 30
+    max_job_disk_bytes: int = 20 << 30
+    """The most a running job's files may take on its worker's disk (outputs and the container's writable layer);
+    past it the job is stopped. 0: no limit."""
     append_log_bytes: int = 1 << 20
     max_log_bytes: int = 64 << 20
     """What a worker keeps of a job's output (stdout and stderr together); past it the earliest goes, and stderr
@@ -100,6 +103,7 @@ class Settings:
             "allowed_buckets": frozenset(b for b in buckets.split(",") if b.strip()),
             "allow_private_urls": _env_bool("DCC_ALLOW_PRIVATE_URLS", base.allow_private_urls),
             "max_output_bytes": _env_int("DCC_MAX_OUTPUT_BYTES", base.max_output_bytes),
+            "max_job_disk_bytes": _env_int("DCC_MAX_JOB_DISK_BYTES", base.max_job_disk_bytes),
             "append_log_bytes": _env_int("DCC_APPEND_LOG_BYTES", base.append_log_bytes),
             "max_log_bytes": _env_int("DCC_MAX_LOG_BYTES", base.max_log_bytes),
             "redis_socket_timeout": _env_float("DCC_REDIS_SOCKET_TIMEOUT", base.redis_socket_timeout),

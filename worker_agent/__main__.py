@@ -50,6 +50,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         pids_limit=settings.pids_limit,
         max_output_bytes=settings.max_output_bytes,
         max_log_bytes=settings.max_log_bytes,
+        max_disk_bytes=settings.max_job_disk_bytes,
     )
     machine = detect()
     gpu_ids = tuple(g.index for g in machine.gpus)

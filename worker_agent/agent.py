@@ -470,6 +470,7 @@ class Worker:
         self.storage.put_file(f"{prefix}stderr", result.stderr_path, content_type="text/plain")
         outcome = Outcome(
             state=_end_state(result, cancelled=cancelled),
+            error=_end_error(result, cancelled=cancelled),
             exit_code=result.exit_code,
             started_at=result.started_at,
             exited_at=result.exited_at,
@@ -496,7 +497,8 @@ class Worker:
                 item = {"encoding": "base64", "content": base64.b64encode(data).decode()}
             files[path.relative_to(result.outputs_dir).as_posix()] = {**item, "truncated": truncated}
         return Outcome(
-            state=_end_state(result, cancelled=cancelled), exit_code=result.exit_code,
+            state=_end_state(result, cancelled=cancelled), error=_end_error(result, cancelled=cancelled),
+            exit_code=result.exit_code,
             started_at=result.started_at, exited_at=result.exited_at, outputs=list(files),
             outputs_truncated=result.outputs_truncated or any(f["truncated"] for f in files.values()),
             stdout=self._text(result.stdout_path, tail=result.logs_cut),
@@ -725,9 +727,19 @@ def _end_state(result: ContainerOutcome, *, cancelled: bool) -> JobState:
     """The terminal state a finished container gives its job."""
     if cancelled:
         return JobState.CANCELLED
+    if result.disk_exceeded is not None:
+        return JobState.ERROR
     if result.timed_out:
         return JobState.TIMED_OUT
     return JobState.SUCCEEDED if result.exit_code == 0 else JobState.FAILED
+
+
+def _end_error(result: ContainerOutcome, *, cancelled: bool) -> JobError | None:
+    """Why a finished container's job ended in error, if it did (the job's own doing: not retried)."""
+    if cancelled or result.disk_exceeded is None:
+        return None
+    return JobError(code=ErrorCode.DISK_LIMIT, message=f"the job's files reached {result.disk_exceeded} bytes on "
+                    "the worker's disk, over the limit (DCC_MAX_JOB_DISK_BYTES); it was stopped")
 
 
 def _apply(claim: Claim, outcome: Outcome, now: float | None) -> JobRecord:

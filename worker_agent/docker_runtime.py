@@ -28,6 +28,7 @@ from wcmatch import glob as wcglob
 
 from dcc.errors import JobSystemError
 from dcc.jobs import MAX_OUTPUT_NAME, ErrorCode, check_relative_path
+from worker_agent.disk import DiskWatch
 from worker_agent.files import remove_tree
 from worker_agent.runtime import ContainerJob, ContainerOutcome
 
@@ -52,6 +53,8 @@ OUT_OF_MEMORY = "[dcc: the job was killed for going past its memory limit of {mb
 MAX_NAMED = 100  # outputs left out for the limit named one by one in stderr; the rest counted
 LEFT_OUT = "[dcc: output {name} left out: the outputs kept would have gone past {limit} bytes]\n"
 LOG_CUT = "[dcc: the job's output reached the log limit of {limit} bytes: earlier output may have been dropped]\n"
+DISK_LIMIT = ("[dcc: the job was stopped: its files (outputs and the container's own writes) reached {size} bytes, "
+              "over the limit of {limit} bytes (DCC_MAX_JOB_DISK_BYTES)]\n")
 
 # Outputs to keep: `**` spans folders, `*` also matches names starting with a dot, and a pattern starting with
 # `!` excludes (only exclusions: everything else is kept). No `{a,b}`: an expansion could make more `**` than
@@ -79,6 +82,8 @@ class DockerRuntime:
         max_output_bytes: int = 1 << 30,
         max_log_bytes: int = 64 << 20,
         gpu_runtime: str | None = None,
+        max_disk_bytes: int | None = None,
+        disk_check_seconds: float = 2.0,
     ) -> None:
         self.client = client or docker.from_env(timeout=120)
         self.network = network
@@ -95,6 +100,9 @@ class DockerRuntime:
                         MIN_LOG_BYTES)
         self.max_log_bytes = max(max_log_bytes, MIN_LOG_BYTES)
         self.gpu_runtime = gpu_runtime
+        self.max_disk_bytes = max_disk_bytes or None
+        """The most a job's files may take on the worker's disk (its outputs and its container's writable layer)."""
+        self.disk_check_seconds = disk_check_seconds
         self._lock = threading.Lock()
         self._containers: dict[str, Any] = {}
         self._killed: set[str] = set()  # jobs whose container a kill was asked for
@@ -198,13 +206,16 @@ class DockerRuntime:
             self._send_kill(job.job_id, container)
         timed_out = False
         exit_code: int | None
-        try:
-            exit_code = int(container.wait(timeout=job.max_duration)["StatusCode"])
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-            self._kill(container)
-            exit_code = _exit_code(container.wait(timeout=30))
-        exited_at = time.time()
+        watch = DiskWatch(_disk_roots(container, outputs), self.max_disk_bytes, on_exceed=lambda: self._kill(container),
+                          interval=self.disk_check_seconds)
+        with watch:
+            try:
+                exit_code = int(container.wait(timeout=job.max_duration)["StatusCode"])
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                timed_out = True
+                self._kill(container)
+                exit_code = _exit_code(container.wait(timeout=30))
+            exited_at = time.time()
         with self._lock:
             sent = self._kill_sent.get(job.job_id)
         if sent is not None:  # a kill is on its way: wait for the engine's answer to know what ended the container
@@ -213,7 +224,8 @@ class DockerRuntime:
             killed = job.job_id in self._kill_landed
         stdout, stderr = workdir / "stdout", workdir / "stderr"
         stored = self._save_logs(container, stdout, stderr)
-        out_of_memory = exit_code == 137 and not killed and not timed_out and self._out_of_memory(container)
+        out_of_memory = (exit_code == 137 and not killed and not timed_out and watch.exceeded is None
+                         and self._out_of_memory(container))
         cleaned = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
@@ -222,8 +234,10 @@ class DockerRuntime:
         # one note for a set that kept nothing; else, when some were kept, one for each pattern that kept none
         idle = [p for p in cleaned.unmatched if p not in folders] if cleaned.asked else []
         if cleaned.unnamed or cleaned.unsafe or cut or cleaned.nothing_kept or folders or idle or out_of_memory \
-                or cleaned.left_out:
+                or cleaned.left_out or watch.exceeded is not None:
             with stderr.open("a") as f:  # say so where the job's author looks
+                if watch.exceeded is not None:
+                    f.write(DISK_LIMIT.format(size=watch.exceeded, limit=self.max_disk_bytes))
                 if out_of_memory:
                     f.write(OUT_OF_MEMORY.format(mb=self._memory_mb(job)))
                 if cleaned.nothing_kept:
@@ -241,7 +255,7 @@ class DockerRuntime:
         return ContainerOutcome(
             exit_code=exit_code, timed_out=timed_out and not killed, killed=killed, started_at=started_at,
             exited_at=exited_at, stdout_path=stdout, stderr_path=stderr, outputs_dir=outputs,
-            outputs_truncated=cleaned.truncated, logs_cut=cut,
+            outputs_truncated=cleaned.truncated, logs_cut=cut, disk_exceeded=watch.exceeded,
         )
 
     def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None) -> Any:
@@ -377,6 +391,14 @@ class DockerRuntime:
             return None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             return f"docker unreachable: {type(exc).__name__}"
+
+
+def _disk_roots(container: Any, outputs: Path) -> tuple[Path, ...]:
+    """Where a job's files land on this machine: its outputs folder, and its container's writable layer when the
+    engine's storage driver names one (overlay2's upper folder; the worker runs beside its engine)."""
+    driver = ((container.attrs or {}).get("GraphDriver") or {}).get("Data") or {}
+    layer = driver.get("UpperDir")
+    return (outputs, Path(layer)) if isinstance(layer, str) and layer else (outputs,)
 
 
 def _feed(attached: Any, path: Path) -> None:

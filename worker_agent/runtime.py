@@ -65,6 +65,8 @@ class ContainerOutcome:
     """True when outputs past the size limit were left out."""
     logs_cut: bool = False
     """True when the output reached the log limit, so its start may be missing from the logs."""
+    disk_exceeded: int | None = None
+    """The bytes the job's files had reached when they passed the runtime's disk limit (it was then killed)."""
 
 
 class ContainerRuntime(Protocol):

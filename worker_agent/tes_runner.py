@@ -14,9 +14,7 @@ import logging
 import math
 import os
 import shutil
-import stat
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from dcc.storage import Progress, Storage, check_key
 from dcc.store import JobStore
 from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, holder_of, normalize_url, rfc3339, url_location
 from dcc.url_inputs import Fetcher
+from worker_agent.disk import DiskWatch
 from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
 from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
 
@@ -210,7 +209,7 @@ class TaskRunner:
         deadline = time.monotonic() + base.max_duration
         files = LocalStorage(sandbox)
         disk_gb = task.resources.disk_gb if task.resources else None
-        watch = DiskWatch(sandbox, int(disk_gb * GIB) if disk_gb else None,
+        watch = DiskWatch((sandbox,), int(disk_gb * GIB) if disk_gb else None,
                           on_exceed=lambda: self.runtime.kill(base.job_id), interval=self.disk_check_seconds)
         for i, executor in enumerate(task.executors):
             if watch.check():
@@ -237,6 +236,12 @@ class TaskRunner:
             run.progress["logs"].append(self._executor_log(result))
             if watch.exceeded is not None:
                 self._disk_exceeded(run, watch, disk_gb)
+                return
+            if result.disk_exceeded is not None:  # the worker's own limit, its writable layer counted
+                message = (f"executor {i}'s files reached {result.disk_exceeded} bytes, over the worker's limit "
+                           "(DCC_MAX_JOB_DISK_BYTES); it was stopped")
+                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.DISK_LIMIT, message=message)
+                run.system_logs.append(message)
                 return
             if result.killed:  # (a stop asked after the executor ended is seen before the next one)
                 run.state = JobState.CANCELLED
@@ -473,48 +478,6 @@ def _files_failure(index: int, executor: TesExecutor, result: ContainerOutcome,
     return None
 
 
-class DiskWatch:
-    """Measures the bytes of regular files under ``root`` every ``interval`` s while an executor runs (links not
-    followed); past ``limit`` it calls ``on_exceed`` once (the worker kills the container). The container's own
-    writable layer is not counted: ``disk_gb`` bounds the task's inputs, volumes and outputs."""
-
-    def __init__(self, root: Path, limit: int | None, *, on_exceed: Callable[[], object], interval: float) -> None:
-        self.root, self.limit, self.on_exceed, self.interval = root, limit, on_exceed, interval
-        self.exceeded: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def check(self) -> bool:
-        """Measure now; True (and ``exceeded`` set) if over the limit."""
-        if self.limit is None or self.exceeded is not None:
-            return self.exceeded is not None
-        size = tree_bytes(self.root)
-        if size > self.limit:
-            self.exceeded = size
-            return True
-        return False
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.check():
-                self.on_exceed()
-                return
-
-    def __enter__(self) -> DiskWatch:
-        if self.limit is not None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="dcc-disk-watch", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self.check()  # what the last executor left counts too
-
-
 class _Cancelled(Exception):
     """The task was cancelled before its executors ran."""
 
@@ -546,20 +509,6 @@ def _fits(size: int, room: int | None) -> None:
     """Raise ``_TooBig`` if ``size`` bytes do not fit in ``room`` (None: no limit)."""
     if room is not None and size > room:
         raise _TooBig(size)
-
-
-def tree_bytes(root: Path) -> int:
-    """Bytes of the regular files under ``root``; nothing is followed."""
-    total = 0
-    for folder, _, files in os.walk(root, followlinks=False):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(folder, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_blocks * 512 if info.st_blocks else info.st_size
-    return total
 
 
 def _output_files(out: TesOutput, sandbox: Path) -> list[tuple[Path, str | None]]:

@@ -425,3 +425,23 @@ def test_a_worker_without_a_given_id_keeps_one_per_work_dir_and_clears_what_a_ki
     assert (job.state, job.attempts, job.stdout, job.worker) == (JobState.SUCCEEDED, 2, "ok\n", worker_id)
     assert not docker_client.containers.list(all=True, filters={"label": f"dcc.worker={worker_id}"})
     assert [p.name for p in (tmp_path / "w").iterdir() if p.is_dir()] == ["notes"]  # job folders went
+
+
+def test_a_job_past_the_disk_limit_ends_in_error_saying_so_and_is_not_retried(
+        settings: Settings, tmp_path: Path, test_image: str, docker_client: docker.DockerClient) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=[
+        "sh", "-c", "echo started; head -c 3000000 /dev/urandom > /tmp/scratch; sleep 60"]))[0].id
+    runtime = DockerRuntime(client=docker_client, max_disk_bytes=2 << 20, disk_check_seconds=0.2)
+    worker = in_process(settings, tmp_path, runtime, "disk-watch")
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=40)
+    finally:
+        worker.stop(grace=0)
+    job = service.get(job_id)
+    assert (job.state, job.attempts, job.exit_code) == (JobState.ERROR, 1, 137)
+    assert job.error is not None and job.error.code == "disk_limit_exceeded" and "bytes" in job.error.message
+    assert job.timings()["runTime"] < 30  # stopped when seen, not after its sleep
+    assert service.log(job_id, "stdout") == b"started\n" and b"DCC_MAX_JOB_DISK_BYTES" in service.log(job_id, "stderr")
+    assert service.result(job_id)["error"]["code"] == "disk_limit_exceeded"

@@ -350,3 +350,27 @@ def test_a_job_killed_for_its_memory_and_outputs_past_the_limit_are_said_so(runt
     assert out.stderr_path.read_text() == (
         "[dcc: the job was killed for going past its memory limit of 6 MiB (parameters.memory)]\n"
         f"[dcc: output big left out: the outputs kept would have gone past {1 << 20} bytes]\n")
+
+
+@pytest.mark.parametrize("where", ["/tmp", "$OUTPUTS"])  # the container's writable layer, or its outputs folder
+def test_a_job_whose_files_pass_the_disk_limit_is_stopped_and_told(docker_client: docker.DockerClient,
+                                                                   test_image: str, tmp_path: Path, where: str) -> None:
+    runtime = DockerRuntime(client=docker_client, max_disk_bytes=2 << 20, disk_check_seconds=0.2)
+    spec = job(tmp_path, test_image, ["sh", "-c", f"head -c 3000000 /dev/urandom > {where}/big; echo wrote; sleep 60"])
+    out = run(runtime, spec, tmp_path)
+    assert out.disk_exceeded is not None and out.disk_exceeded > 2 << 20
+    assert out.exit_code == 137 and not out.timed_out and not out.killed
+    assert out.exited_at - out.started_at < 30  # stopped when seen, not at the end of its sleep
+    assert out.stdout_path.read_text() == "wrote\n"
+    assert f"reached {out.disk_exceeded} bytes, over the limit of {2 << 20} bytes" in out.stderr_path.read_text()
+    assert "memory" not in out.stderr_path.read_text()  # (a kill, but not the kernel's for memory)
+
+
+def test_a_job_under_the_disk_limit_is_left_alone(docker_client: docker.DockerClient, test_image: str,
+                                                  tmp_path: Path) -> None:
+    runtime = DockerRuntime(client=docker_client, max_disk_bytes=8 << 20, disk_check_seconds=0.2)
+    spec = job(tmp_path, test_image, ["sh", "-c", "head -c 1000000 /dev/urandom > /tmp/a; "
+                                                  "head -c 1000000 /dev/urandom > $OUTPUTS/b; sleep 1"])
+    out = run(runtime, spec, tmp_path)
+    assert (out.exit_code, out.disk_exceeded) == (0, None)
+    assert (out.outputs_dir / "b").stat().st_size == 1000000 and out.stderr_path.read_text() == ""
