@@ -32,13 +32,14 @@ from dcc.storage import Progress, Storage, job_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
 from worker_agent.files import remove_tree
-from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime
+from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime, NotStarted
 
 log = logging.getLogger("dcc.worker")
 
 
 WORKER_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 """What an OSError says when the worker's disk failed, not the job's paths."""
+EARLY_CANCEL_SECONDS = 60.0
 
 
 class _Stopped(Exception):
@@ -124,6 +125,9 @@ class Worker:
         """Set once the clean-up thread has ended (the worker stopped): nothing more will end."""
         self._ending: dict[str, threading.Event] = {}
         """Jobs whose attempt ended here and waits for its clean-up (set when done): a new attempt waits too."""
+        self._early_cancels: dict[str, float] = {}
+        """Cancels heard for jobs not running here, by when (monotonic): one this worker has just claimed, and
+        not yet launched, gets its cancel when it is (kept ``EARLY_CANCEL_SECONDS``)."""
         self._outgoing: dict[tuple[str, int], _Running] = {}
         """Attempts a later attempt of the same job took the place of here, until they end: their container may
         still run, holding its GPUs, and a stop waits for it."""
@@ -272,6 +276,9 @@ class Worker:
                 earlier.lost = True
                 self._outgoing[claim.job.id, earlier.claim.attempt] = earlier
             ending = earlier.ended if earlier is not None else self._ending.get(claim.job.id)
+            # a cancel heard between the claim and now (or by the attempt this one replaces) is this one's
+            entry.cancel = self._early_cancels.pop(claim.job.id, None) is not None or (
+                earlier is not None and earlier.cancel)
             self._running[claim.job.id] = entry
             self._idle_since = None
         self._notify(claim.job.id)
@@ -334,9 +341,10 @@ class Worker:
                 self._materialize_inputs(job, inputs_dir, self._stop_check(claim))
                 (workdir / "run").mkdir()
                 gpus = self._take_gpus(claim, job.spec.parameters.gpu)
-            except _Stopped:  # seen between inputs, while one downloads, or waiting for GPUs: no container starts
-                return self._stopped_outcome(claim)
-            result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run")
+                result = self.runtime.run(self._container_job(job, inputs_dir, gpus), workdir=workdir / "run",
+                                          stopped=lambda: self._stopped(claim))
+            except (_Stopped, NotStarted):  # seen between inputs, while one downloads, waiting for GPUs, or as the
+                return self._stopped_outcome(claim)  # container was made: none starts
             with self._lock:
                 running = self._entry(claim)
             if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
@@ -698,7 +706,12 @@ class Worker:
             running = self._running.get(job_id)
             if running is not None:
                 running.cancel = True
-        if running is not None:
+            else:  # (most are other workers' jobs; one claimed here a moment ago is not launched yet)
+                now = time.monotonic()
+                self._early_cancels = {j: t for j, t in self._early_cancels.items()
+                                       if now - t < EARLY_CANCEL_SECONDS}
+                self._early_cancels[job_id] = now
+        if running is not None:  # (no container yet: the attempt sees `cancel` before it starts one)
             self.runtime.kill(job_id)
 
     def _cleanup_loop(self) -> None:

@@ -16,6 +16,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from dcc.errors import JobSystemError
 from dcc.jobs import MAX_OUTPUT_NAME, ErrorCode, check_relative_path
 from worker_agent.disk import DiskWatch
 from worker_agent.files import remove_tree
-from worker_agent.runtime import ContainerJob, ContainerOutcome
+from worker_agent.runtime import ContainerJob, ContainerOutcome, NotStarted
 
 log = logging.getLogger("dcc.worker")
 
@@ -170,8 +171,8 @@ class DockerRuntime:
         return max(job.max_log_bytes or self.max_log_bytes, MIN_LOG_BYTES) // LOG_FILES
 
     # running -----------------------------------------------------------------------------------------
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
-        """Run ``job`` to its end; logs and outputs land under ``workdir``."""
+    def run(self, job: ContainerJob, *, workdir: Path, stopped: Callable[[], bool] | None = None) -> ContainerOutcome:
+        """Run ``job`` to its end; logs and outputs land under ``workdir``. ``stopped``: see ``ContainerRuntime``."""
         outputs = workdir / "outputs"
         outputs.mkdir()
         outputs.chmod(0o777)  # whatever user the image runs as may write its outputs
@@ -184,6 +185,10 @@ class DockerRuntime:
         with self._lock:
             self._containers[job.job_id] = container
             self._forget_kills(job.job_id)
+        # From here a kill finds the container (one before it starts is sent again after the start); one asked
+        # while it was made is seen now. (``cleanup`` removes the container either way.)
+        if stopped is not None and stopped():
+            raise NotStarted(job.job_id)
         try:
             return self._run_created(job, container, workdir, outputs)
         except docker.errors.DockerException as exc:  # e.g. the command is not in the image

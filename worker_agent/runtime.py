@@ -6,9 +6,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+class NotStarted(Exception):
+    """``run`` was told to stop (its ``stopped`` said so) before the job's container started."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,13 @@ class ContainerOutcome:
 class ContainerRuntime(Protocol):
     """Runs job containers. Raises ``dcc.errors.JobSystemError`` for anything that is not the job's fault."""
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, stopped: Callable[[], bool] | None = None) -> ContainerOutcome:
         """Run ``job`` to its end, writing logs and outputs under ``workdir`` (which exists and is empty).
 
         Blocks until the container exits, is killed by ``kill``, or reaches ``max_duration``. Removing the
-        container is left to ``cleanup`` so that it stays off the path to the result.
+        container is left to ``cleanup`` so that it stays off the path to the result. ``stopped`` is asked once
+        the container exists and ``kill`` can find it: if it says so, the container is not started
+        (``NotStarted``), so a stop asked while the container was being made is not lost.
         """
 
     def kill(self, job_id: str) -> bool:

@@ -31,7 +31,7 @@ from dcc.tes import TesExecutor, TesOutput, TesTask, has_wildcard, holder_of, no
 from dcc.url_inputs import Fetcher
 from worker_agent.disk import DiskWatch
 from worker_agent.docker_runtime import LOG_FILES, UNNAMED, clean_outputs
-from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime
+from worker_agent.runtime import BindMount, ContainerJob, ContainerOutcome, ContainerRuntime, NotStarted
 
 log = logging.getLogger("dcc.worker.tes")
 
@@ -212,8 +212,8 @@ class TaskRunner:
         watch = DiskWatch((sandbox,), int(disk_gb * GIB) if disk_gb else None,
                           on_exceed=lambda: self.runtime.kill(base.job_id), interval=self.disk_check_seconds)
         for i, executor in enumerate(task.executors):
-            if watch.check():
-                self._disk_exceeded(run, watch, disk_gb)
+            if watch.check() and (over := _over_disk(i - 1, None, watch, disk_gb)) is not None:
+                self._disk_exceeded(run, over)
                 return
             left = deadline - time.monotonic()
             if cancelled() or left <= 0:
@@ -225,7 +225,11 @@ class TaskRunner:
                 log.warning("task %s: could not record progress: %s", claim.job.id, exc)
             try:
                 with watch:
-                    result, unwritten = self._run_executor(claim, i, executor, base, mounts, files, workdir, left)
+                    result, unwritten = self._run_executor(claim, i, executor, base, mounts, files, workdir, left,
+                                                           cancelled)
+            except NotStarted:  # cancelled (or the worker stops) as its container was made: it did not start
+                run.state = JobState.CANCELLED
+                return
             except _NotStarted as exc:
                 run.state, run.error = JobState.ERROR, JobError(code=exc.code, message=exc.message)
                 run.system_logs.append(exc.message)
@@ -234,14 +238,8 @@ class TaskRunner:
             run.last_exit = result.exited_at
             run.exit_code = result.exit_code
             run.progress["logs"].append(self._executor_log(result))
-            if watch.exceeded is not None:
-                self._disk_exceeded(run, watch, disk_gb)
-                return
-            if result.disk_exceeded is not None:  # the worker's own limit, its writable layer counted
-                message = (f"executor {i}'s files reached {result.disk_exceeded} bytes, over the worker's limit "
-                           "(DCC_MAX_JOB_DISK_BYTES); it was stopped")
-                run.state, run.error = JobState.ERROR, JobError(code=ErrorCode.DISK_LIMIT, message=message)
-                run.system_logs.append(message)
+            if (over := _over_disk(i, result, watch, disk_gb)) is not None:
+                self._disk_exceeded(run, over)
                 return
             if result.killed:  # (a stop asked after the executor ended is seen before the next one)
                 run.state = JobState.CANCELLED
@@ -260,9 +258,7 @@ class TaskRunner:
                 return
 
     @staticmethod
-    def _disk_exceeded(run: _Run, watch: DiskWatch, disk_gb: float | None) -> None:
-        message = (f"the task's files reached {watch.exceeded} bytes, over its disk_gb of {disk_gb} "
-                   f"({watch.limit} bytes); it was stopped")
+    def _disk_exceeded(run: _Run, message: str) -> None:
         run.state = JobState.ERROR
         run.error = JobError(code=ErrorCode.DISK_LIMIT, message=message)
         run.system_logs.append(message)
@@ -346,8 +342,8 @@ class TaskRunner:
 
     # executors -------------------------------------------------------------------------------------------
     def _run_executor(self, claim: Claim, index: int, executor: TesExecutor, base: ContainerJob,
-                      mounts: list[BindMount], files: LocalStorage, workdir: Path,
-                      seconds: float) -> tuple[ContainerOutcome, list[str]]:
+                      mounts: list[BindMount], files: LocalStorage, workdir: Path, seconds: float,
+                      cancelled: Callable[[], bool]) -> tuple[ContainerOutcome, list[str]]:
         """Run one executor; its outcome, and why its stdout/stderr files could not be written (if so)."""
         run_dir = workdir / f"executor-{index}"
         run_dir.mkdir()
@@ -384,7 +380,7 @@ class TaskRunner:
             max_log_bytes=math.ceil(self.max_output_bytes * LOG_FILES / (LOG_FILES - 1)) if files_out else None,
         )
         try:
-            result = self.runtime.run(job, workdir=run_dir)
+            result = self.runtime.run(job, workdir=run_dir, stopped=cancelled)
         except JobSystemError as exc:  # no retry can start it (a missing image, a container the engine refuses)
             if exc.retryable:
                 raise
@@ -475,6 +471,18 @@ def _files_failure(index: int, executor: TesExecutor, result: ContainerOutcome,
         return JobError(code=ErrorCode.LOG_LIMIT, message=message)
     if unwritten:
         return JobError(code=ErrorCode.STORAGE_FAILED, message=f"executor {index}: " + "; ".join(unwritten))
+    return None
+
+
+def _over_disk(index: int, result: ContainerOutcome | None, watch: DiskWatch, disk_gb: float | None) -> str | None:
+    """Why the task went past a disk limit after executor ``index``, if it did: its ``disk_gb``, or the worker's
+    own limit for any job (which counts the container's writable layer too)."""
+    if watch.exceeded is not None:
+        return (f"the task's files reached {watch.exceeded} bytes, over its disk_gb of {disk_gb} "
+                f"({watch.limit} bytes); it was stopped")
+    if result is not None and result.disk_exceeded is not None:
+        return (f"executor {index}'s files reached {result.disk_exceeded} bytes, over the worker's limit "
+                "(DCC_MAX_JOB_DISK_BYTES); it was stopped")
     return None
 
 

@@ -7,12 +7,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dcc.bootstrap import build_service
 from dcc.local_storage import LocalStorage
 from dcc.settings import Settings
+from dcc.store import JobStore, connect
 from dcc.tes_service import TesService
 from tests.e2e_support import serve_local
 from tests.tes.conftest import SpecChecker, TesServer
@@ -136,8 +138,8 @@ class CancelledAsItExits(DockerRuntime):
         self.cancel = cancel
         self.kill_asked = threading.Event()
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
-        outcome = super().run(job, workdir=workdir)
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir, **kw)
         self.cancel(job.job_id)
         assert self.kill_asked.wait(timeout=20)
         return outcome
@@ -170,6 +172,54 @@ def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_
     assert task["state"] == "CANCELED", task["logs"]  # it answered CANCELING: it ends CANCELED
     assert not (files / "out").exists() and task["logs"][0]["outputs"] == []
     assert any(line.startswith("stopped while the outputs were uploaded") for line in task["logs"][0]["system_logs"])
+
+
+class CancelledWhileMade(DockerRuntime):
+    """A real runtime where the task is cancelled while its first container is being made (no kill can find it)."""
+
+    def __init__(self, cancel: Callable[[str], object]) -> None:
+        super().__init__()
+        self.cancel = cancel
+        self.kill_missed = threading.Event()
+
+    def _create(self, job: ContainerJob, outputs: Path, hosts: Path | None):  # type: ignore[no-untyped-def]
+        if not self.kill_missed.is_set():
+            self.cancel(job.job_id)
+            assert self.kill_missed.wait(timeout=20)
+        return super()._create(job, outputs, hosts)
+
+    def kill(self, job_id: str) -> bool:
+        found = super().kill(job_id)
+        if not found:
+            self.kill_missed.set()
+        return found
+
+
+def test_a_cancel_heard_while_an_executor_is_made_ends_the_task_canceled_before_it_runs(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
+    tes = TesService(build_service(settings))
+    task_id = tes.create({"outputs": [{"path": "/out/a", "url": f"file://{files}/a", "type": "FILE"}],
+                          "executors": [{"image": test_image, "command": ["sh", "-c", "echo a > /out/a"]}]})
+    runtime = CancelledWhileMade(tes.cancel)
+    # renewals 20 s apart: only the cancel itself can stop the task within the test's bound
+    store = JobStore(connect(redis_url), lease_seconds=60)
+    worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations,
+                                        heartbeat_seconds=20))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    assert task["state"] == "CANCELED", task["logs"]
+    assert not (files / "a").exists() and task["logs"][0]["logs"] == []  # the executor never started
 
 
 @pytest.mark.parametrize(("made", "stdout", "why"), [

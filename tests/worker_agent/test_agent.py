@@ -115,8 +115,8 @@ class ExitsAsTheGraceEnds(DockerRuntime):
         self.kill_asked = threading.Event()
         self.exited = threading.Event()
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
-        outcome = super().run(job, workdir=workdir)
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir, **kw)
         self.exited.set()
         self.kill_asked.wait(timeout=20)
         return outcome
@@ -245,6 +245,50 @@ def test_a_job_without_a_container_when_the_grace_ends_is_still_handed_back(sett
     assert stopped_in < 8  # the container was killed once it existed, not waited on until stop gave up
 
 
+def test_a_cancel_heard_while_the_container_is_made_stops_it_before_it_starts(settings: Settings, tmp_path: Path,
+                                                                             test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "echo ran; sleep 30"]))[0].id
+    runtime = SlowToCreate()
+    # renewals 20 s apart: only the cancel itself can stop the job within the test's bound
+    store = JobStore(connect(settings.redis_url), lease_seconds=60)
+    worker = in_process(settings, tmp_path, runtime, "cancel-early", store=store, heartbeat_seconds=20)
+    worker.start()
+    try:
+        assert runtime.creating.wait(timeout=20)
+        asked = time.monotonic()
+        service.cancel(job_id)
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=15)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    assert runtime.missed_kill.is_set()  # the kill came before the container existed
+    job = service.get(job_id)
+    assert (job.state, job.exit_code, job.timings()["started"]) == (JobState.CANCELLED, None, None)
+    assert took < 8
+
+
+def test_a_cancel_heard_between_the_claim_and_the_launch_is_kept_for_the_job(settings: Settings, tmp_path: Path,
+                                                                            test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "echo ran"]))[0].id
+    runtime = DockerRuntime()
+    worker = in_process(settings, tmp_path, runtime, "early")  # (not started: its steps are taken by hand)
+    claim = worker.store.claim("cpu", "early")
+    assert claim is not None
+    service.cancel(job_id)
+    worker._cancel(job_id)  # heard before the job is launched (its claim reply was still on its way)
+    worker._launch(claim)
+    try:
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=20)
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    job = service.get(job_id)
+    assert (job.state, job.timings()["started"]) == (JobState.CANCELLED, None)
+
+
 class FailsTwice(DockerRuntime):
     """A real runtime whose first two runs fail as a hiccup of the engine would (a retryable system error)."""
 
@@ -252,11 +296,11 @@ class FailsTwice(DockerRuntime):
         super().__init__()
         self.failures = 2
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         if self.failures:
             self.failures -= 1
             raise JobSystemError("runtime_failed", "the engine hiccuped", retryable=True)
-        return super().run(job, workdir=workdir)
+        return super().run(job, workdir=workdir, **kw)
 
 
 def test_a_worker_unhealthy_from_system_errors_claims_again_after_a_pause(settings: Settings, tmp_path: Path,
@@ -345,7 +389,7 @@ def test_a_cancel_or_a_stop_ends_an_input_download_and_no_container_starts(setti
 
 
 class Buggy(DockerRuntime):
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         raise ValueError("a bug of the worker's own")
 
 

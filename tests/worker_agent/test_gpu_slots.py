@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ class RecordingRuntime:
         self.lock = threading.Lock()
         self.runs: list[tuple[str, tuple[str, ...], float, float]] = []
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         start = time.monotonic()
         time.sleep(self.seconds)
         end = time.monotonic()
@@ -131,11 +132,11 @@ class FailsOnceRuntime(RecordingRuntime):
         super().__init__(1.0)  # the second attempt outlives the first one's ending
         self.calls = 0
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         self.calls += 1
         if self.calls == 1:
             raise JobSystemError(ErrorCode.RUNTIME_FAILED, "the engine hiccuped", retryable=True)
-        return super().run(job, workdir=workdir)
+        return super().run(job, workdir=workdir, **kw)
 
 
 def test_a_requeued_job_reclaimed_by_the_same_worker_keeps_its_new_attempt(redis_url: str, tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ class SlowToDieRuntime(RecordingRuntime):
         self.dying = dying
         self.live: dict[str, list[threading.Event]] = {}
 
-    def run(self, job: ContainerJob, *, workdir: Path) -> ContainerOutcome:
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         killed = threading.Event()
         with self.lock:
             self.live.setdefault(job.job_id, []).append(killed)
