@@ -129,6 +129,21 @@ def test_only_uploaded_files_count_toward_the_output_limit(small_outputs: TesSer
                and line.endswith("left out: /out/b") for line in done["logs"][0]["system_logs"]), done["logs"]
 
 
+def _run_until_ended(worker: Worker, runtime: DockerRuntime, tes: TesService, task_id: str, *,
+                     seconds: float) -> dict[str, Any]:
+    """Start the worker, and stop it once the task has ended (within ``seconds``); the task in FULL view."""
+    worker.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.05)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    return task
+
+
 class CancelledAsItExits(DockerRuntime):
     """A real runtime where the task is cancelled just after its container exited by itself: the worker sees the
     cancel (and asks for a kill that finds nothing to stop) before the outputs are uploaded."""
@@ -160,15 +175,7 @@ def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_
     runtime = CancelledAsItExits(tes.cancel)
     worker = Worker(store=tes.jobs.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
                     config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations))
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
-            assert time.monotonic() < deadline, task
-            time.sleep(0.05)
-    finally:
-        worker.stop(grace=1)
-        runtime.client.close()
+    task = _run_until_ended(worker, runtime, tes, task_id, seconds=30)
     assert task["state"] == "CANCELED", task["logs"]  # it answered CANCELING: it ends CANCELED
     assert not (files / "out").exists() and task["logs"][0]["outputs"] == []
     assert any(line.startswith("stopped while the outputs were uploaded") for line in task["logs"][0]["system_logs"])
@@ -209,15 +216,7 @@ def test_a_cancel_heard_while_an_executor_is_made_ends_the_task_canceled_before_
     worker = Worker(store=store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
                     config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations,
                                         heartbeat_seconds=20))
-    worker.start()
-    try:
-        deadline = time.monotonic() + 10
-        while (task := tes.get(task_id, "FULL"))["state"] not in ("COMPLETE", "CANCELED", "SYSTEM_ERROR"):
-            assert time.monotonic() < deadline, task
-            time.sleep(0.05)
-    finally:
-        worker.stop(grace=1)
-        runtime.client.close()
+    task = _run_until_ended(worker, runtime, tes, task_id, seconds=10)
     assert task["state"] == "CANCELED", task["logs"]
     assert not (files / "a").exists() and task["logs"][0]["logs"] == []  # the executor never started
 
