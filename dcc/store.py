@@ -46,11 +46,17 @@ _PAGE_ROUNDS = 8  # reads of the index a page makes at most, skipping entries wh
 MAX_CURSOR_LENGTH = 1024  # a cursor holds a score and a job id (at most 128 characters), base64-encoded
 
 
+MAX_CONNECTIONS = 2000
+"""A client's connections at most. Each request waiting on a job holds one (local mode lets 1000 wait at once);
+redis-py's default of 100 made waits past it fail as if Redis were down."""
+
+
 def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
     """A Redis client with explicit timeouts and a short retry (redis-py's defaults can block a minute)."""
     return redis.Redis.from_url(
         url,
         decode_responses=True,
+        max_connections=MAX_CONNECTIONS,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, 3.0),
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),

@@ -453,16 +453,17 @@ def test_many_requests_waiting_on_jobs_leave_the_api_free(api: tuple[LocalDcc, h
         with httpx.Client(base_url=client.base_url, timeout=60) as own:
             return own.get(f"/v1/jobs/{parked['id']}/wait", params={"timeout": 15}).status_code
 
-    with ThreadPoolExecutor(60) as pool:
-        polls = [pool.submit(long_poll, n) for n in range(60)]  # more than Starlette's default pool of 40 threads
-        deadline = time.monotonic() + 10  # until each poll waits on the job's events (40 at most, before)
-        while store.redis.pubsub_numsub(store.events_channel(parked["id"]))[0][1] < 60 and time.monotonic() < deadline:
+    # more than Starlette's default pool of 40 threads, and than redis-py's default of 100 connections a client
+    with ThreadPoolExecutor(150) as pool:
+        polls = [pool.submit(long_poll, n) for n in range(150)]
+        deadline = time.monotonic() + 20  # until each poll waits on the job's events (40 at most, then 100, before)
+        while store.redis.pubsub_numsub(store.events_channel(parked["id"]))[0][1] < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/healthz").status_code == 200
         assert client.get(f"/v1/jobs/{parked['id']}").json()["state"] == "queued"
         assert not any(p.done() for p in polls)  # answered while every long-poll still waits
         client.post(f"/v1/jobs/{parked['id']}/cancel")
-        assert [p.result(timeout=30) for p in polls] == [200] * 60
+        assert [p.result(timeout=30) for p in polls] == [200] * 150
 
 
 def test_output_paths_are_decoded_once(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
