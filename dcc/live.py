@@ -17,7 +17,7 @@ import redis.exceptions
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dcc.errors import DccError
-from dcc.push import MAX_SUBSCRIPTIONS, USAGE
+from dcc.push import MAX_SUBSCRIPTIONS, USAGE, change_order, unknown_id
 from dcc.service import JobService, split_job_ids
 from dcc.store import record_from_hash
 
@@ -33,13 +33,21 @@ class LiveSession:
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.channels: dict[str, str] = {}
         self.listener: asyncio.Task[None] | None = None
+        self.sent: dict[str, int] = {}
+        """Where the last view sent of each watched job stands (``change_order``): none older goes after it."""
 
     async def run(self) -> None:
         """Serve the client until it disconnects."""
         await self.ws.accept()
         try:
             while True:
-                await self.handle(await self.ws.receive_text())
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is not None:
+                    await self.handle(message["text"])
+                else:  # a binary frame
+                    await self.send({"type": "error", "error": "send text frames: " + USAGE})
         except WebSocketDisconnect:
             pass
         finally:
@@ -52,18 +60,22 @@ class LiveSession:
         """Act on one client message."""
         try:
             request = json.loads(text)
-            if not isinstance(request["jobIds"], list):  # (a string would be taken letter by letter)
-                raise TypeError("jobIds must be a list")
+            # (a string would be taken letter by letter; a message of more ids than a connection may watch is
+            # refused whole rather than answered id by id)
+            if not isinstance(request["jobIds"], list) or len(request["jobIds"]) > MAX_SUBSCRIPTIONS:
+                raise TypeError("jobIds must be a list of at most 1000 ids")
             action, (ids, unknown) = request["action"], split_job_ids(request["jobIds"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             await self.send({"type": "error", "error": USAGE})
             return
         if action == "subscribe":
             await self.subscribe(ids)
-            for job_id in unknown:  # an id that cannot be a job's is one not found
-                await self.send({"type": "error", "jobId": job_id, "error": "not found"})
+            for value in unknown:  # an id that cannot be a job's is one not found
+                await self.send(unknown_id(value))
         elif action == "unsubscribe":
             gone = [c for c in map(self.store.events_channel, ids) if self.channels.pop(c, None)]
+            for job_id in ids:
+                self.sent.pop(job_id, None)
             if gone:
                 await self.pubsub.unsubscribe(*gone)
         else:
@@ -80,7 +92,7 @@ class LiveSession:
                 self.listener = asyncio.create_task(self._listen())
         for job_id in ids:
             if self.store.events_channel(job_id) in self.channels:
-                await self.send_job(job_id)
+                await self.send_job(job_id, asked=True)
             else:  # past the limit: say so rather than answer once and then stay silent
                 await self.send({"type": "error", "jobId": job_id,
                                  "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
@@ -114,17 +126,28 @@ class LiveSession:
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 continue
 
-    async def send_job(self, job_id: str) -> None:
-        """Send the job's current view (from Redis, or its result.json once the record expired)."""
+    async def send_job(self, job_id: str, *, asked: bool = False) -> None:
+        """Send the job's current view (from Redis, or its result.json once the record expired), unless one as
+        new or newer went already (``asked``: a subscribe, answered even if nothing changed since).
+
+        Reading the view takes a moment, in which the listener (or a subscribe) may have sent a newer one: the
+        check and the send have no wait between them, so nothing older goes out after it. A change overtaken
+        before it was read is not sent: the newer one is.
+        """
         h = await self.redis.hgetall(self.store.job_key(job_id))
-        if h:
-            await self.send({"type": "job", "job": record_from_hash(job_id, h).view()})
+        view: dict[str, Any] | None = dict(record_from_hash(job_id, h).view()) if h else None
+        if view is None:
+            try:
+                view = dict(await asyncio.to_thread(lambda: self.service.get(job_id).view()))
+            except DccError:
+                if job_id not in self.sent:  # (it was submitted while this was read: the listener sent it)
+                    await self.send(unknown_id(job_id))
+                return
+        order, last = change_order(view), self.sent.get(job_id, -1)
+        if order < last or (order == last and not asked):
             return
-        try:
-            view = await asyncio.to_thread(lambda: self.service.get(job_id).view())
-            await self.send({"type": "job", "job": view})
-        except DccError:
-            await self.send({"type": "error", "jobId": job_id, "error": "not found"})
+        self.sent[job_id] = order
+        await self.send({"type": "job", "job": view})
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message))

@@ -1,8 +1,9 @@
 """Job state changes pushed to API Gateway WebSocket connections (the AWS side of live status).
 
 Subscriptions live in Redis: ``P:ws:job:<id>`` is the set of connection ids watching a job,
-``P:ws:conn:<connection>`` the set of jobs a connection watches (so a disconnect cleans up). Whoever
-changes a job's state (worker, API, reaper) calls ``push`` when a WebSocket endpoint is configured.
+``P:ws:conn:<connection>`` the set of jobs a connection watches (so a disconnect cleans up), ``P:ws:sent:<id>``
+where the last view pushed for a job stands (``change_order``). Whoever changes a job's state (worker, API,
+reaper) calls ``push`` when a WebSocket endpoint is configured.
 """
 
 from __future__ import annotations
@@ -13,11 +14,36 @@ from typing import Any
 
 import botocore.exceptions
 
+from dcc.jobs import TERMINAL_STATES
 from dcc.store import JobStore
 
 CONNECTION_TTL = 2 * 3600  # API Gateway closes WebSocket connections after 2 hours at most
 MAX_SUBSCRIPTIONS = 1000  # job ids one connection watches (here and in local mode, dcc.live)
-USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]}'
+USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]} (at most 1000 ids)'
+_TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+
+
+_NEWER = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if last >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+def change_order(view: dict[str, Any]) -> int:
+    """Where a job's view stands among its changes: a later change orders higher. Attempts only grow, and within
+    one the job runs, may be queued again (a retry), or ends; so a message never has to go out after a newer one."""
+    state = view.get("state")
+    rank = 3 if state in _TERMINAL else 2 if state == "queued" else 1
+    return int(view.get("attempts") or 0) * 4 + rank
+
+
+def unknown_id(value: Any) -> dict[str, Any]:
+    """The answer to a subscription to ``value``, which no job has (or, not being a string, no job can have)."""
+    if isinstance(value, str):
+        return {"type": "error", "jobId": value, "error": "not found"}
+    return {"type": "error", "jobId": value, "error": "not a job id: ids are strings"}
 
 
 class WebsocketPusher:
@@ -28,10 +54,15 @@ class WebsocketPusher:
         self.client = client  # boto3 "apigatewaymanagementapi" client for the WebSocket stage
         self.find = find or self._from_store
         """The job's view by id, or None if unknown (the API also reads expired jobs' result.json)."""
+        self._newer_script = store.redis.register_script(_NEWER)
 
     def _from_store(self, job_id: str) -> dict[str, Any] | None:
         record = self.store.get(job_id)
         return record.view() if record is not None else None
+
+    def _newer(self, job_id: str, order: int) -> bool:
+        """Record ``order`` as the job's last pushed, if it is newer than that; whether it was."""
+        return bool(self._newer_script(keys=[f"{self.store.prefix}:ws:sent:{job_id}"], args=[order, CONNECTION_TTL]))
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.store.prefix}:ws:job:{job_id}"
@@ -39,7 +70,7 @@ class WebsocketPusher:
     def _conn_key(self, connection: str) -> str:
         return f"{self.store.prefix}:ws:conn:{connection}"
 
-    def subscribe(self, connection: str, job_ids: list[str], unknown: Sequence[str] = ()) -> None:
+    def subscribe(self, connection: str, job_ids: list[str], unknown: Sequence[Any] = ()) -> None:
         """Record the subscriptions, then send each job's current state at once; ``unknown``: ids that cannot
         be jobs' (each is answered "not found", as a job that does not exist is).
 
@@ -62,10 +93,9 @@ class WebsocketPusher:
                                         "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
                 continue
             view = self.find(job_id)
-            message = {"type": "job", "job": view} if view else {"type": "error", "jobId": job_id, "error": "not found"}
-            self.post(connection, message)
-        for job_id in unknown:
-            self.post(connection, {"type": "error", "jobId": job_id, "error": "not found"})
+            self.post(connection, {"type": "job", "job": view} if view else unknown_id(job_id))
+        for value in unknown:
+            self.post(connection, unknown_id(value))
 
     def _watched(self, connection: str, job_ids: list[str]) -> set[str]:
         """Which of ``job_ids`` the connection may watch: those it watches already, then new ones while there
@@ -100,12 +130,18 @@ class WebsocketPusher:
         pipe.execute()
 
     def push(self, job_id: str) -> int:
-        """Send the job's current view to every connection watching it; returns how many got it."""
+        """Send the job's current view to every connection watching it; returns how many got it.
+
+        Whoever changes a job pushes it, reading the view as it is then: of two pushes close together both may
+        read the later state, or the later one be read first. A view is sent only if it is newer than the last
+        one pushed for the job (``change_order``), so watchers get no repeats and never an older state after a
+        newer one (a change overtaken before it was read is not sent: the newer one is).
+        """
         connections = self.store.redis.smembers(self._job_key(job_id))
         if not connections:
             return 0
         view = self.find(job_id)
-        if view is None:
+        if view is None or not self._newer(job_id, change_order(view)):
             return 0
         message = {"type": "job", "job": view}
         return sum(self.post(c, message) for c in connections)

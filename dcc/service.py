@@ -411,10 +411,14 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def split_job_ids(values: list[Any]) -> tuple[list[str], list[str]]:
-    """The values that can be job ids, and those that cannot (as text)."""
-    valid: list[str] = []
-    invalid: list[str] = []
-    for text in map(str, values):
-        (valid if _JOB_ID.match(text) else invalid).append(text)
-    return valid, invalid
+def split_job_ids(values: list[Any]) -> tuple[list[str], list[Any]]:
+    """The values that can be job ids (each once, in order), and those that cannot (as given: strings that are no
+    job's id, and values that are not strings)."""
+    valid: dict[str, None] = {}
+    invalid: list[Any] = []
+    for value in values:
+        if isinstance(value, str) and _JOB_ID.match(value):
+            valid[value] = None
+        else:
+            invalid.append(value)
+    return list(valid), invalid

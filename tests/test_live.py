@@ -104,3 +104,46 @@ def test_an_id_watched_before_its_job_is_submitted_is_sent_from_queued(
             receive_until(ws, "mine-1", "succeeded", seen)
         assert job["state"] == "queued" and seen[0] == "queued" and "running" in seen, seen
         assert client.get(f"/v1/jobs/{busy['id']}").json()["state"] == "succeeded"  # (it held the only slot)
+
+
+def test_frames_that_are_not_a_subscription_are_answered_with_the_usage_and_the_connection_stays(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        job = client.post("/v1/jobs", json={"image": test_image, "command": ["true"]}).json()
+        with connect(ws_url) as ws:
+            for frame in (b'{"action": "subscribe", "jobIds": []}',  # a binary frame
+                          "[" * 100_000 + "]" * 100_000,  # nested past what the parser takes
+                          json.dumps({"action": "subscribe", "jobIds": [f"j{i}" for i in range(1001)]})):
+                ws.send(frame)
+                assert "send " in json.loads(ws.recv(timeout=10))["error"]
+            ws.send(json.dumps({"action": "subscribe", "jobIds": [job["id"], job["id"], 7, None, job["id"]]}))
+            answers = [json.loads(ws.recv(timeout=30)) for _ in range(3)]
+            receive_until(ws, job["id"], "succeeded", [])  # (the connection still works)
+        assert answers[0]["type"] == "job" and answers[0]["job"]["id"] == job["id"]  # once, though asked thrice
+        assert answers[1:] == [{"type": "error", "jobId": value, "error": "not a job id: ids are strings"}
+                               for value in (7, None)]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_retried_job_is_sent_each_change_once_and_never_an_older_one(redis_url: str, tmp_path: Path,
+                                                                      docker_host: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
+    with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
+        ws_url = str(client.base_url).replace("http://", "ws://") + "/v1/ws"
+        with connect(ws_url) as ws:
+            ws.send(json.dumps({"action": "subscribe", "jobIds": ["retried"]}))
+            assert json.loads(ws.recv(timeout=30))["error"] == "not found"
+            # no registry answers here: each pull fails, and is retried up to the attempt limit
+            client.post("/v1/jobs", json={"image": "registry.invalid/nothing:1", "id": "retried"})
+            seen: list[tuple[int, str]] = []
+            while not seen or seen[-1][1] != "error":
+                view = json.loads(ws.recv(timeout=60))["job"]
+                seen.append((view["attempts"], view["state"]))
+        # (its `queued` may be overtaken by the claim before it is read: then the claim's state is sent instead)
+        assert seen[0] in ((0, "queued"), (1, "running")) and seen[-1] == (3, "error"), seen
+        assert {(2, "running"), (3, "running")} <= set(seen), seen
+        assert len(set(seen)) == len(seen), seen  # no repeats
+        rank = {"running": 1, "queued": 2, "error": 3}
+        assert seen == sorted(seen, key=lambda s: (s[0], rank[s[1]])), seen  # never older after newer

@@ -60,10 +60,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body = json.loads(event.get("body") or "{}")
         if route not in ("subscribe", "unsubscribe") or body.get("action") != route:
             raise ValueError("unknown action")
-        if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > MAX_SUBSCRIPTIONS:
+        if not isinstance(body["jobIds"], list) or len(body["jobIds"]) > MAX_SUBSCRIPTIONS:  # (refused whole)
             raise TypeError("jobIds must be a list of at most 1000 ids")
         ids, unknown = split_job_ids(body["jobIds"])  # an id that cannot be a job's is one not found
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         # told over the connection, as local mode does (a route's return value reaches no client without a
         # route response)
         pusher.post(connection, {"type": "error", "error": USAGE})

@@ -16,6 +16,7 @@ from dcc.bootstrap import build_service
 from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
 from dcc.push import USAGE, WebsocketPusher
 from dcc.settings import Settings
+from dcc.store import JobStore
 from functions.api import handler as api
 from functions.api import websocket
 from tests.lambda_events import event
@@ -38,6 +39,11 @@ def wired(redis_url: str, tmp_path: Path) -> Iterator[tuple[WebsocketPusher, Stu
         stub.assert_no_pending_responses()
     websocket.configure(None)
     api.configure(None)
+
+
+def _subscriptions(store: JobStore) -> list[str]:
+    """The subscription keys left (not where the last push of each job stands, which expires by itself)."""
+    return [k for k in store.redis.keys("{dcc}:ws:*") if not k.startswith("{dcc}:ws:sent:")]
 
 
 def sent(stub_data: bytes) -> dict:
@@ -71,7 +77,7 @@ def test_subscribe_sends_state_at_once_then_every_change(wired: tuple[WebsocketP
     assert pusher.push("job1") == 1 and posted[-1][1]["job"]["state"] == "succeeded"
     assert websocket.lambda_handler(event("ws_disconnect"), None) == {"statusCode": 200}
     assert pusher.push("job1") == 0  # nobody watches any more: nothing is posted
-    assert store.redis.keys("{dcc}:ws:*") == []
+    assert _subscriptions(store) == []
 
 
 def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) -> None:
@@ -83,7 +89,7 @@ def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) ->
     websocket.lambda_handler(event("ws_subscribe", JOB_ID="job2"), None)
     stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
     assert pusher.push("job2") == 0
-    assert pusher.store.redis.keys("{dcc}:ws:*") == []
+    assert _subscriptions(pusher.store) == []
 
 
 def test_an_id_that_cannot_be_a_job_is_not_found_and_spoils_nothing(wired: tuple[WebsocketPusher, Stubber]) -> None:
@@ -103,9 +109,9 @@ def test_an_id_that_cannot_be_a_job_is_not_found_and_spoils_nothing(wired: tuple
     request = event("ws_subscribe", JOB_ID="x")
     request["body"] = '{"action": "subscribe", "jobIds": ["../etc", "job3", 7]}'
     assert websocket.lambda_handler(request, None)["statusCode"] == 200
-    assert [(m["type"], m.get("jobId") or m["job"]["id"]) for m in posted] == [
-        ("job", "job3"), ("error", "7"), ("error", "../etc")]  # (7: not found, like any job that does not exist)
-    assert pusher.store.redis.smembers("{dcc}:ws:conn:Abc123=") == {"job3", "7"}
+    assert [(m["type"], m.get("jobId") or m["job"]["id"], m.get("error")) for m in posted] == [
+        ("job", "job3", None), ("error", "../etc", "not found"), ("error", 7, "not a job id: ids are strings")]
+    assert pusher.store.redis.smembers("{dcc}:ws:conn:Abc123=") == {"job3"}
 
 
 def _recorded(pusher: WebsocketPusher) -> list[tuple[str, dict]]:
@@ -133,7 +139,7 @@ def test_bad_subscribe_is_a_400_and_the_client_is_told_how(wired: tuple[Websocke
     other["body"] = '{"action": "watch", "jobIds": ["x"]}'
     assert websocket.lambda_handler(other, None)["statusCode"] == 400
     assert [m for _, m in posted] == [{"type": "error", "error": USAGE}] * 5
-    assert wired[0].store.redis.keys("{dcc}:ws:*") == []
+    assert _subscriptions(wired[0].store) == []
 
 
 def test_an_id_watched_before_its_job_is_submitted_is_pushed_from_queued(
@@ -155,7 +161,7 @@ def test_an_id_watched_before_its_job_is_submitted_is_pushed_from_queued(
     unsubscribe["body"] = '{"action": "unsubscribe", "jobIds": ["mine-1"]}'
     assert websocket.lambda_handler(unsubscribe, None)["statusCode"] == 200
     assert pusher.push("mine-1") == 0 and len(posted) == 2
-    assert pusher.store.redis.keys("{dcc}:ws:*") == []
+    assert _subscriptions(pusher.store) == []
 
 
 def test_a_connection_watches_at_most_1000_jobs_across_its_messages(wired: tuple[WebsocketPusher, Stubber]) -> None:
@@ -170,3 +176,26 @@ def test_a_connection_watches_at_most_1000_jobs_across_its_messages(wired: tuple
     assert [(a["jobId"], a["error"].split(":")[0]) for a in answers] == [
         ("j5", "not found"), ("k1", "not found"), ("k2", "not watched"), ("k3", "not watched")]
     assert pusher.store.redis.scard("{dcc}:ws:conn:Abc123=") == 1000
+
+
+def test_a_push_never_sends_a_state_again_or_an_older_one_after_a_newer(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    store = pusher.store
+    store.create(JobRecord(id="job4", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=True)
+    posted = _recorded(pusher)
+    subscribe = event("ws_subscribe", JOB_ID="job4")
+    subscribe["body"] = '{"action": "subscribe", "jobIds": ["job4"]}'
+    websocket.lambda_handler(subscribe, None)
+    views: dict[str, dict] = {"queued": store.get("job4").view()}
+    claim = store.claim("cpu", "w")
+    views["running"] = store.get("job4").view()
+    # two changes close together, both pushed by whoever made them, each reading the view as it was then
+    assert pusher.push("job4") == 1          # the claim's push reads `running`
+    assert pusher.push("job4") == 0          # a second push of `running` (read after a later change): no repeat
+    pusher.find = lambda job_id: views["queued"]  # a push that read the job before it was claimed, sent late
+    assert pusher.push("job4") == 0
+    pusher.find = lambda job_id: websocket._view(api.current_service(), job_id)
+    store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    assert pusher.push("job4") == 1
+    assert [m["job"]["state"] for _, m in posted] == ["queued", "running", "succeeded"]
