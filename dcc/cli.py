@@ -281,7 +281,8 @@ def follow(client: DccClient, job_id: str) -> dict[str, Any]:
                 console.print(describe(view))
                 status.update(f"job {job_id}: {view.get('state')}")
 
-            return client.wait_until_done(job_id, on_change=on_change)
+            return client.wait_until_done(job_id, on_change=on_change,
+                                          on_outage=lambda why: console.print(Text(why, style="yellow")))
     except KeyboardInterrupt:
         console.print(f"stopped waiting; job {job_id} goes on (dcc cancel {job_id} stops it)")
         raise typer.Exit(130) from None

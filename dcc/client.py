@@ -115,7 +115,7 @@ class DccClient:
     """The dcc API at ``base_url``. Thread-safe as httpx.Client is; close it (or use ``with``) when done."""
 
     def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
-                 min_poll_interval: float = 0.5) -> None:
+                 min_poll_interval: float = 0.5, patience: float = 120.0) -> None:
         try:
             url = httpx.URL(base_url)
         except httpx.InvalidURL as exc:
@@ -130,6 +130,8 @@ class DccClient:
         self.timeout = timeout
         # a server whose long-poll returns at once must not turn wait_until_done into a busy loop
         self.min_poll_interval = min_poll_interval
+        self.patience = patience
+        """How long ``wait_until_done`` keeps trying through an outage of the API (a restart, a 502/503/504)."""
         headers = {"x-api-key": os.environ["DCC_API_KEY"]} if os.environ.get("DCC_API_KEY") else {}
         self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout,
                                   follow_redirects=False, auth=aws_auth_for(url), headers=headers)
@@ -196,15 +198,19 @@ class DccClient:
         return view
 
     def wait_until_done(self, job_id: str, *, on_change: Callable[[dict[str, Any]], None] | None = None,
-                        poll: float = 20.0) -> dict[str, Any]:
+                        poll: float = 20.0, on_outage: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Follow the job until it is terminal, over the websocket (else long-polls); call ``on_change(view)``
-        first and whenever state, worker or attempt changes. Returns the terminal view."""
+        first and whenever state, worker or attempt changes. Returns the terminal view.
+
+        Once the job is found, an outage of the API (unreachable, or a 502/503/504) is waited out for up to
+        ``patience`` s, telling ``on_outage`` why at its start: the job goes on meanwhile.
+        """
         if self.transport is None:
             try:
                 return self._watch_websocket(job_id, on_change)
             except (OSError, WebSocketException, TimeoutError):
                 pass  # no websocket here (or it dropped): long-poll instead
-        return self._long_poll(job_id, on_change, poll)
+        return self._long_poll(job_id, on_change, poll, on_outage)
 
     def _watch_websocket(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         url = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
@@ -223,7 +229,7 @@ class DccClient:
                     return dict(view)
 
     def _long_poll(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None,
-                   poll: float) -> dict[str, Any]:
+                   poll: float, on_outage: Callable[[str], None] | None = None) -> dict[str, Any]:
         seen: tuple[Any, ...] | None = None
         view = self.get(job_id)
         while True:
@@ -235,10 +241,30 @@ class DccClient:
             if is_terminal(view):
                 return view
             started = time.monotonic()
-            view = self.wait(job_id, poll)
+            view = self._wait_out_outages(job_id, poll, on_outage)
             elapsed = time.monotonic() - started
             if not is_terminal(view) and elapsed < self.min_poll_interval:
                 time.sleep(self.min_poll_interval - elapsed)
+
+    def _wait_out_outages(self, job_id: str, poll: float, on_outage: Callable[[str], None] | None) -> dict[str, Any]:
+        """``wait``, tried again through an outage of the API of up to ``patience`` s."""
+        began: float | None = None
+        pause = 0.5
+        while True:
+            try:
+                return self.wait(job_id, poll)
+            except (DccUnreachable, DccApiError) as exc:
+                if isinstance(exc, DccApiError) and exc.status not in (502, 503, 504):
+                    raise
+                now = time.monotonic()
+                if began is None:
+                    began = now
+                    if on_outage is not None:
+                        on_outage(f"{exc}; trying again for up to {self.patience:.0f} s")
+                if now - began + pause > self.patience:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def list(self, *, state: str | None = None, limit: int | None = None,
              cursor: str | None = None) -> dict[str, Any]:

@@ -396,6 +396,38 @@ def test_a_command_that_mirrors_a_job_exits_125_when_dcc_cannot_be_asked(monkeyp
     assert res.stderr.startswith(f"error: the dcc API is unreachable at {url}")
 
 
+def _refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def test_wait_keeps_following_the_job_through_an_api_restart(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="running", attempts=1)})
+    api.on("GET", "/v1/jobs/job-1/wait",
+           {"status_code": 502, "json": {"message": "Internal server error"}},
+           _refused,  # (the server is starting again)
+           {"status_code": 200, "json": job_view(state="failed", attempts=2, exitCode=3)})
+
+    res = run(api, "wait", "job-1")
+
+    assert res.exit_code == 3, res.output  # the job's own, not dcc's
+    assert res.stderr.count("trying again for up to 120 s") == 1 and "HTTP 502" in res.stderr
+    assert len(api.sent("GET", "/v1/jobs/job-1/wait")) == 3
+
+
+def test_wait_gives_up_on_an_api_gone_longer_than_its_patience(api: FakeApi) -> None:
+    api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="running", attempts=1)})
+    api.on("GET", "/v1/jobs/job-1/wait", _refused)
+
+    def factory(url: str) -> DccClient:
+        return DccClient(url, transport=httpx.MockTransport(api), min_poll_interval=0, patience=2)
+
+    started = time.monotonic()
+    res = CliRunner().invoke(app, ["--api", API, "wait", "job-1"], obj=factory, catch_exceptions=False)
+
+    assert res.exit_code == 125 and "unreachable" in res.stderr, res.output
+    assert time.monotonic() - started < 10
+
+
 def test_wait_on_an_unknown_job_exits_125(api: FakeApi) -> None:
     api.on("GET", "/v1/jobs/nope", {"status_code": 404, "json": {"error": "job nope not found"}})
     api.on("GET", "/v1/jobs/nope/wait", {"status_code": 404, "json": {"error": "job nope not found"}})
