@@ -125,6 +125,7 @@ class Worker:
         """Set once the clean-up thread has ended (the worker stopped): nothing more will end."""
         self._ending: dict[str, threading.Event] = {}
         """Jobs whose attempt ended here and waits for its clean-up (set when done): a new attempt waits too."""
+        self._listener_reconnected = threading.Event()
         self._early_cancels: dict[str, float] = {}
         """Cancels heard for jobs not running here, by when (monotonic): one this worker has just claimed, and
         not yet launched, gets its cancel when it is (kept ``EARLY_CANCEL_SECONDS``)."""
@@ -691,15 +692,24 @@ class Worker:
             pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.store.cancel_channel)
+                # redis-py reconnects a dropped listener by itself, within get_message: have it say so
+                pubsub.connection.register_connect_callback(self._listener_connected)
+                self._renew()  # a cancel published while nobody listened was not heard: the renewal reads the flags
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
+                    if self._listener_reconnected.is_set():
+                        self._listener_reconnected.clear()
+                        self._renew()
                     if message is not None:
                         self._cancel(str(message["data"]))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, StoreUnavailable) as exc:
                 log.warning("cancel listener: %s; reconnecting", exc)
                 self.stopping.wait(1.0)
             finally:
                 pubsub.close()
+
+    def _listener_connected(self, _connection: Any) -> None:
+        self._listener_reconnected.set()
 
     def _cancel(self, job_id: str) -> None:
         with self._lock:

@@ -489,3 +489,26 @@ def test_a_job_past_the_disk_limit_ends_in_error_saying_so_and_is_not_retried(
     assert job.timings()["runTime"] < 30  # stopped when seen, not after its sleep
     assert service.log(job_id, "stdout") == b"started\n" and b"DCC_MAX_JOB_DISK_BYTES" in service.log(job_id, "stderr")
     assert service.result(job_id)["error"]["code"] == "disk_limit_exceeded"
+
+
+def test_a_cancel_published_while_the_cancel_listener_reconnects_is_still_heard(settings: Settings, tmp_path: Path,
+                                                                               test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
+    runtime = DockerRuntime()
+    # renewals 20 s apart: only the listener can stop the job within the test's bound
+    store = JobStore(connect(settings.redis_url), lease_seconds=60)
+    worker = in_process(settings, tmp_path, runtime, "deaf", store=store, heartbeat_seconds=20)
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
+        time.sleep(0.5)  # (its container is up)
+        store.redis.client_kill_filter(_type="pubsub")  # the listener's connection drops
+        asked = time.monotonic()
+        service.cancel(job_id)  # published while nobody listens
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
