@@ -33,7 +33,7 @@ from dcc.jobs import (
     check_relative_path,
 )
 from dcc.settings import Settings
-from dcc.storage import Storage, job_prefix
+from dcc.storage import Storage, attempt_prefix, job_prefix
 from dcc.store import JobStore, Page
 
 URL_CHECK = Callable[[str], None]
@@ -367,7 +367,7 @@ class JobService:
                 raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is kept when it ends")
             return ((record.stdout if stream == "stdout" else record.stderr) or "").encode()
         try:
-            return self.storage.get_bytes(f"{job_prefix(job_id)}{stream}")
+            return self.storage.get_bytes(f"{attempt_prefix(job_id, record.attempts)}{stream}")
         except ObjectNotFound:
             if record.state.terminal:
                 return b""
@@ -387,7 +387,7 @@ class JobService:
             content = item["content"]
             return Download(data=base64.b64decode(content) if item["encoding"] == "base64" else content.encode(),
                             truncated=bool(item.get("truncated")))
-        key = f"{job_prefix(job_id)}outputs/{path}"
+        key = f"{attempt_prefix(job_id, record.attempts)}outputs/{path}"
         url = self.storage.presigned_url(key)
         if url is not None:
             return Download(url=url)

@@ -75,3 +75,10 @@ def check_key(key: str) -> str:
 def job_prefix(job_id: str) -> str:
     """The prefix under which everything of one job is stored."""
     return f"jobs/{job_id}/"
+
+
+def attempt_prefix(job_id: str, attempt: int) -> str:
+    """Where one attempt of a job keeps its ``stdout``, ``stderr`` and ``outputs/``. Each attempt has its own, so an
+    attempt whose lease went to another (its worker was cut off) cannot overwrite the files of the one that counts:
+    the job's record names its attempt (``attempts``), and its files are read from there."""
+    return f"{job_prefix(job_id)}attempt-{attempt}/"

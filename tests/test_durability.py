@@ -135,7 +135,8 @@ def test_jobs_on_s3_storage(redis_url: str, tmp_path: Path, docker_host: str, te
         assert client.get(f"/v1/jobs/{job['id']}/stdout").text == "hi\n"
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="dcc-data")["Contents"]}
     prefix = f"env1/jobs/{job['id']}/"
-    assert {prefix + "result.json", prefix + "stdout", prefix + "stderr", prefix + "outputs/copy"} <= keys
+    run = prefix + "attempt-1/"  # (each attempt's files apart: a late one cannot overwrite the one that counts)
+    assert {prefix + "result.json", run + "stdout", run + "stderr", run + "outputs/copy"} <= keys
     assert os.environ["AWS_ENDPOINT_URL"] == moto_s3
     assert threading.active_count() > 0
 

@@ -73,7 +73,8 @@ def test_inputs_in_outputs_out(api: tuple[LocalDcc, httpx.Client], test_image: s
     assert client.get(f"/v1/jobs/{job['id']}/outputs/blob").content == binary
     # an output is a signed link to its file, streamed from disk (as S3's presigned URLs are on AWS)
     link = client.get(f"/v1/jobs/{job['id']}/outputs/blob", follow_redirects=False)
-    assert link.status_code == 302 and link.headers["location"].startswith(f"/_files/jobs/{job['id']}/outputs/blob?")
+    assert link.status_code == 302 and link.headers["location"].startswith(
+        f"/_files/jobs/{job['id']}/attempt-1/outputs/blob?")
     assert client.get(link.headers["location"]).content == binary
     for bad in (link.headers["location"].replace("outputs/blob", "outputs/sub/joined"),  # another file
                 link.headers["location"][:-1] + ("0" if link.headers["location"][-1] != "0" else "1"),  # forged

@@ -28,7 +28,7 @@ from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import keep_results, result_document, result_key
-from dcc.storage import Progress, Storage, job_prefix
+from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
 from worker_agent.files import remove_tree
@@ -469,7 +469,7 @@ class Worker:
 
     def _store_results(self, claim: Claim, result: ContainerOutcome, *, cancelled: bool) -> Outcome:
         job = claim.job
-        prefix = job_prefix(job.id)
+        prefix = attempt_prefix(job.id, claim.attempt)
         outputs = []
         for path in sorted(p for p in result.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink()):
             rel = path.relative_to(result.outputs_dir).as_posix()

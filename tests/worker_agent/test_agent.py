@@ -512,3 +512,55 @@ def test_a_cancel_published_while_the_cancel_listener_reconnects_is_still_heard(
         worker.stop(grace=0)
         runtime.client.close()
     assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
+
+
+class HoldsItsResult(DockerRuntime):
+    """A real runtime that holds each container's result until ``release`` is set (its worker goes on as if the
+    container still ran), keeping what the container printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.printed = ""
+
+    def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
+        outcome = super().run(job, workdir=workdir, **kw)
+        self.printed = outcome.stdout_path.read_text()
+        self.held.set()
+        assert self.release.wait(timeout=60)
+        return outcome
+
+
+def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_of_the_one_that_counts(
+        settings: Settings, tmp_path: Path, test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=[
+        "sh", "-c", "echo $HOSTNAME; echo $HOSTNAME > $OUTPUTS/who"]))[0].id  # (each container has its own name)
+    late_runtime = HoldsItsResult()
+    # renewals 20 s apart: this worker does not learn that its lease went (as when it is cut off from Redis)
+    store = JobStore(connect(settings.redis_url), lease_seconds=60, restart_grace_seconds=0)
+    late = in_process(settings, tmp_path / "a", late_runtime, "cut-off", store=store, heartbeat_seconds=20)
+    late.start()
+    other_runtime = DockerRuntime()
+    other = in_process(settings, tmp_path / "b", other_runtime, "other")
+    try:
+        assert late_runtime.held.wait(timeout=30)
+        store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})  # its lease lapsed; the reaper puts the job back
+        assert store.reap() == {job_id: JobState.QUEUED}
+        other.start()
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+        counted = service.log(job_id, "stdout")
+        late_runtime.release.set()  # the late attempt ends now, and writes what it has
+        wait_for(lambda: late.running_count() == 0, timeout=30)
+    finally:
+        late_runtime.release.set()
+        late.stop(grace=0)
+        other.stop(grace=0)
+        late_runtime.client.close()
+        other_runtime.client.close()
+    job = service.get(job_id)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
+    assert service.log(job_id, "stdout") == counted != late_runtime.printed.encode()
+    assert service.output(job_id, "who").data == counted  # the output of the same attempt as the log
+    assert service.result(job_id)["attempts"] == 2
