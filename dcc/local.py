@@ -285,8 +285,9 @@ class LocalDcc:
             except StoreUnavailable as exc:
                 log.warning("reaper: %s", exc)
 
-    def stop(self, *, grace: float = 10.0) -> None:
-        """Stop the worker (finishing or handing back its jobs), the reaper and our redis-server."""
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop the worker (finishing or handing back its jobs; ``grace``: its own, ``DCC_GRACE_SECONDS``, unless
+        given), the reaper and our redis-server."""
         from functions.api import handler
 
         self._stop.set()

@@ -510,18 +510,23 @@ def _until_healthy(port: int) -> None:
     raise AssertionError("local mode did not come up")
 
 
-def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str) -> None:
+def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str, test_image: str) -> None:
     from tests.conftest import free_port
 
     port = free_port()
-    proc = _start_local(tmp_path / "data", port)
+    proc = _start_local(tmp_path / "data", port, DCC_GRACE_SECONDS="1")
     try:
         _until_healthy(port)
         redis_pids = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
         assert len(redis_pids) == 1
         assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700  # jobs' files and Redis's: this user's alone
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            job = submit(client, {"image": test_image, "command": ["sleep", "60"]})
+            wait_state(client, job["id"], "running")
+        asked = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) != 0
+        assert time.monotonic() - asked < 8  # its grace is DCC_GRACE_SECONDS' 1 s (it was always 10 s)
         assert not Path(f"/proc/{redis_pids[0]}").exists()  # stopped with it, not left to init
     finally:
         if proc.poll() is None:
