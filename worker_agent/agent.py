@@ -626,6 +626,8 @@ class Worker:
                 self._heartbeat()
             except StoreUnavailable as exc:
                 log.warning("lease renewal: %s", exc)
+            except Exception:  # e.g. a read-only replica during a failover: never let the lease thread die
+                log.exception("lease renewal failed")
 
     def _renew(self) -> None:
         with self._lock:
@@ -705,7 +707,12 @@ class Worker:
             except (redis.ConnectionError, redis.TimeoutError, StoreUnavailable) as exc:
                 log.warning("cancel listener: %s; reconnecting", exc)
                 self.stopping.wait(1.0)
+            except Exception:  # e.g. a read-only replica during a failover: never let the listener die
+                log.exception("cancel listener failed; reconnecting")
+                self.stopping.wait(1.0)
             finally:
+                if pubsub.connection is not None:  # (it goes back to the shared pool: without our callback)
+                    pubsub.connection.deregister_connect_callback(self._listener_connected)
                 pubsub.close()
 
     def _listener_connected(self, _connection: Any) -> None:

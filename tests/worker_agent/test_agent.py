@@ -15,6 +15,7 @@ from typing import Any
 
 import docker
 import pytest
+import redis
 
 from dcc.bootstrap import build_service
 from dcc.errors import JobSystemError
@@ -564,3 +565,38 @@ def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_o
     assert service.log(job_id, "stdout") == counted != late_runtime.printed.encode()
     assert service.output(job_id, "who").data == counted  # the output of the same attempt as the log
     assert service.result(job_id)["attempts"] == 2
+
+
+class FailsOver(JobStore):
+    """A store whose first lease renewal (the cancel listener's, at its start) meets a read-only replica (as
+    during a failover)."""
+
+    failures = 1
+
+    def renew(self, leases: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ReadOnlyError("You can't write against a read only replica.")
+        return super().renew(leases)
+
+
+def test_an_error_of_redis_s_own_does_not_stop_the_cancel_listener(settings: Settings, tmp_path: Path,
+                                                                  test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
+    runtime = DockerRuntime()
+    store = FailsOver(connect(settings.redis_url), lease_seconds=60)
+    worker = in_process(settings, tmp_path, runtime, "failover", store=store, heartbeat_seconds=20)
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
+        assert store.failures == 0
+        time.sleep(0.5)  # (its container is up)
+        asked = time.monotonic()
+        service.cancel(job_id)
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
