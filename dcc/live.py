@@ -33,8 +33,9 @@ class LiveSession:
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.channels: dict[str, str] = {}
         self.listener: asyncio.Task[None] | None = None
-        self.sent: dict[str, int] = {}
-        """Where the last view sent of each watched job stands (``change_order``): none older goes after it."""
+        self.sent: dict[str, tuple[float, int]] = {}
+        """When the job sent last of each watched id was submitted, and where that view stands (``change_order``):
+        none older goes after it (a job submitted later under the id starts afresh)."""
 
     async def run(self) -> None:
         """Serve the client until it disconnects."""
@@ -143,10 +144,11 @@ class LiveSession:
                 if job_id not in self.sent:  # (it was submitted while this was read: the listener sent it)
                     await self.send(unknown_id(job_id))
                 return
-        order, last = change_order(view), self.sent.get(job_id, -1)
-        if order < last or (order == last and not asked):
+        stamp = (float((view.get("timings") or {}).get("submitted") or 0.0), change_order(view))
+        last = self.sent.get(job_id, (-1.0, -1))
+        if stamp < last or (stamp == last and not asked):
             return
-        self.sent[job_id] = order
+        self.sent[job_id] = stamp
         await self.send({"type": "job", "job": view})
 
     async def send(self, message: dict[str, Any]) -> None:

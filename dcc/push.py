@@ -9,6 +9,7 @@ reaper) calls ``push`` when a WebSocket endpoint is configured.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from dcc.jobs import TERMINAL_STATES
 from dcc.store import JobStore
 
 CONNECTION_TTL = 2 * 3600  # API Gateway closes WebSocket connections after 2 hours at most
+log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS = 1000  # job ids one connection watches (here and in local mode, dcc.live)
 USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]} (at most 1000 ids)'
 _TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
@@ -41,8 +43,10 @@ def change_order(view: dict[str, Any]) -> int:
 
 def unknown_id(value: Any) -> dict[str, Any]:
     """The answer to a subscription to ``value``, which no job has (or, not being a string, no job can have)."""
-    if isinstance(value, str):
-        return {"type": "error", "jobId": value, "error": "not found"}
+    if isinstance(value, str):  # (no id is this long: the start is enough to say which, and a message stays small)
+        return {"type": "error", "jobId": value if len(value) <= 256 else value[:256] + "…", "error": "not found"}
+    if not isinstance(value, int | float | bool) and value is not None:
+        value = json.dumps(value)[:256]
     return {"type": "error", "jobId": value, "error": "not a job id: ids are strings"}
 
 
@@ -94,6 +98,10 @@ class WebsocketPusher:
                 continue
             view = self.find(job_id)
             self.post(connection, {"type": "job", "job": view} if view else unknown_id(job_id))
+            # a push of a newer change may have reached the client before this answer: then say that change again
+            again = self.find(job_id) if view else None
+            if again and change_order(again) > change_order(view or {}):
+                self.post(connection, {"type": "job", "job": again})
         for value in unknown:
             self.post(connection, unknown_id(value))
 
@@ -144,7 +152,15 @@ class WebsocketPusher:
         if view is None or not self._newer(job_id, change_order(view)):
             return 0
         message = {"type": "job", "job": view}
-        return sum(self.post(c, message) for c in connections)
+        return sum(self._post_or_log(c, message) for c in connections)
+
+    def _post_or_log(self, connection: str, message: dict[str, Any]) -> bool:
+        """``post``, a failure logged rather than raised: one connection's trouble must not cost the others."""
+        try:
+            return self.post(connection, message)
+        except Exception:
+            log.warning("could not push to websocket connection %s", connection, exc_info=True)
+            return False
 
     def post(self, connection: str, message: dict[str, Any]) -> bool:
         """Send one message to the connection; False if it is gone (and then forgotten)."""

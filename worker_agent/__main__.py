@@ -85,6 +85,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         grace_seconds=float(os.environ.get("DCC_GRACE_SECONDS", "60")),
         tes_locations=parse_locations(settings.tes_locations),
         max_output_bytes=settings.max_output_bytes,
+        max_job_disk_bytes=settings.max_job_disk_bytes,
     )
     store = build_store(settings)
     notify = None

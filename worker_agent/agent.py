@@ -80,6 +80,8 @@ class WorkerConfig:
     """GA4GH TES tasks read inputs from and write outputs to these ``s3://`` / ``file://`` locations."""
     max_output_bytes: int = 1 << 30
     """GA4GH TES tasks: the most bytes of output files kept (past it, files are left out)."""
+    max_job_disk_bytes: int | None = None
+    """GA4GH TES tasks: the most their sandbox may hold (the runtime bounds each container's own files)."""
 
 
 @dataclass
@@ -387,7 +389,8 @@ class Worker:
         if self._task_runner is None:  # one per worker: its storage clients are reused from task to task
             self._task_runner = TaskRunner(runtime=self.runtime, store=self.store, fetch=self.fetch,
                                            locations=self.config.tes_locations,
-                                           max_output_bytes=self.config.max_output_bytes)
+                                           max_output_bytes=self.config.max_output_bytes,
+                                           max_disk_bytes=self.config.max_job_disk_bytes)
 
         # stopped: run no further executor, upload nothing; what it raises, `_attempt` retries or ends
         outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 MAX_WATCH_SHARE = 0.05
-"""At most this share of the time goes to measuring: a tree that takes longer to walk is walked less often."""
+"""At most this share of the time goes to measuring: a tree that takes longer to walk is walked less often..."""
+MAX_PAUSE = 30.0
+"""... but at least this often (seconds), so a job cannot make its measurements rare with many small files."""
 
 
 class DiskWatch:
@@ -33,7 +35,7 @@ class DiskWatch:
             return self.exceeded is not None
         began = time.monotonic()
         size = sum(tree_bytes(root) for root in self.roots)
-        self._pause = max(self.interval, (time.monotonic() - began) / MAX_WATCH_SHARE)
+        self._pause = min(max(self.interval, (time.monotonic() - began) / MAX_WATCH_SHARE), MAX_PAUSE)
         if size > self.limit:
             self.exceeded = size
             return True

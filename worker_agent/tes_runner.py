@@ -116,6 +116,7 @@ class TaskRunner:
         fetch: Fetcher | None,
         locations: tuple[str, ...],
         max_output_bytes: int,
+        max_disk_bytes: int | None = None,
         s3_client: Any = None,
         disk_check_seconds: float = 2.0,
     ) -> None:
@@ -124,6 +125,8 @@ class TaskRunner:
         self.fetch = fetch
         self.locations = _Locations(locations, s3_client)
         self.max_output_bytes = max_output_bytes
+        self.max_disk_bytes = max_disk_bytes or None
+        """The worker's limit for any job's files (``DCC_MAX_JOB_DISK_BYTES``): a task's sandbox stays under it too."""
         self.disk_check_seconds = disk_check_seconds
 
     def run(self, claim: Claim, workdir: Path, base: ContainerJob, *, cancelled: Callable[[], bool],
@@ -209,7 +212,8 @@ class TaskRunner:
         deadline = time.monotonic() + base.max_duration
         files = LocalStorage(sandbox)
         disk_gb = task.resources.disk_gb if task.resources else None
-        watch = DiskWatch((sandbox,), int(disk_gb * GIB) if disk_gb else None,
+        limits = [limit for limit in (int(disk_gb * GIB) if disk_gb else None, self.max_disk_bytes) if limit]
+        watch = DiskWatch((sandbox,), min(limits) if limits else None,
                           on_exceed=lambda: self.runtime.kill(base.job_id), interval=self.disk_check_seconds)
         for i, executor in enumerate(task.executors):
             if watch.check() and (over := _over_disk(i - 1, None, watch, disk_gb)) is not None:
@@ -478,8 +482,11 @@ def _over_disk(index: int, result: ContainerOutcome | None, watch: DiskWatch, di
     """Why the task went past a disk limit after executor ``index``, if it did: its ``disk_gb``, or the worker's
     own limit for any job (which counts the container's writable layer too)."""
     if watch.exceeded is not None:
-        return (f"the task's files reached {watch.exceeded} bytes, over its disk_gb of {disk_gb} "
-                f"({watch.limit} bytes); it was stopped")
+        if disk_gb and watch.limit == int(disk_gb * GIB):
+            return (f"the task's files reached {watch.exceeded} bytes, over its disk_gb of {disk_gb} "
+                    f"({watch.limit} bytes); it was stopped")
+        return (f"the task's files reached {watch.exceeded} bytes, over the worker's limit of {watch.limit} bytes "
+                "(DCC_MAX_JOB_DISK_BYTES); it was stopped")
     if result is not None and result.disk_exceeded is not None:
         return (f"executor {index}'s files reached {result.disk_exceeded} bytes, over the worker's limit "
                 "(DCC_MAX_JOB_DISK_BYTES); it was stopped")

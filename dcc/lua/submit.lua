@@ -8,5 +8,6 @@ redis.call('ZADD', P .. ':q:' .. queue, ARGV[4], id)
 redis.call('ZADD', P .. ':all', ARGV[5], id)
 if ARGV[7] == '1' then redis.call('ZADD', P .. ':tes', ARGV[5], id) end
 redis.call('LPUSH', P .. ':sig:' .. queue, '1')
+redis.call('DEL', P .. ':ws:sent:' .. id)  -- a new job under an id used before: its changes are new (dcc.push)
 redis.call('PUBLISH', P .. ':ev:' .. id, 'queued')  -- (for a client watching the id before it was used)
 return 1

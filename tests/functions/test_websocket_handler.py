@@ -7,8 +7,10 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 from botocore.stub import Stubber
 
@@ -199,3 +201,50 @@ def test_a_push_never_sends_a_state_again_or_an_older_one_after_a_newer(wired: t
     store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
     assert pusher.push("job4") == 1
     assert [m["job"]["state"] for _, m in posted] == ["queued", "running", "succeeded"]
+
+
+def test_a_job_submitted_again_under_an_id_whose_record_expired_is_pushed_afresh(
+        wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    store = pusher.store
+    posted = _recorded(pusher)
+    subscribe = event("ws_subscribe", JOB_ID="nightly")
+    subscribe["body"] = '{"action": "subscribe", "jobIds": ["nightly"]}'
+    websocket.lambda_handler(subscribe, None)
+
+    def submit() -> None:
+        store.create(JobRecord(id="nightly", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                               submitted_at=time.time()), only_if_new=True)
+
+    submit()
+    assert pusher.push("nightly") == 1
+    store.finish(store.claim("cpu", "w"), Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    assert pusher.push("nightly") == 1
+    store.redis.delete(store.job_key("nightly"))  # its record expired; the id is used again
+    submit()
+    assert pusher.push("nightly") == 1
+    assert [m.get("job", {}).get("state") for _, m in posted] == [None, "queued", "succeeded", "queued"]
+
+
+def test_one_connection_s_trouble_does_not_cost_the_others_their_push(wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    store = pusher.store
+    store.create(JobRecord(id="job5", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=True)
+    posted = _recorded(pusher)
+    for connection in ("first=", "second="):
+        subscribe = event("ws_subscribe", JOB_ID="job5")
+        subscribe["requestContext"]["connectionId"] = connection
+        subscribe["body"] = '{"action": "subscribe", "jobIds": ["job5"]}'
+        websocket.lambda_handler(subscribe, None)
+    recorded = pusher.client.post_to_connection
+
+    def throttled(**kwargs: Any) -> object:
+        if kwargs["ConnectionId"] == "first=":
+            raise botocore.exceptions.ClientError({"Error": {"Code": "LimitExceededException"}}, "PostToConnection")
+        return recorded(**kwargs)
+
+    pusher.client.post_to_connection = throttled  # type: ignore[method-assign]
+    store.claim("cpu", "w")
+    assert pusher.push("job5") == 1
+    assert posted[-1] == ("second=", {"type": "job", "job": store.get("job5").view()})

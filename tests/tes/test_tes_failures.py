@@ -239,3 +239,21 @@ def test_an_executor_file_that_cannot_be_written_ends_the_task_saying_why(tes_se
     [line] = [line for line in log["system_logs"] if line.startswith(f"executor 1: its stdout {stdout} cannot be "
                                                                      "written: ")]
     assert why in line
+
+
+def test_a_task_without_disk_gb_is_held_to_the_worker_s_disk_limit(redis_url: str, tmp_path: Path,
+                                                                   docker_host: str, test_image: str) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
+    tes = TesService(build_service(settings))
+    task_id = tes.create({"outputs": [{"path": "/out", "url": f"file://{files}/out", "type": "DIRECTORY"}],
+                          "executors": [{"image": test_image, "command": [
+                              "sh", "-c", "head -c 3000000 /dev/urandom > /out/big; sleep 60"]}]})
+    runtime = DockerRuntime()
+    worker = Worker(store=tes.jobs.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations,
+                                        max_job_disk_bytes=2 << 20))
+    task = _run_until_ended(worker, runtime, tes, task_id, seconds=40)
+    assert task["state"] == "SYSTEM_ERROR", task["logs"]
+    assert any("over the worker's limit of 2097152 bytes" in line for line in task["logs"][0]["system_logs"])
