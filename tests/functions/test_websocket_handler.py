@@ -48,6 +48,18 @@ def _subscriptions(store: JobStore) -> list[str]:
     return [k for k in store.redis.keys("{dcc}:ws:*") if not k.startswith("{dcc}:ws:sent:")]
 
 
+def _queued(store: JobStore, job_id: str) -> None:
+    store.create(JobRecord(id=job_id, spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=True)
+
+
+def _subscribe(job_id: str) -> dict:
+    """A subscribe event for ``job_id`` alone."""
+    request = event("ws_subscribe", JOB_ID=job_id)
+    request["body"] = json.dumps({"action": "subscribe", "jobIds": [job_id]})
+    return request
+
+
 def sent(stub_data: bytes) -> dict:
     return json.loads(stub_data)
 
@@ -55,8 +67,7 @@ def sent(stub_data: bytes) -> dict:
 def test_subscribe_sends_state_at_once_then_every_change(wired: tuple[WebsocketPusher, Stubber]) -> None:
     pusher, stub = wired
     store = pusher.store
-    store.create(JobRecord(id="job1", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                           submitted_at=time.time()), only_if_new=True)
+    _queued(store, "job1")
     posted: list[tuple[str, dict]] = []
     original = pusher.client.post_to_connection
 
@@ -84,8 +95,7 @@ def test_subscribe_sends_state_at_once_then_every_change(wired: tuple[WebsocketP
 
 def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) -> None:
     pusher, stub = wired
-    pusher.store.create(JobRecord(id="job2", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                                  submitted_at=time.time()), only_if_new=True)
+    _queued(pusher.store, "job2")
     stub.add_response("post_to_connection", {})
     stub.add_response("post_to_connection", {})
     websocket.lambda_handler(event("ws_subscribe", JOB_ID="job2"), None)
@@ -96,8 +106,7 @@ def test_gone_connections_are_dropped(wired: tuple[WebsocketPusher, Stubber]) ->
 
 def test_an_id_that_cannot_be_a_job_is_not_found_and_spoils_nothing(wired: tuple[WebsocketPusher, Stubber]) -> None:
     pusher, stub = wired
-    pusher.store.create(JobRecord(id="job3", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                                  submitted_at=time.time()), only_if_new=True)
+    _queued(pusher.store, "job3")
     posted: list[dict] = []
     original = pusher.client.post_to_connection
 
@@ -183,11 +192,9 @@ def test_a_connection_watches_at_most_1000_jobs_across_its_messages(wired: tuple
 def test_a_push_never_sends_a_state_again_or_an_older_one_after_a_newer(wired: tuple[WebsocketPusher, Stubber]) -> None:
     pusher, _ = wired
     store = pusher.store
-    store.create(JobRecord(id="job4", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                           submitted_at=time.time()), only_if_new=True)
+    _queued(store, "job4")
     posted = _recorded(pusher)
-    subscribe = event("ws_subscribe", JOB_ID="job4")
-    subscribe["body"] = '{"action": "subscribe", "jobIds": ["job4"]}'
+    subscribe = _subscribe("job4")
     websocket.lambda_handler(subscribe, None)
     views: dict[str, dict] = {"queued": store.get("job4").view()}
     claim = store.claim("cpu", "w")
@@ -208,13 +215,11 @@ def test_a_job_submitted_again_under_an_id_whose_record_expired_is_pushed_afresh
     pusher, _ = wired
     store = pusher.store
     posted = _recorded(pusher)
-    subscribe = event("ws_subscribe", JOB_ID="nightly")
-    subscribe["body"] = '{"action": "subscribe", "jobIds": ["nightly"]}'
+    subscribe = _subscribe("nightly")
     websocket.lambda_handler(subscribe, None)
 
     def submit() -> None:
-        store.create(JobRecord(id="nightly", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                               submitted_at=time.time()), only_if_new=True)
+        _queued(store, "nightly")
 
     submit()
     assert pusher.push("nightly") == 1
@@ -229,8 +234,7 @@ def test_a_job_submitted_again_under_an_id_whose_record_expired_is_pushed_afresh
 def test_one_connection_s_trouble_does_not_cost_the_others_their_push(wired: tuple[WebsocketPusher, Stubber]) -> None:
     pusher, _ = wired
     store = pusher.store
-    store.create(JobRecord(id="job5", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
-                           submitted_at=time.time()), only_if_new=True)
+    _queued(store, "job5")
     posted = _recorded(pusher)
     for connection in ("first=", "second="):
         subscribe = event("ws_subscribe", JOB_ID="job5")

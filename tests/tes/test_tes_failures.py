@@ -129,6 +129,14 @@ def test_only_uploaded_files_count_toward_the_output_limit(small_outputs: TesSer
                and line.endswith("left out: /out/b") for line in done["logs"][0]["system_logs"]), done["logs"]
 
 
+def _tes_on_files(redis_url: str, tmp_path: Path) -> tuple[Path, Settings, TesService]:
+    """A TES service whose tasks read and write under tmp_path/files."""
+    files = tmp_path / "files"
+    files.mkdir()
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
+    return files, settings, TesService(build_service(settings))
+
+
 def _run_until_ended(worker: Worker, runtime: DockerRuntime, tes: TesService, task_id: str, *,
                      seconds: float) -> dict[str, Any]:
     """Start the worker, and stop it once the task has ended (within ``seconds``); the task in FULL view."""
@@ -166,10 +174,7 @@ class CancelledAsItExits(DockerRuntime):
 
 def test_a_cancel_seen_as_the_outputs_are_uploaded_ends_the_task_canceled(redis_url: str, tmp_path: Path,
                                                                          docker_host: str, test_image: str) -> None:
-    files = tmp_path / "files"
-    files.mkdir()
-    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
-    tes = TesService(build_service(settings))
+    files, settings, tes = _tes_on_files(redis_url, tmp_path)
     task_id = tes.create({"outputs": [{"path": "/out", "url": f"file://{files}/out", "type": "DIRECTORY"}],
                           "executors": [{"image": test_image, "command": ["sh", "-c", "echo a > /out/a"]}]})
     runtime = CancelledAsItExits(tes.cancel)
@@ -204,10 +209,7 @@ class CancelledWhileMade(DockerRuntime):
 
 def test_a_cancel_heard_while_an_executor_is_made_ends_the_task_canceled_before_it_runs(
         redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
-    files = tmp_path / "files"
-    files.mkdir()
-    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
-    tes = TesService(build_service(settings))
+    files, settings, tes = _tes_on_files(redis_url, tmp_path)
     task_id = tes.create({"outputs": [{"path": "/out/a", "url": f"file://{files}/a", "type": "FILE"}],
                           "executors": [{"image": test_image, "command": ["sh", "-c", "echo a > /out/a"]}]})
     runtime = CancelledWhileMade(tes.cancel)
@@ -243,10 +245,7 @@ def test_an_executor_file_that_cannot_be_written_ends_the_task_saying_why(tes_se
 
 def test_a_task_without_disk_gb_is_held_to_the_worker_s_disk_limit(redis_url: str, tmp_path: Path,
                                                                    docker_host: str, test_image: str) -> None:
-    files = tmp_path / "files"
-    files.mkdir()
-    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), tes_locations=(f"file://{files}/",))
-    tes = TesService(build_service(settings))
+    files, settings, tes = _tes_on_files(redis_url, tmp_path)
     task_id = tes.create({"outputs": [{"path": "/out", "url": f"file://{files}/out", "type": "DIRECTORY"}],
                           "executors": [{"image": test_image, "command": [
                               "sh", "-c", "head -c 3000000 /dev/urandom > /out/big; sleep 60"]}]})
