@@ -205,12 +205,19 @@ class DccClient:
         Once the job is found, an outage of the API (unreachable, or a 502/503/504) is waited out for up to
         ``patience`` s, telling ``on_outage`` why at its start: the job goes on meanwhile.
         """
+        seen: list[dict[str, Any]] = []
+
+        def changed(view: dict[str, Any]) -> None:
+            seen.append(view)
+            if on_change is not None:
+                on_change(view)
+
         if self.transport is None:
             try:
-                return self._watch_websocket(job_id, on_change)
+                return self._watch_websocket(job_id, changed)
             except (OSError, WebSocketException, TimeoutError):
-                pass  # no websocket here (or it dropped): long-poll instead
-        return self._long_poll(job_id, on_change, poll, on_outage)
+                pass  # no websocket here (or it dropped, as when the API restarts): long-poll instead
+        return self._long_poll(job_id, on_change, poll, on_outage, last=seen[-1] if seen else None)
 
     def _watch_websocket(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         url = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
@@ -228,31 +235,37 @@ class DccClient:
                 if is_terminal(view):
                     return dict(view)
 
-    def _long_poll(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None,
-                   poll: float, on_outage: Callable[[str], None] | None = None) -> dict[str, Any]:
-        seen: tuple[Any, ...] | None = None
-        view = self.get(job_id)
+    def _long_poll(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None, poll: float,
+                   on_outage: Callable[[str], None] | None = None, *,
+                   last: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Follow the job by long-polls; ``last``: its view as a websocket that dropped last showed it."""
+        def key(view: dict[str, Any]) -> tuple[Any, ...]:
+            return view.get("state"), view.get("worker"), view.get("attempts"), view.get("cancelRequested")
+
+        seen = key(last) if last is not None else None
+        # (a job already found, over a websocket that dropped: an outage then is waited out from the start)
+        view = self._through_outages(lambda: self.get(job_id), on_outage) if last is not None else self.get(job_id)
         while True:
-            key = (view.get("state"), view.get("worker"), view.get("attempts"), view.get("cancelRequested"))
-            if key != seen:
-                seen = key
+            if key(view) != seen:
+                seen = key(view)
                 if on_change is not None:
                     on_change(view)
             if is_terminal(view):
                 return view
             started = time.monotonic()
-            view = self._wait_out_outages(job_id, poll, on_outage)
+            view = self._through_outages(lambda: self.wait(job_id, poll), on_outage)
             elapsed = time.monotonic() - started
             if not is_terminal(view) and elapsed < self.min_poll_interval:
                 time.sleep(self.min_poll_interval - elapsed)
 
-    def _wait_out_outages(self, job_id: str, poll: float, on_outage: Callable[[str], None] | None) -> dict[str, Any]:
-        """``wait``, tried again through an outage of the API of up to ``patience`` s."""
+    def _through_outages(self, call: Callable[[], dict[str, Any]],
+                         on_outage: Callable[[str], None] | None) -> dict[str, Any]:
+        """``call()``, tried again through an outage of the API of up to ``patience`` s."""
         began: float | None = None
         pause = 0.5
         while True:
             try:
-                return self.wait(job_id, poll)
+                return call()
             except (DccUnreachable, DccApiError) as exc:
                 if isinstance(exc, DccApiError) and exc.status not in (502, 503, 504):
                     raise

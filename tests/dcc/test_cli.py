@@ -414,6 +414,28 @@ def test_wait_keeps_following_the_job_through_an_api_restart(api: FakeApi) -> No
     assert len(api.sent("GET", "/v1/jobs/job-1/wait")) == 3
 
 
+def test_a_websocket_that_drops_as_the_api_restarts_is_followed_by_long_polls_through_the_outage(
+        api: FakeApi) -> None:
+    running = job_view(state="running", worker="w1", attempts=1)
+    api.on("GET", "/v1/jobs/job-1", _refused, {"status_code": 200, "json": running})  # (still restarting, then up)
+    api.on("GET", "/v1/jobs/job-1/wait", {"status_code": 200, "json": job_view(state="succeeded", attempts=1,
+                                                                                exitCode=0)})
+    client = DccClient(API, transport=httpx.MockTransport(api), min_poll_interval=0)
+    client.transport = None  # (as a client without an injected transport: it watches over the websocket first)
+
+    def dropped(job_id: str, on_change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        on_change(running)
+        raise ConnectionResetError("the API went away")  # (as websockets raises it, an OSError)
+
+    client._watch_websocket = dropped  # type: ignore[method-assign]
+    states: list[str] = []
+    outages: list[str] = []
+    done = client.wait_until_done("job-1", on_change=lambda view: states.append(view["state"]),
+                                  on_outage=outages.append)
+    assert done["state"] == "succeeded" and states == ["running", "succeeded"]  # (running not said twice)
+    assert len(outages) == 1 and "unreachable" in outages[0]
+
+
 def test_wait_gives_up_on_an_api_gone_longer_than_its_patience(api: FakeApi) -> None:
     api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="running", attempts=1)})
     api.on("GET", "/v1/jobs/job-1/wait", _refused)
