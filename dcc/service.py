@@ -263,9 +263,18 @@ class JobService:
 
     # read ----------------------------------------------------------------------------------------------
     def _find(self, job_id: str) -> JobRecord | None:
-        record = self.store.get(job_id)
-        if record is not None:
+        """The job from Redis, else from its ``result.json``: once its record expired, or while Redis is away (a
+        finished job is still served then; one without a result is unavailable, not unknown)."""
+        try:
+            record = self.store.get(job_id)
+        except StoreUnavailable:
+            record = self._from_result(job_id)
+            if record is None:
+                raise
             return record
+        return record if record is not None else self._from_result(job_id)
+
+    def _from_result(self, job_id: str) -> JobRecord | None:
         try:
             doc = json.loads(self.storage.get_bytes(result_key(job_id)))
         except ObjectNotFound:

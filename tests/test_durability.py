@@ -41,8 +41,13 @@ def test_redis_dying_mid_job_loses_nothing(tmp_path: Path, docker_host: str, tes
         wait_state(client, running["id"], "running")
         time.sleep(1.2)  # let the append-only file take the writes (appendfsync everysec)
         redis.stop(kill=True)
-        assert client.get(f"/v1/jobs/{running['id']}").status_code == 503
-        time.sleep(3)  # the job ends while Redis is away; the worker keeps its report
+        assert client.get(f"/v1/jobs/{running['id']}").status_code == 503  # (no result yet: unavailable, not 404)
+        time.sleep(3)  # the job ends while Redis is away; the worker keeps its report (and wrote result.json)
+        # a finished job is served from its result.json while Redis is away: its state, logs and result
+        away = client.get(f"/v1/jobs/{running['id']}")
+        assert away.status_code == 200 and away.json()["state"] == "succeeded", away.text
+        assert client.get(f"/v1/jobs/{running['id']}/stdout").text == "ok\n"
+        assert client.get(f"/v1/jobs/{running['id']}/result").json()["exitCode"] == 0
         redis.start_on_same_port()
         first = wait_done(client, running["id"], timeout=60)
         second = wait_done(client, queued["id"], timeout=60)
