@@ -95,6 +95,7 @@ MAX_OUTPUT_NAME = 900
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
 """How far ahead (high) or behind (low) of normal a job is queued: the bound on priority starvation."""
 FAST_OFFSET_MS = 10**12
+FAST_MAX_ATTEMPTS = 2  # a fast job is run at most twice (its submitter waits): retried once, for any system reason
 """Fast jobs go ahead of every standard job of their class (about 30 years ahead)."""
 
 

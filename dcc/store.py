@@ -34,7 +34,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from dcc.errors import InvalidJob, StoreUnavailable
-from dcc.jobs import TERMINAL_STATES, Claim, JobError, JobRecord, JobSpec, JobState, Outcome
+from dcc.jobs import FAST_MAX_ATTEMPTS, TERMINAL_STATES, Claim, JobError, JobRecord, JobSpec, JobState, Outcome
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -225,7 +225,7 @@ class JobStore:
             "attempts": "0",
         }
         if record.spec.fast:
-            fields["max_attempts"] = "2"  # a fast job whose worker dies is retried once
+            fields["max_attempts"] = str(FAST_MAX_ATTEMPTS)  # (the reaper's limit for it)
         if record.inputs_prefix:
             fields["inputs_prefix"] = record.inputs_prefix
         if record.task is not None:

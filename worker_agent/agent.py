@@ -26,7 +26,7 @@ import redis
 
 from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
-from dcc.jobs import Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
+from dcc.jobs import FAST_MAX_ATTEMPTS, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import JobStore
@@ -553,7 +553,8 @@ class Worker:
             return Outcome(state=JobState.QUEUED, error=error)
         # a task's log of this attempt (what it wrote so far, and why it ended) goes with it, retried or not
         task_log = self._failed_attempt_log(claim, error) if claim.job.task is not None else None
-        if exc.retryable and claim.attempt - claim.job.handbacks < self.config.max_attempts:
+        limit = FAST_MAX_ATTEMPTS if claim.job.spec.fast else self.config.max_attempts
+        if exc.retryable and claim.attempt - claim.job.handbacks < limit:
             return Outcome(state=JobState.QUEUED, error=error, task_log=task_log)
         return self._ended_without_result(claim, Outcome(state=JobState.ERROR, error=error, task_log=task_log))
 

@@ -327,6 +327,23 @@ def test_a_worker_unhealthy_from_system_errors_claims_again_after_a_pause(settin
     assert "UNHEALTHY:2 system errors in a row" in seen  # it stopped claiming for a while, then took the job again
 
 
+def test_a_fast_job_is_retried_once_for_a_system_error(settings: Settings, tmp_path: Path, test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["true"], fast=True))[0].id
+    runtime = FailsTwice()
+    worker = in_process(settings, tmp_path, runtime, "fast-hiccups")
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+    finally:
+        worker.stop(grace=1)
+        runtime.client.close()
+    job = service.get(job_id)
+    # (a standard job gets three attempts and succeeds at the third: see above)
+    assert (job.state, job.attempts, runtime.failures) == (JobState.ERROR, 2, 0)
+    assert job.error is not None and job.error.message == "the engine hiccuped"
+
+
 class CrawlingStorage(LocalStorage):
     """Local storage whose downloads crawl (a piece every 50 ms for 20 s), telling their progress of each."""
 
