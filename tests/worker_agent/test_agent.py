@@ -64,6 +64,16 @@ def in_process(settings: Settings, tmp_path: Path, runtime: ContainerRuntime, wo
                   runtime=runtime, config=WorkerConfig(worker_id=worker_id, workdir=tmp_path / "w", **config))
 
 
+def until_ended(worker: Worker, service: JobService, job_id: str, *, timeout: float = 40) -> JobRecord:
+    """Start the worker, stop it once the job has ended; the job then."""
+    worker.start()
+    try:
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=timeout)
+    finally:
+        worker.stop(grace=0)
+    return service.get(job_id)
+
+
 def test_sigterm_lets_short_jobs_finish_and_hands_back_long_ones(settings: Settings, tmp_path: Path,
                                                                  test_image: str) -> None:
     service = build_service(settings)
@@ -331,14 +341,8 @@ def test_a_fast_job_is_retried_once_for_a_system_error(settings: Settings, tmp_p
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["true"], fast=True))[0].id
     runtime = FailsTwice()
-    worker = in_process(settings, tmp_path, runtime, "fast-hiccups")
-    worker.start()
-    try:
-        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
-    finally:
-        worker.stop(grace=1)
-        runtime.client.close()
-    job = service.get(job_id)
+    job = until_ended(in_process(settings, tmp_path, runtime, "fast-hiccups"), service, job_id)
+    runtime.client.close()
     # (a standard job gets three attempts and succeeds at the third: see above)
     assert (job.state, job.attempts, runtime.failures) == (JobState.ERROR, 2, 0)
     assert job.error is not None and job.error.message == "the engine hiccuped"
@@ -495,13 +499,7 @@ def test_a_job_past_the_disk_limit_ends_in_error_saying_so_and_is_not_retried(
     job_id = service.submit(JobSpec(image=test_image, command=[
         "sh", "-c", "echo started; head -c 3000000 /dev/urandom > /tmp/scratch; sleep 60"]))[0].id
     runtime = DockerRuntime(client=docker_client, max_disk_bytes=2 << 20, disk_check_seconds=0.2)
-    worker = in_process(settings, tmp_path, runtime, "disk-watch")
-    worker.start()
-    try:
-        wait_for(lambda: service.get(job_id).state.terminal, timeout=40)
-    finally:
-        worker.stop(grace=0)
-    job = service.get(job_id)
+    job = until_ended(in_process(settings, tmp_path, runtime, "disk-watch"), service, job_id)
     assert (job.state, job.attempts, job.exit_code) == (JobState.ERROR, 1, 137)
     assert job.error is not None and job.error.code == "disk_limit_exceeded" and "bytes" in job.error.message
     assert job.timings()["runTime"] < 30  # stopped when seen, not after its sleep
