@@ -169,16 +169,20 @@ class RedisProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self) -> str:
+    def start(self, *, port: int = 0) -> str:
+        """Start it (on ``port``, else a free one); its URL."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise DccError("redis-server is not installed: install it (Debian: apt-get install redis-server) "
                            "or set REDIS_URL to a Redis you run")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop_orphan()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        if port:
+            self.port = port
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1", "--pidfile", str(self.pidfile)],
@@ -222,6 +226,16 @@ class RedisProcess:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def restart_if_ended(self) -> bool:
+        """Start it again, on its port and from its append-only file, if it ended (killed, or out of memory)
+        while local mode runs; whether it had."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        log.warning("redis-server ended (exit status %s): starting it again on port %d; see %s",
+                    self.proc.returncode, self.port, self.dir / "redis.log")
+        self.start(port=self.port)
+        return True
 
 
 class LocalDcc:
@@ -276,6 +290,11 @@ class LocalDcc:
 
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.reap_seconds):
+            if self.redis is not None:
+                try:
+                    self.redis.restart_if_ended()
+                except DccError as exc:
+                    log.error("%s", exc)
             try:
                 changed = self.service.store.reap()
                 if changed:
@@ -291,6 +310,8 @@ class LocalDcc:
         from functions.api import handler
 
         self._stop.set()
+        if self._reaper is not None:  # (it may be starting our redis-server again: not after this stops it)
+            self._reaper.join(timeout=30)
         if self.worker is not None:
             self.worker.stop(grace=grace)
         handler.configure(None)

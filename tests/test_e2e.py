@@ -533,6 +533,32 @@ def test_sigterm_stops_local_mode_and_its_redis(tmp_path: Path, docker_host: str
             proc.kill()
 
 
+def test_local_mode_starts_its_redis_again_when_it_dies(tmp_path: Path, docker_host: str, test_image: str) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = _start_local(tmp_path / "data", port)
+    try:
+        _until_healthy(port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            first = submit(client, {"image": test_image, "command": ["echo", "before"], "appendStdOut": True})
+            assert wait_done(client, first["id"])["state"] == "succeeded"
+            time.sleep(1.2)  # (appendfsync everysec)
+            [redis_pid] = [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")]
+            os.kill(redis_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while client.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "local mode did not start its redis-server again"
+                time.sleep(0.2)
+            assert client.get(f"/v1/jobs/{first['id']}").json()["stdout"] == "before\n"  # (from its file)
+            second = submit(client, {"image": test_image, "command": ["echo", "after"], "appendStdOut": True})
+            assert wait_done(client, second["id"])["stdout"] == "after\n"
+        assert [pid for pid, name in _children(proc.pid).items() if name.startswith("redis-server")] != [redis_pid]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 def test_a_killed_local_mode_is_replaced_cleanly_on_its_data_dir(tmp_path: Path, docker_client, test_image: str,
                                                                   ) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import free_port
