@@ -304,6 +304,12 @@ class LocalDcc:
             except StoreUnavailable as exc:
                 log.warning("reaper: %s", exc)
 
+    def stop_worker(self, *, grace: float | None = None) -> None:
+        """Stop the worker: it claims nothing more, lets its jobs finish within ``grace`` (its own,
+        ``DCC_GRACE_SECONDS``, unless given) and hands the rest back. The API goes on answering meanwhile."""
+        if self.worker is not None:
+            self.worker.stop(grace=grace)
+
     def stop(self, *, grace: float | None = None) -> None:
         """Stop the worker (finishing or handing back its jobs; ``grace``: its own, ``DCC_GRACE_SECONDS``, unless
         given), the reaper and our redis-server."""
@@ -339,6 +345,33 @@ def serve(port: int = 8000, data_dir: Path | None = None, workers: int | None = 
     signal.signal(signal.SIGTERM, terminated)
     try:
         local.start()
-        uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+        config = uvicorn.Config(build_app(), host=host, port=port, log_level="warning")
+        _draining_server(config, local).run()
     finally:
         local.stop()
+
+
+def _draining_server(config: Any, local: LocalDcc) -> Any:
+    """uvicorn's server, made to stop the worker first on SIGTERM or Ctrl-C: the API answers (status, cancel,
+    results) while running jobs finish within their grace; then it stops. A second signal stops it at once."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        draining: threading.Thread | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining is not None:  # asked again: stop now
+                super().handle_exit(sig, frame)
+                return
+            log.info("stopping: running jobs get their grace; the API answers until they are done")
+
+            def drain() -> None:
+                try:
+                    local.stop_worker()
+                finally:
+                    super(DrainingServer, self).handle_exit(sig, None)
+
+            self.draining = threading.Thread(target=drain, name="dcc-drain", daemon=True)
+            self.draining.start()
+
+    return DrainingServer(config)
