@@ -183,21 +183,30 @@ class RedisProcess:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1", "--pidfile", str(self.pidfile)],
-            stdout=(self.dir / "redis.log").open("ab"), stderr=subprocess.STDOUT,
-        )
+        with (self.dir / "redis.log").open("ab") as said:  # (the server keeps its own copy of the file)
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--appendonly", "yes",
+                 "--appendfsync", "everysec", "--save", "60 1", "--pidfile", str(self.pidfile)],
+                stdout=said, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return f"redis://127.0.0.1:{self.port}/0"
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise DccError(f"redis-server did not start; see {self.dir / 'redis.log'}")
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self._answering():
+                return f"redis://127.0.0.1:{self.port}/0"
+            time.sleep(0.05)
+        raise DccError(f"redis-server did not start on port {self.port}; see {self.dir / 'redis.log'}")
+
+    def _answering(self) -> bool:
+        """Whether our redis-server answers on its port (not another process that holds the port)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=0.2)
+        try:
+            return self.proc is not None and int(client.info("server")["process_id"]) == self.proc.pid
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            return False
+        finally:
+            client.close()
 
     @property
     def pidfile(self) -> Path:
@@ -293,8 +302,8 @@ class LocalDcc:
             if self.redis is not None:
                 try:
                     self.redis.restart_if_ended()
-                except DccError as exc:
-                    log.error("%s", exc)
+                except Exception:  # (e.g. no memory to fork: try again at the next round)
+                    log.exception("could not start redis-server again")
             try:
                 changed = self.service.store.reap()
                 if changed:
@@ -303,6 +312,8 @@ class LocalDcc:
                                  [job_id for job_id, state in changed.items() if state.terminal])
             except StoreUnavailable as exc:
                 log.warning("reaper: %s", exc)
+            except Exception:  # (e.g. Redis refusing writes with its disk full): never let the reaper die
+                log.exception("reaper failed")
 
     def stop_worker(self, *, grace: float | None = None) -> None:
         """Stop the worker: it claims nothing more, lets its jobs finish within ``grace`` (its own,
@@ -317,7 +328,7 @@ class LocalDcc:
 
         self._stop.set()
         if self._reaper is not None:  # (it may be starting our redis-server again: not after this stops it)
-            self._reaper.join(timeout=30)
+            self._reaper.join(timeout=60)  # (a start takes at most ~40 s: 30 to stop an orphan, 10 to answer)
         if self.worker is not None:
             self.worker.stop(grace=grace)
         handler.configure(None)

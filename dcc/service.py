@@ -88,6 +88,20 @@ def keep_results(store: JobStore, storage: Storage, job_ids: Iterable[str]) -> N
             log.warning("could not write the result of %s", record.id, exc_info=True)
 
 
+def forget_result(storage: Storage, job_id: str, attempt: int) -> None:
+    """Remove the ``result.json`` attempt ``attempt`` wrote before learning that its lease had gone (its worker was
+    cut off): it is not the job's result, and must not be served as one (call ``keep_results`` after it, which writes
+    the job's own if it has ended meanwhile)."""
+    try:
+        doc = json.loads(storage.get_bytes(result_key(job_id)))
+        if doc.get("attempts") == attempt:
+            storage.delete_prefix(result_key(job_id))
+    except ObjectNotFound:
+        pass
+    except (StorageError, ValueError):
+        log.warning("could not check the result of %s attempt %d", job_id, attempt, exc_info=True)
+
+
 def record_from_result(doc: dict[str, Any]) -> JobRecord:
     """Rebuild a (read-only) record from ``result.json``, for jobs whose Redis record expired."""
     spec = dict(doc["job"])
@@ -345,8 +359,13 @@ class JobService:
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Block until the job is terminal or ``timeout`` s pass; return it as it is then."""
         check_job_id(job_id)
-        with self.blocking():
-            record = self.store.wait(job_id, timeout)
+        try:
+            with self.blocking():
+                record = self.store.wait(job_id, timeout)
+        except StoreUnavailable:  # a job that ended is still known by its result.json
+            record = self._from_result(job_id)
+            if record is None:
+                raise
         return record if record is not None else self.get(job_id)
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -376,7 +395,7 @@ class JobService:
                 raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is kept when it ends")
             return ((record.stdout if stream == "stdout" else record.stderr) or "").encode()
         try:
-            return self.storage.get_bytes(f"{attempt_prefix(job_id, record.attempts)}{stream}")
+            return self.storage.get_bytes(self._files_key(record, stream))
         except ObjectNotFound:
             if record.state.terminal:
                 return b""
@@ -396,11 +415,20 @@ class JobService:
             content = item["content"]
             return Download(data=base64.b64decode(content) if item["encoding"] == "base64" else content.encode(),
                             truncated=bool(item.get("truncated")))
-        key = f"{attempt_prefix(job_id, record.attempts)}outputs/{path}"
+        key = self._files_key(record, f"outputs/{path}")
         url = self.storage.presigned_url(key)
         if url is not None:
             return Download(url=url)
         return Download(data=self.storage.get_bytes(key))
+
+    def _files_key(self, record: JobRecord, name: str) -> str:
+        """Where the job's attempt that counts keeps ``name`` (its ``stdout``, ``stderr`` or ``outputs/…``): under
+        ``attempt-<n>/``, or, for a job run before attempts kept their files apart, under the job's own folder."""
+        key = f"{attempt_prefix(record.id, record.attempts)}{name}"
+        legacy = f"{job_prefix(record.id)}{name}"
+        if not self.storage.exists(key) and self.storage.exists(legacy):
+            return legacy
+        return key
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and their health."""

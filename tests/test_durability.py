@@ -48,6 +48,7 @@ def test_redis_dying_mid_job_loses_nothing(tmp_path: Path, docker_host: str, tes
         assert away.status_code == 200 and away.json()["state"] == "succeeded", away.text
         assert client.get(f"/v1/jobs/{running['id']}/stdout").text == "ok\n"
         assert client.get(f"/v1/jobs/{running['id']}/result").json()["exitCode"] == 0
+        assert client.get(f"/v1/jobs/{running['id']}/wait", params={"timeout": 1}).json()["state"] == "succeeded"
         redis.start_on_same_port()
         first = wait_done(client, running["id"], timeout=60)
         second = wait_done(client, queued["id"], timeout=60)
@@ -189,3 +190,33 @@ def test_a_long_poll_answers_with_the_state_at_its_timeout(redis_url: str, tmp_p
         assert later["state"] == "queued"
         reply = client.get(f"/v1/jobs/{later['id']}/wait", params={"timeout": 4})
         assert (reply.status_code, reply.json()["state"]) == (200, "running")  # not as it was when the wait began
+
+
+def test_the_files_of_a_job_run_before_attempts_kept_their_own_are_still_served(redis_url: str,
+                                                                               tmp_path: Path) -> None:
+    from dcc.bootstrap import build_service
+    from dcc.jobs import JobSpec, JobState, Outcome
+
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage")))
+    job_id = service.submit(JobSpec(image="x"))[0].id
+    claim = service.store.claim("cpu", "old-worker")
+    assert claim is not None
+    for name, data in (("stdout", b"old out\n"), ("outputs/a.txt", b"A")):  # where workers before kept them
+        service.storage.put_bytes(f"jobs/{job_id}/{name}", data)
+    service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0, outputs=["a.txt"]))
+    assert service.log(job_id, "stdout") == b"old out\n"
+    assert service.output(job_id, "a.txt").data == b"A"
+    service.storage.put_bytes(f"jobs/{job_id}/attempt-1/stdout", b"new out\n")  # the attempt's own comes first
+    assert service.log(job_id, "stdout") == b"new out\n"
+
+
+def test_local_mode_s_redis_does_not_take_another_server_on_its_port_for_its_own(redis_server: RedisServer,
+                                                                                 tmp_path: Path) -> None:
+    from dcc.errors import DccError
+    from dcc.local import RedisProcess
+
+    own = RedisProcess(tmp_path / "redis")
+    taken = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])  # (another Redis answers there)
+    with pytest.raises(DccError, match=f"did not start on port {taken}"):
+        own.start(port=taken)
+    assert own.proc is not None and own.proc.poll() is not None  # ours could not listen, and ended

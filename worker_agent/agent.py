@@ -27,7 +27,7 @@ import redis
 from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import FAST_MAX_ATTEMPTS, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
-from dcc.service import keep_results, result_document, result_key
+from dcc.service import forget_result, keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
@@ -593,6 +593,8 @@ class Worker:
                 if not recorded:
                     log.warning("job %s attempt %d: lease lost before the end was recorded", claim.job.id,
                                 claim.attempt)
+                if not recorded and outcome.state != JobState.QUEUED:
+                    forget_result(self.storage, claim.job.id, claim.attempt)  # (what it wrote is not the result)
                 if not recorded or outcome.state == JobState.QUEUED:
                     # the record may have ended other than this attempt says: the reaper ended it meanwhile (over
                     # the result.json written here), or the store did, for a cancel that came with a retry

@@ -212,8 +212,7 @@ class TaskRunner:
         deadline = time.monotonic() + base.max_duration
         files = LocalStorage(sandbox)
         disk_gb = task.resources.disk_gb if task.resources else None
-        limits = [limit for limit in (int(disk_gb * GIB) if disk_gb else None, self.max_disk_bytes) if limit]
-        watch = DiskWatch((sandbox,), min(limits) if limits else None,
+        watch = DiskWatch((sandbox,), self._disk_limit(disk_gb)[0],
                           on_exceed=lambda: self.runtime.kill(base.job_id), interval=self.disk_check_seconds)
         for i, executor in enumerate(task.executors):
             if watch.check() and (over := _over_disk(i - 1, None, watch, disk_gb)) is not None:
@@ -261,6 +260,14 @@ class TaskRunner:
                                        "did not run")
                 return
 
+    def _disk_limit(self, disk_gb: float | None) -> tuple[int | None, str]:
+        """The most the task's files may take (None: no limit), and what sets it: its ``disk_gb``, or the
+        worker's own limit when that is less."""
+        asked = int(disk_gb * GIB) if disk_gb else None
+        if self.max_disk_bytes is not None and (asked is None or self.max_disk_bytes < asked):
+            return self.max_disk_bytes, "the worker's limit (DCC_MAX_JOB_DISK_BYTES)"
+        return asked, f"its disk_gb of {disk_gb}"
+
     @staticmethod
     def _disk_exceeded(run: _Run, message: str) -> None:
         run.state = JobState.ERROR
@@ -269,11 +276,12 @@ class TaskRunner:
 
     # inputs ----------------------------------------------------------------------------------------------
     def _fetch_inputs(self, task: TesTask, sandbox: Path, cancelled: Callable[[], bool]) -> None:
-        """Write or download each input. Under ``disk_gb``, an input that would take the task's files past it
-        fails the task before it is downloaded (where its size is known first) or as soon as its download goes
-        past it. A cancel is seen between inputs and while one downloads (``_Cancelled``)."""
+        """Write or download each input. Under ``disk_gb`` (or the worker's own limit, if less), an input that
+        would take the task's files past it fails the task before it is downloaded (where its size is known first)
+        or as soon as its download goes past it. A cancel is seen between inputs and while one downloads
+        (``_Cancelled``)."""
         disk_gb = task.resources.disk_gb if task.resources else None
-        budget = int(disk_gb * GIB) if disk_gb else None
+        budget, limit_name = self._disk_limit(disk_gb)
         used = 0
         for i, item in enumerate(task.inputs):
             if cancelled():  # seen between inputs (and between a folder's files): a cancel need not wait for all
@@ -294,7 +302,7 @@ class TaskRunner:
             except _TooBig as exc:
                 raise JobSystemError(ErrorCode.DISK_LIMIT,
                                      f"inputs.{i} ({item.url or item.path}): {exc.size} bytes would take the task's "
-                                     f"files past its disk_gb of {disk_gb} ({budget} bytes)", retryable=False) from exc
+                                     f"files past {limit_name} ({budget} bytes)", retryable=False) from exc
             except (StorageError, OSError) as exc:  # (a file where the task's layout puts a folder, or the reverse,
                 # is the task's: no retry mends it)
                 task_fault = isinstance(exc, ObjectNotFound | IsADirectoryError | NotADirectoryError | FileExistsError)

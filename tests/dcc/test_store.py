@@ -497,3 +497,17 @@ def test_a_record_accepted_under_older_rules_stays_readable_and_claimable(redis_
     assert claim is not None and claim.job.id == "old"
     assert claim.job.spec.parameters.memory == 1 and claim.job.spec.inputs[0].name == "tab\there"
     assert store.get("old").spec.meta == nested
+
+
+def test_a_replica_that_refuses_writes_is_unavailability_to_wait_out_not_a_crash(
+        store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    from dcc.errors import StoreUnavailable
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+    monkeypatch.setattr(store.redis, "evalsha", read_only)
+    with pytest.raises(StoreUnavailable, match="not taking writes"):
+        store.claim("cpu", "w")

@@ -3,6 +3,7 @@ and Docker. Every TES reply is checked against the spec's schemas (see conftest.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -256,3 +257,19 @@ def test_a_task_without_disk_gb_is_held_to_the_worker_s_disk_limit(redis_url: st
     task = _run_until_ended(worker, runtime, tes, task_id, seconds=40)
     assert task["state"] == "SYSTEM_ERROR", task["logs"]
     assert any("over the worker's limit of 2097152 bytes" in line for line in task["logs"][0]["system_logs"])
+
+
+def test_a_task_s_inputs_are_held_to_the_worker_s_disk_limit_before_they_are_fetched(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    files, settings, tes = _tes_on_files(redis_url, tmp_path)
+    (files / "big.bin").write_bytes(os.urandom(3_000_000))
+    task_id = tes.create({"inputs": [{"path": "/in/big.bin", "url": f"file://{files}/big.bin"}],
+                          "executors": [{"image": test_image, "command": ["echo", "ran"]}]})
+    runtime = DockerRuntime()
+    worker = Worker(store=tes.jobs.store, storage=LocalStorage(Path(settings.storage_url)), runtime=runtime,
+                    config=WorkerConfig(worker_id="w", workdir=tmp_path / "w", tes_locations=settings.tes_locations,
+                                        max_job_disk_bytes=2 << 20))
+    task = _run_until_ended(worker, runtime, tes, task_id, seconds=30)
+    assert task["state"] == "SYSTEM_ERROR" and task["logs"][0]["logs"] == [], task["logs"]  # (nothing ran)
+    assert any("3000000 bytes would take the task's files past the worker's limit" in line
+               for line in task["logs"][0]["system_logs"]), task["logs"]

@@ -21,7 +21,7 @@ from dcc.bootstrap import build_service
 from dcc.errors import JobSystemError
 from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.local_storage import LocalStorage
-from dcc.service import JobService
+from dcc.service import JobService, result_key
 from dcc.settings import Settings
 from dcc.store import JobStore, connect
 from dcc.tes_service import TesService
@@ -615,3 +615,36 @@ def test_an_error_of_redis_s_own_does_not_stop_the_cancel_listener(settings: Set
         worker.stop(grace=0)
         runtime.client.close()
     assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
+
+
+def test_an_attempt_that_lost_its_lease_unknowing_and_ends_first_leaves_no_result_behind(
+        settings: Settings, tmp_path: Path, test_image: str) -> None:
+    service = build_service(settings)
+    job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "echo $HOSTNAME"]))[0].id
+    late_runtime, retry_runtime = HoldsItsResult(), HoldsItsResult()
+    store = JobStore(connect(settings.redis_url), lease_seconds=60, restart_grace_seconds=0)
+    late = in_process(settings, tmp_path / "a", late_runtime, "cut-off", store=store, heartbeat_seconds=20)
+    retry = in_process(settings, tmp_path / "b", retry_runtime, "retry", store=store, heartbeat_seconds=20)
+    late.start()
+    try:
+        assert late_runtime.held.wait(timeout=30)
+        store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})  # its lease lapsed; the reaper puts the job back
+        assert store.reap() == {job_id: JobState.QUEUED}
+        retry.start()
+        assert retry_runtime.held.wait(timeout=30)  # attempt 2's container has exited; its result is held
+        late_runtime.release.set()  # the late attempt ends first, and writes what it has
+        wait_for(lambda: late.running_count() == 0, timeout=30)
+        # what it wrote is not the job's result: nothing says the job ended while attempt 2 still runs
+        assert not service.storage.exists(result_key(job_id))
+        assert service.get(job_id).state == JobState.RUNNING
+        retry_runtime.release.set()
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+    finally:
+        for runtime in (late_runtime, retry_runtime):
+            runtime.release.set()
+        late.stop(grace=0)
+        retry.stop(grace=0)
+        for runtime in (late_runtime, retry_runtime):
+            runtime.client.close()
+    assert service.result(job_id)["attempts"] == 2
+    assert service.log(job_id, "stdout").decode() == retry_runtime.printed
