@@ -404,10 +404,11 @@ class JobStore:
 
     @_translated
     def drop_worker(self, worker: str) -> dict[str, JobState]:
-        """Take back at once every job a lost worker holds (requeue, or end them as ``reap`` would)."""
-        if self._run("drop_worker", [worker]):
-            return self._reap(1000)  # (at once, even just after a restart: the worker is known to be sick)
-        return {}
+        """Take back at once every job a lost worker holds (requeue, or end them as ``reap`` would), even just after
+        a restart (the worker is known to be sick), and only those."""
+        now = self.clock()
+        reply = self._run("drop_worker", [worker, repr(now), self.retention_ms, self.max_attempts])
+        return {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
 
     def _trim_indexes(self, now: float) -> None:
         # Records expire `retention` after they finish; index entries older than that plus a margin

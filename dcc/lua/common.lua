@@ -36,3 +36,24 @@ local function requeue(id, fields)
   redis.call('LPUSH', P .. ':sig:' .. q[1], '1')
   redis.call('PUBLISH', P .. ':ev:' .. id, 'queued')
 end
+
+-- Take back one lease (`id|attempt`, just removed from the leases): the job is requeued, or ends in `error`
+-- (worker_lost) after max_attempts, or in `cancelled` if a cancel was asked. Returns the new state, or nil when
+-- the lease was not the job's current attempt's (nothing changes).
+local function take_back(member, now_s, retention_ms, max_attempts)
+  local id, attempt = string.match(member, '^(.*)|(%d+)$')
+  local cur = redis.call('HMGET', job_key(id), 'state', 'attempts', 'cancel', 'submitted', 'max_attempts',
+                         'handbacks')
+  local counted = tonumber(attempt) - tonumber(cur[6] or '0')  -- clean shutdowns' hand-backs do not count
+  if cur[1] ~= 'running' or cur[2] ~= attempt then return nil end
+  if cur[3] == '1' then
+    terminate(id, 'cancelled', cur[4], now_s, retention_ms, {})
+    return 'cancelled'
+  elseif counted >= tonumber(cur[5] or max_attempts) then
+    local err = cjson.encode({code = 'worker_lost', message = 'the worker running the job was lost ' .. counted .. ' times'})
+    terminate(id, 'error', cur[4], now_s, retention_ms, {'error', err})
+    return 'error'
+  end
+  requeue(id, {})
+  return 'queued'
+end

@@ -511,3 +511,16 @@ def test_a_replica_that_refuses_writes_is_unavailability_to_wait_out_not_a_crash
     monkeypatch.setattr(store.redis, "evalsha", read_only)
     with pytest.raises(StoreUnavailable, match="not taking writes"):
         store.claim("cpu", "w")
+
+
+def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0])
+    make(store, "healthy-job", at=999.0)
+    make(store, "sick-job", at=999.5)
+    store.claim("cpu", "healthy")
+    store.claim("cpu", "sick")
+    now[0] += 60  # both leases lapsed, as they do while Redis is away (the reaper then waits out its grace)
+    assert store.drop_worker("sick") == {"sick-job": JobState.QUEUED}  # the sick worker's, at once
+    assert store.get("healthy-job").state == JobState.RUNNING  # (its worker renews it once it reconnects)
+    assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
