@@ -637,15 +637,26 @@ class JobStore:
 
     @_translated
     def running_by_queue(self) -> dict[str, int]:
-        """Running jobs per queue (reads each running job's queue field)."""
+        """Running jobs per queue."""
+        counts = dict.fromkeys(QUEUES, 0)
+        for by_queue in self.running_by_worker().values():
+            for queue, n in by_queue.items():
+                counts[queue] = counts.get(queue, 0) + n
+        return counts
+
+    @_translated
+    def running_by_worker(self) -> dict[str, dict[str, int]]:
+        """Jobs holding a lease, per worker and queue (from each job's ``worker`` and ``queue``): what a worker runs
+        from the moment it claims, before its next heartbeat says so."""
         members = self.redis.zrange(self.leases_key, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for m in members:
-            pipe.hget(self.job_key(m.split("|", 1)[0]), "queue")
-        counts = dict.fromkeys(QUEUES, 0)
-        for q in pipe.execute():
-            if q:
-                counts[q] = counts.get(q, 0) + 1
+            pipe.hmget(self.job_key(m.split("|", 1)[0]), "worker", "queue")
+        counts: dict[str, dict[str, int]] = {}
+        for worker, queue in pipe.execute():
+            if worker and queue:
+                by_queue = counts.setdefault(worker, {})
+                by_queue[queue] = by_queue.get(queue, 0) + 1
         return counts
 
     @_translated

@@ -84,7 +84,9 @@ class WorkerFleets(Construct):
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
             resources=[stack.format_arn(service="ecr", resource="repository", resource_name="*")]))
-        # A worker protects itself from scale-in while it runs jobs, in its own groups only.
+        # Scale-in protection: the scaler sets it on busy workers each pass; an instance may set its own too, in its
+        # own groups only (the worker agent does not yet: the scaler also reads the leases, so a worker that just
+        # claimed a job is never taken for idle).
         self.group_arns = [group_arn(self, name) for name in self.group_names.values()]
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["autoscaling:SetInstanceProtection"], resources=self.group_arns))

@@ -80,20 +80,25 @@ def worker_slots(worker: dict[str, str], queue: str) -> int | None:
     return None
 
 
-def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str], draining: bool) -> Instance:
+def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str], draining: bool,
+              leased: int) -> Instance:
+    """One instance as the policy sees it. It runs what its heartbeat says, or what leases say it claimed since
+    (a heartbeat is a few seconds old: an instance that just claimed a job is not idle)."""
     running = [j for j in worker.get("running", "").split(",") if j]
     idle_since = worker.get("idleSince")
+    busy = max(len(running), leased)
     return Instance(
         id=asg_instance["InstanceId"], launched_at=launched_at, lifecycle_state=asg_instance["LifecycleState"],
         protected=bool(asg_instance.get("ProtectedFromScaleIn")), health=worker.get("health"),
-        running_jobs=len(running), idle_since=float(idle_since) if idle_since else None, draining=draining)
+        running_jobs=busy, idle_since=float(idle_since) if idle_since and not busy else None, draining=draining)
 
 
 def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
-           queued: int, running: int, last_scale_down: float, now: float, marks: DrainMarks,
+           queued: int, leases: dict[str, dict[str, int]], last_scale_down: float, now: float, marks: DrainMarks,
            heartbeats_since: float = 0.0) -> GroupState:
-    """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats
-    and drain marks."""
+    """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats,
+    the leases their jobs hold (``leases``: per worker and queue) and drain marks. The group's running jobs are
+    those of ``queue`` its own instances run (a GPU instance running CPU jobs needs no CPU instance for them)."""
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0]
     ids = [i["InstanceId"] for i in group["Instances"]]
     launched: dict[str, float] = {}
@@ -104,7 +109,9 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
                     launched[inst["InstanceId"]] = inst["LaunchTime"].timestamp()
     draining = marks.draining(ids)
     instances = tuple(_instance(i, launched.get(i["InstanceId"], now), workers.get(i["InstanceId"], {}),
-                                i["InstanceId"] in draining) for i in group["Instances"])
+                                i["InstanceId"] in draining, sum(leases.get(i["InstanceId"], {}).values()))
+                      for i in group["Instances"])
+    running = sum(leases.get(i, {}).get(queue, 0) for i in ids)
     reported = [s for s in (worker_slots(workers[i], queue) for i in ids if i in workers) if s]
     slots = min(reported) if reported else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS", DEFAULT_SLOTS[queue]))
     return GroupState(name=group_name, queued=queued, running=running, slots_per_instance=slots,
@@ -206,12 +213,12 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     _settle(reaped, store=store, storage=storage, notify=notify)  # (now: what follows may fail)
     workers = {w["id"]: w for w in store.workers()}
     depths = store.queue_depths()["queues"]
-    running = store.running_by_queue()
+    leases = store.running_by_worker()
     taken: dict[str, list[Action]] = {}
     for queue, group_name in groups.items():
         last_down = store.redis.get(last_down_key(store, queue))
         state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
-                       queued=depths.get(queue, 0), running=running.get(queue, 0),
+                       queued=depths.get(queue, 0), leases=leases,
                        last_scale_down=float(last_down or 0), now=now, marks=marks,
                        heartbeats_since=heartbeats_since)
         done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,

@@ -186,6 +186,34 @@ def test_busy_worker_survives_scale_down_and_idle_one_goes(aws: tuple[Any, Any],
     assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 0
 
 
+def test_a_worker_that_claimed_a_job_since_its_last_heartbeat_is_not_idle(aws: tuple[Any, Any],
+                                                                           store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    claimer, idle = instance_ids(autoscaling, "cpu-group")
+    for worker in (claimer, idle):
+        beat(store, worker, idle_for=3600)  # both said "idle for an hour" a few seconds ago
+    queue_jobs(store, 1)
+    job = claim(store, claimer).job.id  # then one claimed a job: its next heartbeat has not come yet
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert TerminateIdle(claimer) not in taken["cpu"] and Protect(claimer, True) in taken["cpu"]
+    assert TerminateIdle(idle) in taken["cpu"]
+    assert claimer in instance_ids(autoscaling, "cpu-group") and state_of(store, job) == JobState.RUNNING
+
+
+def test_cpu_jobs_that_gpu_instances_run_need_no_cpu_instance(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName="cpu-group", MinSize=0, DesiredCapacity=0)
+    autoscaling.set_desired_capacity(AutoScalingGroupName="gpu-group", DesiredCapacity=1)
+    [gpu_worker] = instance_ids(autoscaling, "gpu-group")
+    queue_jobs(store, 3)
+    running = [claim(store, gpu_worker).job.id for _ in range(3)]  # a GPU worker serves the cpu queue too
+    store.heartbeat(gpu_worker, {"health": "HEALTHY", "slots": "cpu=3,gpu=1", "running": ",".join(running),
+                                 "idleSince": ""}, ttl=60)
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert not any(isinstance(a, SetDesired) for a in taken["cpu"]), taken  # nothing is queued for it
+    assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 0
+
+
 def test_an_instance_idle_for_less_than_the_idle_time_stays(aws: tuple[Any, Any], store: JobStore) -> None:
     autoscaling, ec2 = aws
     for worker in instance_ids(autoscaling, "cpu-group"):
