@@ -80,6 +80,9 @@ class Config:
     scale_down_interval: float = 60.0
     drain: bool = True
     drained_idle_seconds: float = 0.0
+    drain_age_seconds: float = 0.0
+    """An instance younger than this is not drained (it has paid its boot: draining it soon after invites the next
+    burst to boot another)."""
 
     @classmethod
     def for_class(cls, name: str, **overrides: Any) -> Config:
@@ -177,7 +180,7 @@ def plan(state: GroupState, now: float, config: Config) -> list[Action]:
     undrain = _undrain(state, healthy)
     draining = [i for i in healthy if i.draining and i not in undrain]
     removable = _removable(state, healthy, draining, now, config)
-    drain = _drain(state, healthy, draining, removable, config) if not undrain else []
+    drain = _drain(state, healthy, draining, removable, now, config) if not undrain else []
     draining += drain
     for inst in healthy:
         busy = inst.running_jobs > 0
@@ -207,7 +210,9 @@ def _undrain(state: GroupState, healthy: list[Instance]) -> list[Instance]:
     spare = sorted((i for i in draining if i.running_jobs < state.slots_per_instance),
                    key=lambda i: (i.running_jobs, i.id))
     undrain: list[Instance] = []
-    while spare and needed_instances(state, draining) > state.desired - len(draining):
+    # (counted as working: the instances serving now, not those still booting: jobs that wait now are better
+    # served by a drained instance than by one that comes in a minute or two)
+    while spare and needed_instances(state, draining) > len(healthy) - len(draining):
         inst = spare.pop(0)
         undrain.append(inst)
         draining.remove(inst)
@@ -215,15 +220,24 @@ def _undrain(state: GroupState, healthy: list[Instance]) -> list[Instance]:
 
 
 def _drain(state: GroupState, healthy: list[Instance], draining: list[Instance], removable: list[Instance],
-           config: Config) -> list[Instance]:
-    """The busy or booting instances to drain: those the backlog does not need once this pass's removals are done."""
+           now: float, config: Config) -> list[Instance]:
+    """The busy or booting instances to drain: those the backlog does not need once this pass's removals are done.
+
+    Counted as working are the instances serving now (not those still pending: draining a warm instance for
+    capacity that is still booting leaves the queue with none), and an instance is taken for booting only while
+    it is young (one whose health key went missing, as after a Redis restart, is not drained for that)."""
     if not config.drain:
         return []
-    active = state.desired - len(draining) - sum(1 for i in removable if i not in draining)
+    serving = sum(1 for i in healthy if not i.draining and i not in removable)
+    active = min(state.desired - len(draining) - sum(1 for i in removable if i not in draining), serving)
     surplus = active - needed_instances(state, draining)
+
+    def booting(inst: Instance) -> bool:
+        return inst.health is None and now - inst.launched_at < config.health_grace_seconds
+
     # An idle instance is not drained: it is spare capacity already, left to the idle time.
     candidates = sorted((i for i in healthy if not i.draining and i not in removable
-                         and (i.running_jobs > 0 or i.health is None)),  # busy, or still booting
+                         and (i.running_jobs > 0 or booting(i)) and now - i.launched_at >= config.drain_age_seconds),
                         key=lambda i: (i.running_jobs, -i.launched_at, i.id))
     return candidates[: max(0, surplus)]
 

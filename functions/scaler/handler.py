@@ -3,9 +3,9 @@
 It only gathers inputs (Redis, Auto Scaling, EC2), calls the policy and applies its actions. Environment:
 ``DCC_CPU_GROUP`` / ``DCC_GPU_GROUP`` (group names), ``DCC_CPU_IDLE_SECONDS`` / ``DCC_GPU_IDLE_SECONDS``,
 ``DCC_HEALTH_GRACE_SECONDS``, ``DCC_SCALE_DOWN_INTERVAL``, ``DCC_DRAIN`` (``false`` turns draining off),
-``DCC_DRAINED_IDLE_SECONDS``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per instance until a worker
-reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``). Drain marks are ``dcc.drain`` keys, refreshed
-on every pass while an instance drains and deleted when it is un-drained or removed.
+``DCC_DRAINED_IDLE_SECONDS``, ``DCC_DRAIN_AGE_SECONDS``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per
+instance until a worker reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``). Drain marks are
+``dcc.drain`` keys, refreshed on every pass while an instance drains and deleted when it is un-drained or removed.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def config_for(queue: str, environ: dict[str, str] | None = None) -> Config:
     for key, name in ((f"DCC_{queue.upper()}_IDLE_SECONDS", "idle_seconds"),
                       ("DCC_HEALTH_GRACE_SECONDS", "health_grace_seconds"),
                       ("DCC_SCALE_DOWN_INTERVAL", "scale_down_interval"),
-                      ("DCC_DRAINED_IDLE_SECONDS", "drained_idle_seconds")):
+                      ("DCC_DRAINED_IDLE_SECONDS", "drained_idle_seconds"),
+                      ("DCC_DRAIN_AGE_SECONDS", "drain_age_seconds")):
         if env.get(key):
             overrides[name] = float(env[key])
     if env.get("DCC_DRAIN"):

@@ -257,3 +257,28 @@ def test_scale_up_counts_draining_instances_apart() -> None:
     assert of(SetDesired, plan(group(queued=4, running=4, instances=insts), NOW, CFG)) == [SetDesired("cpu", 2)]
     assert needed_instances(group(queued=4, running=4), insts) == 1
     assert needed_instances(group(queued=4, running=4)) == 2
+
+
+def test_a_warm_instance_is_not_drained_for_capacity_still_booting() -> None:
+    pending = tuple(Instance(f"i-p{n}", launched_at=NOW - 30, lifecycle_state="Pending") for n in range(3))
+    warm = healthy("i-warm", running=2)
+    # 4 queued + 2 running need 2 instances of 4 wanted (3 of them still pending): the warm one stays at work
+    state = group(queued=4, running=2, slots_per_instance=2, desired=4, instances=(warm, *pending))
+    assert of(Drain, plan(state, NOW, CFG)) == []
+    # drained before this rule, empty now, with jobs waiting: it is put back to work, not removed
+    drained = replace(warm, running_jobs=0, draining=True, idle_since=NOW - 5, protected=False)
+    actions = plan(replace(state, running=0, instances=(drained, *pending)), NOW, CFG)
+    assert of(Undrain, actions) == [Undrain("i-warm")] and of(TerminateIdle, actions) == []
+
+
+def test_an_old_instance_whose_health_key_went_missing_is_not_drained_as_booting() -> None:
+    silent = Instance("i-old", launched_at=NOW - 3600)  # in service, no key: Redis restarted, within the grace
+    state = group(running=4, instances=(healthy("i-a", running=4), silent), heartbeats_since=NOW - 30)
+    assert Drain("i-old") not in plan(state, NOW, CFG)  # (it was: taken for booting, and the least loaded)
+
+
+def test_a_young_instance_is_not_drained_when_told_so() -> None:
+    insts = (healthy("i-old", running=2, age=3600), healthy("i-new", running=1, age=120))
+    state = group(running=3, slots_per_instance=4, instances=insts)
+    assert of(Drain, plan(state, NOW, CFG)) == [Drain("i-new")]  # the least loaded, newest first
+    assert of(Drain, plan(state, NOW, replace(CFG, drain_age_seconds=300))) == [Drain("i-old")]
