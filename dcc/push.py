@@ -93,17 +93,17 @@ class WebsocketPusher:
             pipe.execute()
         for job_id in job_ids:
             if job_id not in watched:
-                self.post(connection, {"type": "error", "jobId": job_id,
+                self.tell(connection, {"type": "error", "jobId": job_id,
                                         "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
                 continue
             view = self.find(job_id)
-            self.post(connection, {"type": "job", "job": view} if view else unknown_id(job_id))
+            self.tell(connection, {"type": "job", "job": view} if view else unknown_id(job_id))
             # a push of a newer change may have reached the client before this answer: then say that change again
             again = self.find(job_id) if view else None
             if again and change_order(again) > change_order(view or {}):
-                self.post(connection, {"type": "job", "job": again})
+                self.tell(connection, {"type": "job", "job": again})
         for value in unknown:
-            self.post(connection, unknown_id(value))
+            self.tell(connection, unknown_id(value))
 
     def _watched(self, connection: str, job_ids: list[str]) -> set[str]:
         """Which of ``job_ids`` the connection may watch: those it watches already, then new ones while there
@@ -152,10 +152,11 @@ class WebsocketPusher:
         if view is None or not self._newer(job_id, change_order(view)):
             return 0
         message = {"type": "job", "job": view}
-        return sum(self._post_or_log(c, message) for c in connections)
+        return sum(self.tell(c, message) for c in connections)
 
-    def _post_or_log(self, connection: str, message: dict[str, Any]) -> bool:
-        """``post``, a failure logged rather than raised: one connection's trouble must not cost the others."""
+    def tell(self, connection: str, message: dict[str, Any]) -> bool:
+        """``post``, a failure logged rather than raised: one connection's trouble (a throttled post) must not cost
+        the others, or the rest of a subscribe's answers."""
         try:
             return self.post(connection, message)
         except Exception:

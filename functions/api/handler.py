@@ -5,6 +5,7 @@ Local mode calls the very same ``lambda_handler`` with events it builds from HTT
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import threading
@@ -142,6 +143,13 @@ def _not_utf8(exc: UnicodeDecodeError) -> Response[Any]:
     return _error(400, "the body is not valid UTF-8 (JSON bodies must be)")
 
 
+@app.exception_handler(binascii.Error)
+def _not_base64(exc: binascii.Error) -> Response[Any]:
+    if not app.current_event.body:
+        return _unexpected(exc)
+    return _error(400, "the body is marked base64-encoded (isBase64Encoded) but is not valid base64")
+
+
 @app.exception_handler(RecursionError)
 def _too_deep(exc: RecursionError) -> Response[Any]:
     if not app.current_event.body:
@@ -209,17 +217,40 @@ def openapi() -> Response[str]:
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+def _media_type_lowercased(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    media, sep, rest = value.partition(";")
+    return media.strip().lower() + sep + rest
+
+
+def _media_types_lowercased(event: dict[str, Any]) -> dict[str, Any]:
+    """The event's headers with the Content-Type's media type in lower case: media types are case-insensitive
+    (RFC 9110), and Powertools compares them as written (``APPLICATION/JSON`` was a 415)."""
+    headers = {k: _media_type_lowercased(v) if k.lower() == "content-type" else v
+               for k, v in (event.get("headers") or {}).items()}
+    multi = {k: [_media_type_lowercased(v) for v in values] if k.lower() == "content-type" else values
+             for k, values in (event.get("multiValueHeaders") or {}).items()}
+    return {"headers": headers or event.get("headers"), "multiValueHeaders": multi or event.get("multiValueHeaders")}
+
+
+def _plain_reply(status: int, message: str) -> dict[str, Any]:
+    """A reply in the API's error shape, made without the resolver."""
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
+            "body": json.dumps({"error": message})}
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Resolve one API Gateway REST (proxy) event."""
     _get_service()
+    if not isinstance(event.get("httpMethod"), str) or not isinstance(event.get("path"), str):
+        return _plain_reply(400, "not an API Gateway REST proxy event: no httpMethod or path")
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    if event.get("body") and headers.get("content-type", "").startswith(_FORMS):
+    if event.get("body") and str(headers.get("content-type") or "").lower().startswith(_FORMS):
         # Powertools would read it as form fields and report every JSON key as an unknown field
-        return {"statusCode": 415, "headers": {"Content-Type": "application/json"}, "isBase64Encoded": False,
-                "body": json.dumps({"error": "unsupported content type: send the body as JSON with Content-Type: "
-                                             "application/json (curl -d sends form data unless told otherwise)"})}
-    if event.get("path"):
-        event = {**event, "path": unquote(event["path"])}
+        return _plain_reply(415, "unsupported content type: send the body as JSON with Content-Type: "
+                                 "application/json (curl -d sends form data unless told otherwise)")
+    event = {**event, "path": unquote(event["path"]), **_media_types_lowercased(event)}
     if event.get("httpMethod") == "HEAD":  # a GET without its body (curl -I, link checkers, monitors)
         context_ = {**(event.get("requestContext") or {}), "httpMethod": "GET"}
         reply = app.resolve({**event, "httpMethod": "GET", "requestContext": context_}, context)  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         # told over the connection, as local mode does (a route's return value reaches no client without a
         # route response)
-        pusher.post(connection, {"type": "error", "error": USAGE})
+        pusher.tell(connection, {"type": "error", "error": USAGE})
         return {"statusCode": 400, "body": USAGE}
     if route == "unsubscribe":
         pusher.unsubscribe(connection, ids)

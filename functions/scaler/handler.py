@@ -217,26 +217,40 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     leases = store.running_by_worker()
     taken: dict[str, list[Action]] = {}
     for queue, group_name in groups.items():
-        last_down = store.redis.get(last_down_key(store, queue))
-        state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
-                       queued=depths.get(queue, 0), leases=leases,
-                       last_scale_down=float(last_down or 0), now=now, marks=marks,
-                       heartbeats_since=heartbeats_since)
-        done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
-                              autoscaling=autoscaling, marks=marks, now=now)
-        _settle(changed, store=store, storage=storage, notify=notify)
-        draining = _draining_after(state, done)
-        marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
-        if any(isinstance(a, TerminateIdle) for a in done):
-            store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
-        metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
-        metrics.add_metric(name=f"{queue}Running", unit=MetricUnit.Count, value=state.running)
-        metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=_desired_after(state, done))
-        metrics.add_metric(name=f"{queue}InService", unit=MetricUnit.Count,
-                           value=sum(1 for i in state.instances if i.in_service))
-        metrics.add_metric(name=f"{queue}Draining", unit=MetricUnit.Count, value=len(draining))
-        taken[queue] = done
+        try:
+            taken[queue] = _pass_group(queue, group_name, store=store, autoscaling=autoscaling, ec2=ec2,
+                                       workers=workers, depths=depths, leases=leases, now=now, marks=marks,
+                                       heartbeats_since=heartbeats_since, storage=storage, notify=notify)
+        except Exception:  # (a throttled or misnamed group): the other group is still served this pass
+            logger.exception("scaler pass failed for a group", extra={"queue": queue, "group": group_name})
+            taken[queue] = []
     return taken
+
+
+def _pass_group(queue: str, group_name: str, *, store: JobStore, autoscaling: Any, ec2: Any,
+                workers: dict[str, dict[str, str]], depths: dict[str, int], leases: dict[str, dict[str, int]],
+                now: float, marks: DrainMarks, heartbeats_since: float, storage: Storage | None,
+                notify: Callable[[str], object] | None) -> list[Action]:
+    """One group's part of a pass: gather, plan, apply, record; the actions that took effect."""
+    last_down = store.redis.get(last_down_key(store, queue))
+    state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
+                   queued=depths.get(queue, 0), leases=leases,
+                   last_scale_down=float(last_down or 0), now=now, marks=marks,
+                   heartbeats_since=heartbeats_since)
+    done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
+                          autoscaling=autoscaling, marks=marks, now=now)
+    _settle(changed, store=store, storage=storage, notify=notify)
+    draining = _draining_after(state, done)
+    marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
+    if any(isinstance(a, TerminateIdle) for a in done):
+        store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
+    metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
+    metrics.add_metric(name=f"{queue}Running", unit=MetricUnit.Count, value=state.running)
+    metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=_desired_after(state, done))
+    metrics.add_metric(name=f"{queue}InService", unit=MetricUnit.Count,
+                       value=sum(1 for i in state.instances if i.in_service))
+    metrics.add_metric(name=f"{queue}Draining", unit=MetricUnit.Count, value=len(draining))
+    return done
 
 
 def _settle(changed: dict[str, JobState], *, store: JobStore, storage: Storage | None,

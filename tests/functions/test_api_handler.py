@@ -179,3 +179,18 @@ def test_odd_paging_values_are_400s_not_500s(s3_service: Settings, path: str, na
     ev["multiValueQueryStringParameters"] = {name: [value]}
     reply = handler.lambda_handler(ev, None)
     assert reply["statusCode"] == 400 and json.loads(reply["body"])["error"].startswith(name), reply
+
+
+def test_odd_events_get_a_4xx_saying_what_is_wrong(s3_service: Settings) -> None:
+    bad64 = event("submit_job")
+    bad64["body"], bad64["isBase64Encoded"] = "not base64 at all!", True
+    reply = handler.lambda_handler(bad64, None)
+    assert reply["statusCode"] == 400 and "base64" in json.loads(reply["body"])["error"]
+    shouted = event("submit_job")  # media types are case-insensitive
+    shouted["headers"] = {**shouted["headers"], "Content-Type": "APPLICATION/JSON"}
+    shouted["multiValueHeaders"] = {**shouted["multiValueHeaders"], "Content-Type": ["APPLICATION/JSON"]}
+    assert handler.lambda_handler(shouted, None)["statusCode"] == 201
+    headless = event("submit_job")
+    del headless["httpMethod"]
+    reply = handler.lambda_handler(headless, None)
+    assert reply["statusCode"] == 400 and "httpMethod" in json.loads(reply["body"])["error"]

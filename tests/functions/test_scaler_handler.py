@@ -323,3 +323,12 @@ def test_a_draining_worker_is_put_back_to_work_when_jobs_wait(aws: tuple[Any, An
     assert Undrain(b) in taken["cpu"] and not any(isinstance(x, SetDesired) for x in taken["cpu"])
     assert marks.draining([a, b]) == set()
     assert describe(autoscaling, "cpu-group")["DesiredCapacity"] == 2
+
+
+def test_one_group_s_failure_does_not_stop_the_pass_for_the_other(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    queue_jobs(store, 2, prefix="g", queue="gpu")
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2,
+                     groups={"cpu": "no-such-group", "gpu": "gpu-group"})  # (a misspelt name: no such group)
+    assert taken["cpu"] == [] and SetDesired("gpu-group", 2) in taken["gpu"]
+    assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 2
