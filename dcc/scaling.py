@@ -47,6 +47,8 @@ class Instance:
     running_jobs: int = 0
     idle_since: float | None = None
     draining: bool = False
+    queue_jobs: int | None = None
+    """Of ``running_jobs``, those of the group's own queue (a GPU instance also runs CPU jobs); None: all."""
 
     @property
     def in_service(self) -> bool:
@@ -148,7 +150,7 @@ Action = SetDesired | Protect | Drain | Undrain | TerminateIdle | TerminateUnhea
 def needed_instances(state: GroupState, draining: Iterable[Instance] = ()) -> int:
     """Active instances the backlog needs: queued jobs plus the jobs running elsewhere than on ``draining``,
     over slots per instance, within min and max."""
-    held = sum(i.running_jobs for i in draining)
+    held = sum(i.running_jobs if i.queue_jobs is None else i.queue_jobs for i in draining)
     want = math.ceil((state.queued + max(0, state.running - held)) / max(1, state.slots_per_instance))
     return max(state.min_size, min(state.max_size, want))
 
@@ -177,7 +179,7 @@ def plan(state: GroupState, now: float, config: Config) -> list[Action]:
             actions += [TerminateUnhealthy(inst.id, reason), RequeueWorker(inst.id)]
         elif inst.in_service:
             healthy.append(inst)
-    undrain = _undrain(state, healthy)
+    undrain = _undrain(state, healthy, now, config)
     draining = [i for i in healthy if i.draining and i not in undrain]
     removable = _removable(state, healthy, draining, now, config)
     drain = _drain(state, healthy, draining, removable, now, config) if not undrain else []
@@ -203,19 +205,28 @@ def scaled_down(actions: list[Action]) -> bool:
     return any(isinstance(a, TerminateIdle) for a in actions)
 
 
-def _undrain(state: GroupState, healthy: list[Instance]) -> list[Instance]:
+def _booting(inst: Instance, now: float, config: Config) -> bool:
+    """In service but its worker not yet up: no health key, and young (an old one whose key went missing, as after a
+    Redis restart, is not taken for booting)."""
+    return inst.health is None and now - inst.launched_at < config.health_grace_seconds
+
+
+def _undrain(state: GroupState, healthy: list[Instance], now: float, config: Config) -> list[Instance]:
     """The draining instances to put back to work because the backlog needs more active instances."""
     draining = [i for i in healthy if i.draining]
-    # least loaded first: the most free slots for the queue, and no boot to wait for
-    spare = sorted((i for i in draining if i.running_jobs < state.slots_per_instance),
+    # least loaded first: the most free slots for the queue, and no boot to wait for (a drained instance still
+    # booting cannot take a job sooner than a new one)
+    spare = sorted((i for i in draining if i.running_jobs < state.slots_per_instance and not _booting(i, now, config)),
                    key=lambda i: (i.running_jobs, i.id))
     undrain: list[Instance] = []
-    # (counted as working: the instances serving now, not those still booting: jobs that wait now are better
+    # (counted as working: the instances serving now, not those pending or booting: jobs that wait now are better
     # served by a drained instance than by one that comes in a minute or two)
-    while spare and needed_instances(state, draining) > len(healthy) - len(draining):
+    working = [i for i in healthy if not i.draining and not _booting(i, now, config)]
+    while spare and needed_instances(state, draining) > len(working):
         inst = spare.pop(0)
         undrain.append(inst)
         draining.remove(inst)
+        working.append(inst)
     return undrain
 
 
@@ -223,23 +234,20 @@ def _drain(state: GroupState, healthy: list[Instance], draining: list[Instance],
            now: float, config: Config) -> list[Instance]:
     """The busy or booting instances to drain: those the backlog does not need once this pass's removals are done.
 
-    Counted as working are the instances serving now (not those still pending: draining a warm instance for
-    capacity that is still booting leaves the queue with none), and an instance is taken for booting only while
-    it is young (one whose health key went missing, as after a Redis restart, is not drained for that)."""
+    Counted as working are the instances in service (not those pending: draining a warm instance for capacity that
+    is not up leaves the queue with none), and of those the booting ones go first (a warm one is drained only for
+    a surplus past them). Those younger than ``drain_age_seconds`` are kept: the surplus they are is not put on
+    older ones."""
     if not config.drain:
         return []
     serving = sum(1 for i in healthy if not i.draining and i not in removable)
     active = min(state.desired - len(draining) - sum(1 for i in removable if i not in draining), serving)
     surplus = active - needed_instances(state, draining)
-
-    def booting(inst: Instance) -> bool:
-        return inst.health is None and now - inst.launched_at < config.health_grace_seconds
-
     # An idle instance is not drained: it is spare capacity already, left to the idle time.
     candidates = sorted((i for i in healthy if not i.draining and i not in removable
-                         and (i.running_jobs > 0 or booting(i)) and now - i.launched_at >= config.drain_age_seconds),
-                        key=lambda i: (i.running_jobs, -i.launched_at, i.id))
-    return candidates[: max(0, surplus)]
+                         and (i.running_jobs > 0 or _booting(i, now, config))),
+                        key=lambda i: (not _booting(i, now, config), i.running_jobs, -i.launched_at, i.id))
+    return [i for i in candidates[: max(0, surplus)] if now - i.launched_at >= config.drain_age_seconds]
 
 
 def _removable(state: GroupState, healthy: list[Instance], draining: list[Instance], now: float,

@@ -82,16 +82,17 @@ def worker_slots(worker: dict[str, str], queue: str) -> int | None:
 
 
 def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str], draining: bool,
-              leased: int) -> Instance:
+              leased: dict[str, int], queue: str) -> Instance:
     """One instance as the policy sees it. It runs what its heartbeat says, or what leases say it claimed since
     (a heartbeat is a few seconds old: an instance that just claimed a job is not idle)."""
     running = [j for j in worker.get("running", "").split(",") if j]
     idle_since = worker.get("idleSince")
-    busy = max(len(running), leased)
+    busy = max(len(running), sum(leased.values()))
     return Instance(
         id=asg_instance["InstanceId"], launched_at=launched_at, lifecycle_state=asg_instance["LifecycleState"],
         protected=bool(asg_instance.get("ProtectedFromScaleIn")), health=worker.get("health"),
-        running_jobs=busy, idle_since=float(idle_since) if idle_since and not busy else None, draining=draining)
+        running_jobs=busy, idle_since=float(idle_since) if idle_since and not busy else None, draining=draining,
+        queue_jobs=leased.get(queue, 0))
 
 
 def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
@@ -110,7 +111,7 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
                     launched[inst["InstanceId"]] = inst["LaunchTime"].timestamp()
     draining = marks.draining(ids)
     instances = tuple(_instance(i, launched.get(i["InstanceId"], now), workers.get(i["InstanceId"], {}),
-                                i["InstanceId"] in draining, sum(leases.get(i["InstanceId"], {}).values()))
+                                i["InstanceId"] in draining, leases.get(i["InstanceId"], {}), queue)
                       for i in group["Instances"])
     running = sum(leases.get(i, {}).get(queue, 0) for i in ids)
     reported = [s for s in (worker_slots(workers[i], queue) for i in ids if i in workers) if s]

@@ -281,4 +281,24 @@ def test_a_young_instance_is_not_drained_when_told_so() -> None:
     insts = (healthy("i-old", running=2, age=3600), healthy("i-new", running=1, age=120))
     state = group(running=3, slots_per_instance=4, instances=insts)
     assert of(Drain, plan(state, NOW, CFG)) == [Drain("i-new")]  # the least loaded, newest first
-    assert of(Drain, plan(state, NOW, replace(CFG, drain_age_seconds=300))) == [Drain("i-old")]
+    # the young one is kept, and the surplus it is not put on the old one
+    assert of(Drain, plan(state, NOW, replace(CFG, drain_age_seconds=300))) == []
+
+
+def test_a_drained_instance_is_put_back_to_work_while_capacity_boots_in_service() -> None:
+    booting = Instance("i-new", launched_at=NOW - 60)  # in service, its worker not up yet (no health key)
+    drained = healthy("i-d", idle_for=5, draining=True)
+    state = group(queued=2, running=2, slots_per_instance=2, desired=3,
+                  instances=(healthy("i-full", running=2), drained, booting))
+    actions = plan(state, NOW, CFG)
+    assert of(Undrain, actions) == [Undrain("i-d")] and of(TerminateIdle, actions) == []
+    assert of(Drain, actions) == []
+
+
+def test_other_queues_jobs_on_a_draining_instance_are_not_taken_off_this_queue_s_running() -> None:
+    # GPU group, 1 slot an instance: g1 drains while it runs 3 CPU jobs (a GPU worker serves both queues); g2 runs
+    # the one running GPU job, and one more GPU job waits: it needs an instance of its own
+    g1 = replace(healthy("g1", running=3, draining=True), queue_jobs=0)
+    g2 = replace(healthy("g2", running=1), queue_jobs=1)
+    state = group(name="gpu", queued=1, running=1, slots_per_instance=1, instances=(g1, g2))
+    assert of(SetDesired, plan(state, NOW, CFG)) == [SetDesired("gpu", 3)]
