@@ -3,8 +3,9 @@
     python bench/simulate_scaler.py [--hours 8] [--seed 7] [--cpu-max 100] [--gpu-max 8]
 
 Jobs arrive in bursts (hundreds of CPU jobs of 30 s–10 min, a few GPU jobs) between quiet periods.
-Instances boot in 90 s (CPU) or 240 s (GPU), then run 4 CPU jobs or 1 GPU job at once; the policy runs
-every minute on what the handler would gather (queue, running jobs, instances with their health,
+Instances boot in 90 s (CPU) or 240 s (GPU): pending for the first half, then in service with no health key
+until their worker is up. They then run 4 CPU jobs or 1 GPU job at once; the policy runs
+every minute on what the handler would gather (queue, running jobs, instances with their state and health,
 protection, running jobs, idle-since time and drain mark) and its actions are applied as the handler applies
 them; a draining instance claims nothing.
 Time advances in 5-second ticks: jobs end and start on ticks. Reports p50/p95 queue wait and
@@ -158,7 +159,11 @@ class Sim:
             slots_per_instance=self.fleet.slots, min_size=0, max_size=self.fleet.max_size, desired=self.desired,
             last_scale_down=self.last_down,
             instances=tuple(Instance(b.id, launched_at=b.launched, protected=b.protected,
-                                     health="HEALTHY" if b.ready_at <= t else None,  # no key while booting
+                                     # Pending for the first half of its boot, then in service with no health
+                                     # key until its worker is up (user data, image, agent), as on EC2
+                                     lifecycle_state="Pending" if t - b.launched < self.fleet.boot / 2
+                                     else "InService",
+                                     health="HEALTHY" if b.ready_at <= t else None,
                                      running_jobs=len(b.running), idle_since=b.idle_since,
                                      draining=b.draining) for b in live))
         by_id = {b.id: b for b in live}
