@@ -224,6 +224,7 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
                                        heartbeats_since=heartbeats_since, storage=storage, notify=notify)
         except Exception:  # (a throttled or misnamed group): the other group is still served this pass
             logger.exception("scaler pass failed for a group", extra={"queue": queue, "group": group_name})
+            metrics.add_metric(name=f"{queue}PassFailed", unit=MetricUnit.Count, value=1)  # (the invocation succeeds)
             taken[queue] = []
     return taken
 

@@ -332,3 +332,5 @@ def test_one_group_s_failure_does_not_stop_the_pass_for_the_other(aws: tuple[Any
                      groups={"cpu": "no-such-group", "gpu": "gpu-group"})  # (a misspelt name: no such group)
     assert taken["cpu"] == [] and SetDesired("gpu-group", 2) in taken["gpu"]
     assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 2
+    emitted = handler.metrics.serialize_metric_set()  # (the failure is counted: the invocation succeeds)
+    assert emitted["cpuPassFailed"] == [1.0] and "gpuPassFailed" not in emitted
