@@ -33,6 +33,29 @@ return 1
 """
 
 
+_WATCH = """
+local prefix, connection, most, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local count = redis.call('SCARD', KEYS[1])
+local out = {}
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local known = redis.call('SISMEMBER', KEYS[1], id) == 1
+  if known or count < most then
+    if not known then
+      redis.call('SADD', KEYS[1], id)
+      count = count + 1
+    end
+    local job = prefix .. ':ws:job:' .. id
+    redis.call('SADD', job, connection)
+    redis.call('EXPIRE', job, ttl)
+    out[#out + 1] = id
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return out
+"""
+
+
 def change_order(view: dict[str, Any]) -> int:
     """Where a job's view stands among its changes: a later change orders higher. Attempts only grow, and within
     one the job runs, may be queued again (a retry), or ends; so a message never has to go out after a newer one."""
@@ -59,6 +82,7 @@ class WebsocketPusher:
         self.find = find or self._from_store
         """The job's view by id, or None if unknown (the API also reads expired jobs' result.json)."""
         self._newer_script = store.redis.register_script(_NEWER)
+        self._watch_script = store.redis.register_script(_WATCH)
 
     def _from_store(self, job_id: str) -> dict[str, Any] | None:
         record = self.store.get(job_id)
@@ -82,15 +106,7 @@ class WebsocketPusher:
         connection watches at most ``MAX_SUBSCRIPTIONS`` ids, and those past it are refused by name.
         """
         job_ids = list(dict.fromkeys(job_ids))
-        watched = self._watched(connection, job_ids)
-        if watched:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for job_id in watched:
-                pipe.sadd(self._job_key(job_id), connection)
-                pipe.expire(self._job_key(job_id), CONNECTION_TTL)
-            pipe.sadd(self._conn_key(connection), *watched)
-            pipe.expire(self._conn_key(connection), CONNECTION_TTL)
-            pipe.execute()
+        watched = self._watch(connection, job_ids)
         for job_id in job_ids:
             if job_id not in watched:
                 self.tell(connection, {"type": "error", "jobId": job_id,
@@ -105,18 +121,15 @@ class WebsocketPusher:
         for value in unknown:
             self.tell(connection, unknown_id(value))
 
-    def _watched(self, connection: str, job_ids: list[str]) -> set[str]:
-        """Which of ``job_ids`` the connection may watch: those it watches already, then new ones while there
-        is room."""
+    def _watch(self, connection: str, job_ids: list[str]) -> set[str]:
+        """Record the connection as watching those of ``job_ids`` it may (those it watches already, then new ones
+        while there is room), in one script: API Gateway may run two messages of a connection at once. Returns
+        them."""
         if not job_ids:
             return set()
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.scard(self._conn_key(connection))
-        pipe.smismember(self._conn_key(connection), job_ids)
-        count, known = pipe.execute()
-        room = MAX_SUBSCRIPTIONS - count
-        new = [job_id for job_id, member in zip(job_ids, known, strict=True) if not member]
-        return {job_id for job_id, member in zip(job_ids, known, strict=True) if member} | set(new[:max(room, 0)])
+        watched = self._watch_script(keys=[self._conn_key(connection)],
+                                     args=[self.store.prefix, connection, MAX_SUBSCRIPTIONS, CONNECTION_TTL, *job_ids])
+        return {str(job_id) for job_id in watched}
 
     def unsubscribe(self, connection: str, job_ids: list[str]) -> None:
         """Stop pushing ``job_ids`` to the connection."""
