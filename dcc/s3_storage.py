@@ -26,6 +26,9 @@ _ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, b
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 
+S3_MAX_KEY_BYTES = 1024
+
+
 class S3Storage:
     """Job data in ``s3://bucket/prefix``; thread-safe (boto3 clients are)."""
 
@@ -33,6 +36,8 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = boto3.client("s3") if client is None else client
+        self.max_key_bytes = S3_MAX_KEY_BYTES - len(self.prefix.encode())
+        """The longest key (bytes, before the prefix) S3 takes."""
 
     def _key(self, key: str) -> str:
         check_key(key)

@@ -26,7 +26,7 @@ import redis
 
 from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
-from dcc.jobs import FAST_MAX_ATTEMPTS, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
+from dcc.jobs import FAST_MAX_ATTEMPTS, MAX_OUTPUT_NAME, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import forget_result, keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import JobStore
@@ -421,7 +421,18 @@ class Worker:
             gpu_device_ids=gpus,
             labels={"dcc.worker": self.config.worker_id},
             keep=tuple(job.spec.keepOutputs) if job.spec.keepOutputs is not None else None,
+            max_output_name=self._max_output_name(job),
         )
+
+    def _max_output_name(self, job: JobRecord) -> int:
+        """The longest output name the job's files can keep: dcc's limit, or less where the storage's keys cannot
+        hold ``jobs/<id>/attempt-<n>/outputs/<name>`` (S3: 1024 bytes with its prefix). Past it an output is
+        removed and named in stderr, as other names no storage can hold are (not a failed upload, retried)."""
+        room = getattr(self.storage, "max_key_bytes", None)
+        if room is None or job.spec.fast:
+            return MAX_OUTPUT_NAME
+        key = f"{attempt_prefix(job.id, 0)}outputs/"  # (its one-digit attempt number: room below for 7 digits)
+        return max(1, min(MAX_OUTPUT_NAME, room - len(key.encode()) - 6))
 
     def _stopped(self, claim: Claim) -> bool:
         """Whether this attempt should stop: cancelled, handed back at shutdown, its lease lost, or a later

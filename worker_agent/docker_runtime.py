@@ -231,7 +231,7 @@ class DockerRuntime:
         stored = self._save_logs(container, stdout, stderr)
         out_of_memory = (exit_code == 137 and not killed and not timed_out and watch.exceeded is None
                          and self._out_of_memory(container))
-        cleaned = clean_outputs(outputs, self.max_output_bytes, keep=job.keep)
+        cleaned = clean_outputs(outputs, self.max_output_bytes, keep=job.keep, max_name=job.max_output_name)
         # Lines are only dropped once the engine has filled LOG_FILES - 1 files: not before its store held that much
         file_bytes = self._log_file_bytes(job)
         cut = stored >= 0.99 * (LOG_FILES - 1) * file_bytes  # (a long line's pieces cost a little more)
@@ -251,7 +251,8 @@ class DockerRuntime:
                 f.writelines(MATCHED_NOTHING.format(p=p) for p in idle)
                 if cut:
                     f.write(LOG_CUT.format(limit=file_bytes * LOG_FILES))
-                f.writelines(f"[dcc: output {name} removed: {UNNAMED}]\n" for name in cleaned.unnamed)
+                f.writelines(f"[dcc: output {name} removed: {unnamed(job.max_output_name)}]\n"
+                             for name in cleaned.unnamed)
                 f.writelines(f"[dcc: output {name} removed: {UNSAFE}]\n" for name in cleaned.unsafe)
                 f.writelines(LEFT_OUT.format(name=name, limit=self.max_output_bytes)
                              for name in cleaned.left_out[:MAX_NAMED])
@@ -465,6 +466,11 @@ def _engine_error(exc: docker.errors.DockerException, doing: str) -> JobSystemEr
 
 UNNAMED = (f"output names must be UTF-8, without backslashes, control characters or text-direction marks, not start "
            f"with .dcc-tmp-, and at most {MAX_OUTPUT_NAME} bytes long")
+
+
+def unnamed(max_name: int) -> str:
+    """Why an output was removed for its name, where names may be at most ``max_name`` bytes long."""
+    return UNNAMED.replace(f"at most {MAX_OUTPUT_NAME} bytes", f"at most {max_name} bytes", 1)
 UNSAFE = "symbolic links, FIFOs, sockets and devices are not kept (copy the file instead)"
 
 
@@ -493,7 +499,8 @@ class Cleaned(NamedTuple):
         return bool(self.not_asked) and not self.asked
 
 
-def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = None) -> Cleaned:
+def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = None,
+                  max_name: int = MAX_OUTPUT_NAME) -> Cleaned:
     """Leave only regular files (and folders) under ``root`` whose names can be output names (valid UTF-8, no
     backslash or control characters, not storage's reserved prefix) and that ``keep``'s glob patterns match
     (all, if None), at most ``max_bytes`` in all: files not asked for do not count toward it.
@@ -512,7 +519,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                 os.unlink(path)
                 unsafe.append(_shown(root, path))
                 dirs.remove(name)
-            elif not _nameable(os.path.relpath(path, root)):
+            elif not _nameable(os.path.relpath(path, root), max_name):
                 remove_tree(path)  # (at any depth; nothing followed)
                 unnamed.append(_shown(root, path))
                 dirs.remove(name)
@@ -534,7 +541,7 @@ def clean_outputs(root: Path, max_bytes: int, *, keep: tuple[str, ...] | None = 
                     unsafe.append(_shown(root, path))
                     continue
             name = os.path.relpath(path, root)
-            if not _nameable(name):
+            if not _nameable(name, max_name):
                 os.unlink(path)
                 unnamed.append(_shown(root, path))
                 continue
@@ -589,12 +596,12 @@ def _keep_matcher(keep: tuple[str, ...] | None) -> Any:
         raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"keepOutputs: {exc}", retryable=False) from exc
 
 
-def _nameable(name: str) -> bool:
+def _nameable(name: str, max_name: int = MAX_OUTPUT_NAME) -> bool:
     try:
-        check_relative_path(name, max_length=MAX_OUTPUT_NAME)
+        check_relative_path(name, max_length=max_name)
     except ValueError:
         return False
-    return len(name.encode()) <= MAX_OUTPUT_NAME  # (characters were checked; UTF-8 may take more bytes)
+    return len(name.encode()) <= max_name  # (characters were checked; UTF-8 may take more bytes)
 
 
 def _shown(root: Path, path: str) -> str:

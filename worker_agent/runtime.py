@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from dcc.jobs import MAX_OUTPUT_NAME
+
 
 class NotStarted(Exception):
     """``run`` was told to stop (its ``stopped`` said so) before the job's container started."""
@@ -50,6 +52,8 @@ class ContainerJob:
     """What the engine keeps of the output, if not the runtime's own limit."""
     keep: tuple[str, ...] | None = None
     """Glob patterns of the outputs to keep (``dcc.jobs.JobSpec.keepOutputs``); None keeps every file."""
+    max_output_name: int = MAX_OUTPUT_NAME
+    """The longest output name (bytes) kept: less than dcc's limit where the storage's keys cannot hold it."""
 
 
 @dataclass(frozen=True)

@@ -648,3 +648,16 @@ def test_an_attempt_that_lost_its_lease_unknowing_and_ends_first_leaves_no_resul
             runtime.client.close()
     assert service.result(job_id)["attempts"] == 2
     assert service.log(job_id, "stdout").decode() == retry_runtime.printed
+
+
+def test_output_names_are_held_to_what_the_storage_s_keys_can_hold(settings: Settings, tmp_path: Path) -> None:
+    from dcc.s3_storage import S3Storage
+
+    worker = in_process(settings, tmp_path, DockerRuntime(), "keys")
+    job = JobRecord(id="j" * 120, spec=JobSpec(image="x"), state=JobState.RUNNING, queue="cpu", submitted_at=0.0)
+    assert worker._max_output_name(job) == 900  # local storage: dcc's own limit
+    worker.storage = S3Storage("bucket", prefix="some/long/prefix/of/this/deployment", client=object())
+    key_room = 1024 - len("some/long/prefix/of/this/deployment/")
+    longest = worker._max_output_name(job)
+    # shorter than dcc's own 900, so that the longest key (of any attempt up to 7 digits) still fits
+    assert longest < 900 and len(f"jobs/{job.id}/attempt-9999999/outputs/".encode()) + longest <= key_room

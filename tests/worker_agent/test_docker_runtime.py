@@ -374,3 +374,14 @@ def test_a_job_under_the_disk_limit_is_left_alone(docker_client: docker.DockerCl
     out = run(runtime, spec, tmp_path)
     assert (out.exit_code, out.disk_exceeded) == (0, None)
     assert (out.outputs_dir / "b").stat().st_size == 1000000 and out.stderr_path.read_text() == ""
+
+
+def test_an_output_whose_name_the_storage_cannot_hold_is_removed_and_named(runtime: DockerRuntime, test_image: str,
+                                                                           tmp_path: Path) -> None:
+    long_name = "n" * 40
+    spec = job(tmp_path, test_image, ["sh", "-c", f"echo a > $OUTPUTS/short; echo b > $OUTPUTS/{long_name}"],
+               max_output_name=30)  # (as S3 allows, for a long job id under a long storage prefix)
+    out = run(runtime, spec, tmp_path)
+    assert out.exit_code == 0 and sorted(p.name for p in out.outputs_dir.iterdir()) == ["short"]
+    assert f"[dcc: output {long_name} removed: " in out.stderr_path.read_text()
+    assert "at most 30 bytes long" in out.stderr_path.read_text()
