@@ -395,7 +395,10 @@ class JobService:
                 raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is kept when it ends")
             return ((record.stdout if stream == "stdout" else record.stderr) or "").encode()
         try:
-            return self.storage.get_bytes(self._files_key(record, stream))
+            try:  # (one read where the attempt kept it; the old layout only when it did not)
+                return self.storage.get_bytes(f"{attempt_prefix(job_id, record.attempts)}{stream}")
+            except ObjectNotFound:
+                return self.storage.get_bytes(f"{job_prefix(job_id)}{stream}")
         except ObjectNotFound:
             if record.state.terminal:
                 return b""

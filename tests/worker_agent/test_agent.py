@@ -74,6 +74,25 @@ def until_ended(worker: Worker, service: JobService, job_id: str, *, timeout: fl
     return service.get(job_id)
 
 
+def cancelled(settings: Settings, tmp_path: Path, runtime: DockerRuntime, store: JobStore, service: JobService,
+              job_id: str, *, ready: Callable[[], bool]) -> tuple[JobRecord, float]:
+    """Run a worker that renews its leases only every 20 s (so only the cancel itself can stop the job soon),
+    cancel the job once ``ready()`` says so, and stop the worker once the job has ended; the job, and how many
+    seconds after the cancel it ended."""
+    worker = in_process(settings, tmp_path, runtime, "canceller", store=store, heartbeat_seconds=20)
+    worker.start()
+    try:
+        assert ready()
+        asked = time.monotonic()
+        service.cancel(job_id)
+        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    return service.get(job_id), took
+
+
 def test_sigterm_lets_short_jobs_finish_and_hands_back_long_ones(settings: Settings, tmp_path: Path,
                                                                  test_image: str) -> None:
     service = build_service(settings)
@@ -261,21 +280,10 @@ def test_a_cancel_heard_while_the_container_is_made_stops_it_before_it_starts(se
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["sh", "-c", "echo ran; sleep 30"]))[0].id
     runtime = SlowToCreate()
-    # renewals 20 s apart: only the cancel itself can stop the job within the test's bound
     store = JobStore(connect(settings.redis_url), lease_seconds=60)
-    worker = in_process(settings, tmp_path, runtime, "cancel-early", store=store, heartbeat_seconds=20)
-    worker.start()
-    try:
-        assert runtime.creating.wait(timeout=20)
-        asked = time.monotonic()
-        service.cancel(job_id)
-        wait_for(lambda: service.get(job_id).state.terminal, timeout=15)
-        took = time.monotonic() - asked
-    finally:
-        worker.stop(grace=0)
-        runtime.client.close()
+    job, took = cancelled(settings, tmp_path, runtime, store, service, job_id,
+                          ready=lambda: runtime.creating.wait(timeout=20))
     assert runtime.missed_kill.is_set()  # the kill came before the container existed
-    job = service.get(job_id)
     assert (job.state, job.exit_code, job.timings()["started"]) == (JobState.CANCELLED, None, None)
     assert took < 8
 
@@ -511,23 +519,16 @@ def test_a_cancel_published_while_the_cancel_listener_reconnects_is_still_heard(
                                                                                test_image: str) -> None:
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
-    runtime = DockerRuntime()
-    # renewals 20 s apart: only the listener can stop the job within the test's bound
     store = JobStore(connect(settings.redis_url), lease_seconds=60)
-    worker = in_process(settings, tmp_path, runtime, "deaf", store=store, heartbeat_seconds=20)
-    worker.start()
-    try:
+
+    def listener_dropped() -> bool:
         wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
         time.sleep(0.5)  # (its container is up)
-        store.redis.client_kill_filter(_type="pubsub")  # the listener's connection drops
-        asked = time.monotonic()
-        service.cancel(job_id)  # published while nobody listens
-        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
-        took = time.monotonic() - asked
-    finally:
-        worker.stop(grace=0)
-        runtime.client.close()
-    assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
+        store.redis.client_kill_filter(_type="pubsub")  # the listener's connection drops: the cancel comes now
+        return True
+
+    job, took = cancelled(settings, tmp_path, DockerRuntime(), store, service, job_id, ready=listener_dropped)
+    assert job.state == JobState.CANCELLED and took < 10, took
 
 
 class HoldsItsResult(DockerRuntime):
@@ -599,22 +600,16 @@ def test_an_error_of_redis_s_own_does_not_stop_the_cancel_listener(settings: Set
                                                                   test_image: str) -> None:
     service = build_service(settings)
     job_id = service.submit(JobSpec(image=test_image, command=["sleep", "60"]))[0].id
-    runtime = DockerRuntime()
     store = FailsOver(connect(settings.redis_url), lease_seconds=60)
-    worker = in_process(settings, tmp_path, runtime, "failover", store=store, heartbeat_seconds=20)
-    worker.start()
-    try:
+
+    def listener_failed() -> bool:
         wait_for(lambda: service.get(job_id).state == JobState.RUNNING, timeout=20)
         wait_for(lambda: store.failures == 0, timeout=10)  # (the listener met the error as it started)
         time.sleep(0.5)  # (its container is up)
-        asked = time.monotonic()
-        service.cancel(job_id)
-        wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
-        took = time.monotonic() - asked
-    finally:
-        worker.stop(grace=0)
-        runtime.client.close()
-    assert service.get(job_id).state == JobState.CANCELLED and took < 10, took
+        return True
+
+    job, took = cancelled(settings, tmp_path, DockerRuntime(), store, service, job_id, ready=listener_failed)
+    assert job.state == JobState.CANCELLED and took < 10, took
 
 
 def test_an_attempt_that_lost_its_lease_unknowing_and_ends_first_leaves_no_result_behind(
