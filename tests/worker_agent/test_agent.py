@@ -490,6 +490,8 @@ def test_a_worker_without_a_given_id_keeps_one_per_work_dir_and_clears_what_a_ki
         # the same id again: the dead run's container is removed, and the job runs once more when its lease lapses
         wait_for(lambda: service.store.reap() is not None and service.get(job_id).state.terminal, timeout=60)
         assert (tmp_path / "w" / "worker-id").read_text().strip() == worker_id
+        # the finished attempt's folder is cleared by the cleanup thread, after the report: wait for it
+        wait_for(lambda: [p.name for p in (tmp_path / "w").iterdir() if p.is_dir()] == ["notes"], timeout=30)
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
