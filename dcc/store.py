@@ -84,7 +84,7 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
 def _load_scripts() -> dict[str, str]:
     lua = resources.files("dcc") / "lua"
     common = (lua / "common.lua").read_text()
-    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "task_log", "unindex")
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "fence", "task_log", "unindex")
     return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
 
 
@@ -409,6 +409,14 @@ class JobStore:
         now = self.clock()
         reply = self._run("drop_worker", [worker, repr(now), self.retention_ms, self.max_attempts])
         return {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    @_translated
+    def fence_idle(self, worker: str, *, mark_ttl: float) -> bool:
+        """The last check before an idle worker's instance is removed: mark it draining for ``mark_ttl`` s (a drained
+        worker's claims get nothing), then say whether it holds no lease. False when it claimed a job since it was
+        judged idle: its mark is then taken back, unless it was draining before. One step, so no claim slips in
+        between the check and the removal."""
+        return bool(self._run("fence", [worker, repr(self.clock()), int(mark_ttl * 1000)]))
 
     def _trim_indexes(self, now: float) -> None:
         # Records expire `retention` after they finish; index entries older than that plus a margin

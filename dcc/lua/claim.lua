@@ -1,6 +1,9 @@
 -- ARGV: prefix, queue, worker, now_s, lease_deadline_ms
 -- Takes the first job of the queue and leases it to the worker. Returns false when the queue is empty,
 -- else {attempt, id, field, value, ...} of the job's hash as it was before the claim.
+-- A worker with a drain mark (dcc.drain) takes nothing: checked here, in the claim itself, so that the
+-- scaler's last check before it removes an idle worker (fence.lua) cannot interleave with a claim.
+if redis.call('EXISTS', P .. ':drain:' .. ARGV[3]) == 1 then return false end
 local popped = redis.call('ZPOPMIN', P .. ':q:' .. ARGV[2])
 if #popped == 0 then return false end
 local id = popped[1]

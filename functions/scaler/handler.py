@@ -127,10 +127,18 @@ def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscalin
 
     Returns the actions that took effect and the jobs whose state changed. An AWS error fails only its
     own action (logged; the next pass sees the group as it is and plans again). Drain marks are set before
-    capacity changes, one round trip each way: a worker learns within a heartbeat whether it may claim.
+    capacity changes, one round trip each way: a worker learns within a heartbeat whether it may claim. An instance
+    being removed keeps its mark until the mark expires, so that it claims nothing while it shuts down.
     """
     done: list[Action] = []
     changed: dict[str, JobState] = {}
+    # The last check before a removal, in one step with the claims: an instance judged idle whose worker claimed a
+    # job since is kept, protection and all; the others are marked draining and claim nothing until they are gone.
+    kept = {a.instance for a in actions if isinstance(a, TerminateIdle)
+            and not store.fence_idle(a.instance, mark_ttl=marks.ttl)}
+    if kept:
+        logger.info("kept instances that claimed a job since they were judged idle", extra={"instances": sorted(kept)})
+        actions = [a for a in actions if not (isinstance(a, TerminateIdle | Protect) and a.instance in kept)]
     protect = {flag: [a for a in actions if isinstance(a, Protect) and a.protected is flag] for flag in (False, True)}
     for flag, batch in protect.items():  # batched: one call per 50 instances, unprotecting first
         for start in range(0, len(batch), PROTECT_BATCH):
@@ -141,7 +149,9 @@ def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscalin
     undrain = [a for a in actions if isinstance(a, Undrain)]
     marks.clear(a.instance for a in undrain)
     drain = [a for a in actions if isinstance(a, Drain)]
-    marks.mark((a.instance for a in drain), now=now)
+    # (a sick worker that still runs is kept from claiming too: a job it took now would die with its instance)
+    marks.mark([*(a.instance for a in drain), *(a.instance for a in actions if isinstance(a, TerminateUnhealthy))],
+               now=now)
     done += [*undrain, *drain]
     for action in actions:
         if isinstance(action, SetDesired):
@@ -160,8 +170,6 @@ def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscalin
             continue  # Protect, Drain, Undrain: applied above
         if ok:
             done.append(action)
-    gone = [a.instance for a in done if isinstance(a, TerminateIdle | TerminateUnhealthy)]
-    marks.clear(gone)
     for action in done:
         logger.info("scaler action", extra={"group": group_name, "action": repr(action)})
     return done, changed

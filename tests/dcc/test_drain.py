@@ -8,6 +8,7 @@ import pytest
 
 from dcc.drain import DrainMarks, drain_key
 from dcc.errors import StoreUnavailable
+from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
 from dcc.store import JobStore, connect
 
 pytestmark = pytest.mark.redis
@@ -62,3 +63,32 @@ def test_redis_down_is_store_unavailable() -> None:
         marks.mark(["i-1"], now=1.0)
     with pytest.raises(StoreUnavailable):
         marks.clear(["i-1"])
+
+
+def test_a_drained_worker_s_claim_gets_nothing_and_the_fence_sees_leases(redis_url: str) -> None:
+    store = JobStore(connect(redis_url), lease_seconds=60)
+    marks = DrainMarks(store.redis, ttl=60)
+    for i in range(2):
+        store.create(JobRecord(id=f"j{i}", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                               submitted_at=time.time() + i), only_if_new=False)
+    marks.mark(["i-1"], now=1.0)
+    assert store.claim("cpu", "i-1") is None                 # (the claim itself checks: no race with the fence)
+    held = store.claim("cpu", "i-2")
+    assert held is not None and held.job.id == "j0"
+    # i-2 holds a lease: the fence refuses it and leaves it unmarked, so it claims on
+    assert not store.fence_idle("i-2", mark_ttl=60) and not marks.is_draining("i-2")
+    # i-1 is draining already: refused while it holds a lease, but its mark stays
+    marks.clear(["i-1"])
+    held1 = store.claim("cpu", "i-1")
+    assert held1 is not None
+    marks.mark(["i-1"], now=1.0)
+    assert not store.fence_idle("i-1", mark_ttl=60) and marks.is_draining("i-1")
+    # an idle worker: fenced, marked for the TTL, and its claims get nothing
+    assert store.fence_idle("i-3", mark_ttl=30)
+    assert marks.is_draining("i-3") and 0 < store.redis.pttl(drain_key("{dcc}", "i-3")) <= 30_000
+    store.create(JobRecord(id="j2", spec=JobSpec(image="x"), state=JobState.QUEUED, queue="cpu",
+                           submitted_at=time.time()), only_if_new=False)
+    assert store.claim("cpu", "i-3") is None and store.get("j2").state == JobState.QUEUED
+    # once i-1's job ends it is idle too
+    assert store.finish(held1, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    assert store.fence_idle("i-1", mark_ttl=60)

@@ -16,11 +16,11 @@ from moto import mock_aws
 from dcc.drain import DrainMarks
 from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
 from dcc.local_storage import LocalStorage
-from dcc.scaling import Drain, Protect, SetDesired, TerminateIdle, TerminateUnhealthy, Undrain
+from dcc.scaling import Drain, Protect, SetDesired, TerminateIdle, TerminateUnhealthy, Undrain, plan
 from dcc.service import result_key
 from dcc.store import JobStore, connect
 from functions.scaler import handler
-from functions.scaler.handler import config_for, last_down_key, run_once, worker_slots
+from functions.scaler.handler import apply, config_for, gather, last_down_key, run_once, worker_slots
 
 pytestmark = pytest.mark.redis
 
@@ -301,13 +301,39 @@ def test_a_surplus_worker_is_drained_then_removed_once_empty(aws: tuple[Any, Any
             if not isinstance(x, Protect)] == []
     assert marks.draining([a, b]) == {drained}
 
-    # its job ends: it goes at once (not after the 600 s idle time) and its mark with it
+    # its job ends: it goes at once (not after the 600 s idle time); its mark stays until it expires, so that the
+    # instance claims nothing while it shuts down
     assert store.finish(ja if drained == a else jb, Outcome(state=JobState.SUCCEEDED, exit_code=0))
     beat(store, drained, idle_for=1)
     taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
     assert TerminateIdle(drained) in taken["cpu"]
     assert instance_ids(autoscaling, "cpu-group") == [kept]
-    assert marks.draining([a, b]) == set()
+    assert marks.draining([a, b]) == {drained}
+    queue_jobs(store, 1, prefix="late")
+    assert store.claim("cpu", drained) is None and state_of(store, "late0") == JobState.QUEUED
+
+
+def test_an_instance_that_claims_a_job_after_the_plan_is_not_removed(aws: tuple[Any, Any], store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    marks = DrainMarks(store.redis)
+    claimer, idle = instance_ids(autoscaling, "cpu-group")
+    for worker in (claimer, idle):
+        beat(store, worker, idle_for=3600)
+    state = gather("cpu", "cpu-group", autoscaling=autoscaling, ec2=ec2, workers={
+        w["id"]: w for w in store.workers()}, queued=0, leases=store.running_by_worker(), last_scale_down=0,
+        now=time.time(), marks=marks)
+    actions = plan(state, time.time(), config_for("cpu"))
+    assert {TerminateIdle(claimer), TerminateIdle(idle)} <= set(actions)
+    # a job comes, and one of the two claims it between the plan and its removal
+    queue_jobs(store, 2)
+    job = claim(store, claimer).job.id
+    done, _ = apply(actions, group_name="cpu-group", store=store, autoscaling=autoscaling, marks=marks,
+                            now=time.time())
+    assert TerminateIdle(claimer) not in done and TerminateIdle(idle) in done
+    assert instance_ids(autoscaling, "cpu-group") == [claimer] and state_of(store, job) == JobState.RUNNING
+    assert marks.draining([claimer, idle]) == {idle}       # the one that stays may claim on
+    assert store.claim("cpu", idle) is None                 # the one going takes nothing while it shuts down
+    assert store.claim("cpu", claimer) is not None
 
 
 def test_a_draining_worker_is_put_back_to_work_when_jobs_wait(aws: tuple[Any, Any], store: JobStore) -> None:
