@@ -20,6 +20,18 @@ def _bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+SCALER_KEYS = {
+    "cpuIdleSeconds": "DCC_CPU_IDLE_SECONDS",  # an idle CPU instance is removed after this (900)
+    "gpuIdleSeconds": "DCC_GPU_IDLE_SECONDS",  # an idle GPU instance is removed after this (1800)
+    "scaleDownInterval": "DCC_SCALE_DOWN_INTERVAL",  # at most one scale-down per interval (60)
+    "healthGraceSeconds": "DCC_HEALTH_GRACE_SECONDS",  # a new instance's time to report healthy (300)
+    "drainAgeSeconds": "DCC_DRAIN_AGE_SECONDS",  # an instance younger than this is not drained (0)
+    "drainedIdleSeconds": "DCC_DRAINED_IDLE_SECONDS",  # a drained instance is kept this long once empty (0)
+}
+"""Context keys of the scaler's policy knobs (seconds; ``dcc.scaling.Config`` holds the defaults) and the scaler
+function's environment variables they set. ``drain`` (true/false) sets ``DCC_DRAIN``."""
+
+
 @dataclass(frozen=True)
 class DccConfig:
     """Everything a deployment may choose; ``from_context`` reads each field from the context key in its comment."""
@@ -46,6 +58,7 @@ class DccConfig:
     worker_volume_gib: int = 100  # workerVolumeGiB
     worker_ssm: bool = True  # workerSsm: Session Manager access to workers
     log_level: str = "INFO"  # logLevel
+    scaler_env: tuple[tuple[str, str], ...] = ()  # the keys of SCALER_KEYS and drain: the scaler's environment
 
     @classmethod
     def from_context(cls, node: Node) -> DccConfig:
@@ -82,6 +95,7 @@ class DccConfig:
             worker_volume_gib=int(get("workerVolumeGiB", base.worker_volume_gib)),
             worker_ssm=_bool(get("workerSsm", base.worker_ssm)),
             log_level=str(get("logLevel", base.log_level)),
+            scaler_env=_scaler_env(get),
         )
         if config.cpu_arch not in ("arm64", "x86_64"):
             raise ValueError(f"cpuArch must be arm64 or x86_64, not {config.cpu_arch!r}")
@@ -101,3 +115,25 @@ class DccConfig:
             raise ValueError(f"gpuInstanceType {self.gpu_instance_type!r} has no NVIDIA GPU dcc knows of; "
                              "set the context key gpuCount")
         return {"cpu": cpus, "gpu": gpus}
+
+
+def _scaler_env(get: Any) -> tuple[tuple[str, str], ...]:
+    """The scaler's environment from the context keys given (those not given keep the policy's defaults)."""
+    env: list[tuple[str, str]] = []
+    for key, variable in SCALER_KEYS.items():
+        value = get(key, None)
+        if value in (None, ""):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError(f"{key} must be a number of seconds, 0 or more, not {value!r}")
+        env.append((variable, f"{seconds:g}"))
+    drain = get("drain", None)
+    if drain not in (None, ""):
+        if str(drain).strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"drain must be true or false, not {drain!r}")
+        env.append(("DCC_DRAIN", "true" if _bool(drain) else "false"))
+    return tuple(env)

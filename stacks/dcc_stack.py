@@ -97,7 +97,8 @@ class DccStack(Stack):
             description="dcc scaler and reaper",
             env={"DCC_CPU_GROUP": names["cpu"], "DCC_GPU_GROUP": names["gpu"],
                  # a group's slots per instance until its workers report theirs (the first scale-up from zero)
-                 "DCC_CPU_SLOTS": str(slots["cpu"]), "DCC_GPU_SLOTS": str(slots["gpu"])})
+                 "DCC_CPU_SLOTS": str(slots["cpu"]), "DCC_GPU_SLOTS": str(slots["gpu"]),
+                 **dict(config.scaler_env)})  # the policy's knobs set by context (cpuIdleSeconds, drain, ...)
         # The reaper ends jobs past their last attempt, and that writes their result.json.
         grant_job_data(self.scaler_function.role, bucket)
         self.scaler = ScalerSchedule(self, "Scaler", function=self.scaler_function.function,

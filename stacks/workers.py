@@ -85,8 +85,8 @@ class WorkerFleets(Construct):
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
             resources=[stack.format_arn(service="ecr", resource="repository", resource_name="*")]))
         # Scale-in protection: the scaler sets it on busy workers each pass; an instance may set its own too, in its
-        # own groups only (the worker agent does not yet: the scaler also reads the leases, so a worker that just
-        # claimed a job is never taken for idle).
+        # own groups only (the worker agent does not need to: before removing an idle instance the scaler marks it
+        # draining and checks its leases in one Redis step with the claims, so one that just claimed is kept).
         self.group_arns = [group_arn(self, name) for name in self.group_names.values()]
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["autoscaling:SetInstanceProtection"], resources=self.group_arns))

@@ -7,12 +7,16 @@ from typing import Any
 
 import pytest
 
+from dcc.scaling import Config
+from functions.scaler.handler import config_for
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 OPTIONS = {"apiKeys": True, "bucketAccessLogs": True, "workerSsm": False, "apiCloudWatchRole": False,
            "allowedBuckets": "in-a,in-b", "cpuArch": "x86_64", "cpuInstanceType": "m7i.4xlarge",
            "gpuInstanceType": "g6.12xlarge",
-           "jobDataRetentionDays": 7, "account": "123456789012", "region": "eu-west-1"}
+           "jobDataRetentionDays": 7, "account": "123456789012", "region": "eu-west-1",
+           "cpuIdleSeconds": 300, "gpuIdleSeconds": "120", "scaleDownInterval": 0, "drain": "false"}
 
 
 def test_every_option_on(tmp_path: Path) -> None:
@@ -44,6 +48,24 @@ def test_every_option_on(tmp_path: Path) -> None:
         "Environment": {"Variables": Match.object_like({"DCC_CPU_SLOTS": "16", "DCC_GPU_SLOTS": "4"})}})
     template.has_resource_properties("AWS::EC2::LaunchTemplate", {
         "LaunchTemplateData": Match.object_like({"InstanceType": "g6.12xlarge"})})
+    # the scaler's knobs, as its handler reads them; those not given keep the policy's defaults
+    [scaler] = [f for f in template.find_resources("AWS::Lambda::Function").values()
+                if f["Properties"]["Handler"] == "functions.scaler.handler.lambda_handler"]
+    env = {k: v for k, v in scaler["Properties"]["Environment"]["Variables"].items() if isinstance(v, str)}
+    cpu, gpu = config_for("cpu", env), config_for("gpu", env)
+    assert (cpu.idle_seconds, gpu.idle_seconds, cpu.scale_down_interval, cpu.drain) == (300, 120, 0, False)
+    assert (cpu.health_grace_seconds, cpu.drain_age_seconds) == (Config().health_grace_seconds, 0)
+
+
+@pytest.mark.parametrize(("key", "value"), [("cpuIdleSeconds", -5), ("drainAgeSeconds", "soon"),
+                                            ("gpuIdleSeconds", "nan"), ("drain", "maybe")])
+def test_a_bad_scaler_knob_names_its_context_key(tmp_path: Path, key: str, value: Any) -> None:
+    import aws_cdk as cdk
+
+    from app import build_app, file_context
+
+    with pytest.raises(ValueError, match=key):
+        build_app(cdk.App(outdir=str(tmp_path), context={**file_context(), key: value}))
 
 
 def test_a_worker_type_whose_counts_are_unknown_names_the_context_key(tmp_path: Path) -> None:
