@@ -29,13 +29,23 @@ _DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 S3_MAX_KEY_BYTES = 1024
 
 
+def s3_client() -> Any:
+    """An S3 client whose presigned URLs work everywhere: SigV4 (botocore still presigns with SigV2 in some regions,
+    which S3 is turning off) on the bucket's regional host (the global one answers a new bucket, and every bucket of
+    an opt-in region, with a redirect the signature does not survive)."""
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(signature_version="s3v4", s3={
+        "addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"}))
+
+
 class S3Storage:
     """Job data in ``s3://bucket/prefix``; thread-safe (boto3 clients are)."""
 
     def __init__(self, bucket: str, *, prefix: str = "", client: Any = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = boto3.client("s3") if client is None else client
+        self.client = s3_client() if client is None else client
         self.max_key_bytes = S3_MAX_KEY_BYTES - len(self.prefix.encode())
         """The longest key (bytes, before the prefix) S3 takes."""
 
