@@ -303,11 +303,36 @@ class DccClient:
 
     def stdout(self, job_id: str) -> bytes:
         """The finished job's standard output (``DccApiError`` 409 while it has not ended)."""
-        return self._request("GET", f"{_job_path(job_id)}/stdout").content
+        return self._read(f"{_job_path(job_id)}/stdout")
 
     def stderr(self, job_id: str) -> bytes:
         """The finished job's standard error (``DccApiError`` 409 while it has not ended)."""
-        return self._request("GET", f"{_job_path(job_id)}/stderr").content
+        return self._read(f"{_job_path(job_id)}/stderr")
+
+    def _read(self, path: str) -> bytes:
+        with self._stream(path) as response:
+            return response.read()
+
+    @contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        """GET ``path`` as a stream, following the API's redirect to storage (a presigned URL) with none of this
+        client's credentials: S3 refuses a presigned request that carries unsigned ``x-amz-*`` headers (httpx keeps
+        them on a redirect, and drops only ``Authorization``), and an API key is not storage's business."""
+        with self._translated():
+            with self._http.stream("GET", path) as response:
+                location = response.headers.get("location") if response.is_redirect else None
+                if location is None:
+                    if response.is_error:
+                        response.read()
+                        raise DccApiError(response.status_code, _error_message(response))
+                    yield response
+                    return
+            with httpx.Client(transport=self.transport, timeout=self.timeout, follow_redirects=True) as plain, \
+                    plain.stream("GET", response.url.join(location)) as stored:
+                if stored.is_error:
+                    stored.read()
+                    raise DccApiError(stored.status_code, f"storage refused the download: {stored.text[:300]}")
+                yield stored
 
     def result(self, job_id: str) -> dict[str, Any]:
         """The finished job's ``result.json``."""
@@ -330,11 +355,7 @@ class DccClient:
         tmp = dest.with_name(f".dcc-part-{uuid.uuid4().hex[:12]}")  # (short: dest's name may be at the limit)
         try:
             size = 0
-            with open(tmp, "xb") as out, self._translated(), \
-                    self._http.stream("GET", url, follow_redirects=True) as response:
-                if response.is_error:
-                    response.read()
-                    raise DccApiError(response.status_code, _error_message(response))
+            with open(tmp, "xb") as out, self._stream(url) as response:
                 truncated = response.headers.get("x-dcc-truncated") == "true"
                 for chunk in response.iter_bytes():
                     out.write(chunk)

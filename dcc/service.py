@@ -41,6 +41,10 @@ MAX_LIST_BYTES = 5 * 1024 * 1024
 """The most a page of jobs or tasks may take as JSON: a page of 1000 fast jobs with their output, or 2047 tasks
 in FULL view, could pass the 6 MB a Lambda response may hold (API Gateway then answers 502). A page that would is
 cut short, with a cursor for the rest."""
+LOG_REPLY_BYTES = 4 * 1024 * 1024
+"""The longest log the API returns in its reply. A Lambda reply holds 6 MB, and API Gateway gets a binary body in
+base64 (4/3 of its size): a longer log is a redirect to storage where storage presigns (S3), else (local mode, no
+such limit) returned whole."""
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 log = logging.getLogger(__name__)
 
@@ -387,22 +391,31 @@ class JobService:
         except ObjectNotFound:
             return result_document(record)  # ended without running (cancelled while queued, reaped)
 
-    def log(self, job_id: str, stream: str) -> bytes:
-        """The job's stdout or stderr."""
+    def log(self, job_id: str, stream: str) -> Download:
+        """The job's stdout or stderr: its bytes, or a presigned URL where storage has them and the log is longer than
+        a reply may carry (``LOG_REPLY_BYTES``)."""
         record = self.get(job_id)
         if record.spec.fast:
             if not record.state.terminal:
                 raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is kept when it ends")
-            return ((record.stdout if stream == "stdout" else record.stderr) or "").encode()
+            return Download(data=((record.stdout if stream == "stdout" else record.stderr) or "").encode())
         try:
             try:  # (one read where the attempt kept it; the old layout only when it did not)
-                return self.storage.get_bytes(f"{attempt_prefix(job_id, record.attempts)}{stream}")
+                return self._log(f"{attempt_prefix(job_id, record.attempts)}{stream}")
             except ObjectNotFound:
-                return self.storage.get_bytes(f"{job_prefix(job_id)}{stream}")
+                return self._log(f"{job_prefix(job_id)}{stream}")
         except ObjectNotFound:
             if record.state.terminal:
-                return b""
+                return Download(data=b"")
             raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is stored when it ends") from None
+
+    def _log(self, key: str) -> Download:
+        with self.storage.open(key) as body:  # (one read: only the part a reply may carry, and one byte more)
+            head = body.read(LOG_REPLY_BYTES + 1)
+        if len(head) <= LOG_REPLY_BYTES:
+            return Download(data=head)
+        url = self.storage.presigned_url(key)
+        return Download(url=url) if url is not None else Download(data=self.storage.get_bytes(key))
 
     def output(self, job_id: str, path: str) -> Download:
         """One output file: a presigned URL where storage has them, else its bytes."""

@@ -31,6 +31,9 @@ class RestApi(Construct):
             cloud_watch_role=cloudwatch_role,
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if cloudwatch_role else None,
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # logs and output files are bytes, sent base64 by the function: every type, so that API Gateway decodes
+            # them whatever the client's Accept says (request bodies then reach the function in base64 too)
+            binary_media_types=["*/*"],
             default_method_options=apigw.MethodOptions(
                 authorization_type=apigw.AuthorizationType.IAM, api_key_required=api_keys),
             deploy_options=apigw.StageOptions(
@@ -50,12 +53,14 @@ class RestApi(Construct):
         self.api.root.add_method("ANY", integration)
         self.api.root.add_proxy(default_integration=integration, any_method=True)
         self.usage_plan: apigw.UsagePlan | None = None
+        self.api_key: apigw.IApiKey | None = None
         if api_keys:
             self.usage_plan = self.api.add_usage_plan(
                 "UsagePlan", name=None,
                 throttle=apigw.ThrottleSettings(rate_limit=throttle_rate, burst_limit=throttle_burst))
             self.usage_plan.add_api_stage(stage=self.api.deployment_stage)
-            self.usage_plan.add_api_key(self.api.add_api_key("Key"))
+            self.api_key = self.api.add_api_key("Key")
+            self.usage_plan.add_api_key(self.api_key)
         self.url = self.api.url
 
 

@@ -15,12 +15,15 @@ from stacks.nag import acknowledge_findings
 from stacks.network import Network
 from stacks.scaler import ScalerSchedule
 from stacks.state import RedisCache
-from stacks.storage import JobBucket, grant_job_data
+from stacks.storage import JobBucket, grant_job_data, grant_job_data_read
 from stacks.workers import GPU_AMI_PARAMETER, FleetSpec, WorkerFleets
 
 API_HANDLER = "functions.api.handler.lambda_handler"
 WEBSOCKET_HANDLER = "functions.api.websocket.lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler.lambda_handler"
+INLINE_INPUT_BYTES = 3 << 20
+"""Inline inputs a submit may carry on AWS: in base64 in the JSON body, which reaches the function in base64 again,
+with the rest of the spec (at most 256 KiB), it stays under Lambda's 6 MB request payload."""
 
 
 class DccStack(Stack):
@@ -60,8 +63,11 @@ class DccStack(Stack):
             return fn
 
         # API Gateway gives up after 29 s; the long-poll routes answer within 25 s.
+        # A request reaches the function base64-encoded (the API's binary media types are */*) inside a 6 MB payload:
+        # 3 MiB of inline inputs, base64 in the JSON body, is 5.6 MB there.
         self.api_function = function("ApiFunction", handler=API_HANDLER, service="api",
-                                     timeout=Duration.seconds(29), description="dcc HTTP API")
+                                     timeout=Duration.seconds(29), description="dcc HTTP API",
+                                     env={"DCC_MAX_INLINE_BYTES": str(INLINE_INPUT_BYTES)})
         grant_job_data(self.api_function.role, bucket)
         self.rest_api = RestApi(self, "Api", handler=self.api_function.function,
                                 throttle_rate=config.api_throttle_rate, throttle_burst=config.api_throttle_burst,
@@ -73,6 +79,11 @@ class DccStack(Stack):
                                           throttle_rate=config.api_throttle_rate,
                                           throttle_burst=config.api_throttle_burst)
         self.websocket_api.grant_manage_connections(self.websocket_function.function)
+        # a job whose Redis record expired is read from its result.json, as the REST API does
+        grant_job_data_read(self.websocket_function.role, bucket)
+        if config.api_cloudwatch_role:  # the stage's access logs need the account's API Gateway logging role first
+            account = self.rest_api.api.node.find_child("Account")
+            self.websocket_api.stage.node.add_dependency(account)
         self.websocket_function.function.add_environment("DCC_WEBSOCKET_CALLBACK_URL",
                                                          self.websocket_api.callback_url)
 
@@ -114,6 +125,9 @@ class DccStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="HTTP API (IAM auth)")
         CfnOutput(self, "WebSocketUrl", value=self.websocket_api.url, description="WebSocket API")
         CfnOutput(self, "BucketName", value=bucket.bucket_name, description="job data bucket")
+        if self.rest_api.api_key is not None:
+            CfnOutput(self, "ApiKeyId", value=self.rest_api.api_key.key_id,
+                      description="aws apigateway get-api-key --include-value --api-key <this>")
         CfnOutput(self, "CpuGroupName", value=self.workers.groups["cpu"].auto_scaling_group_name)
         CfnOutput(self, "GpuGroupName", value=self.workers.groups["gpu"].auto_scaling_group_name)
         acknowledge_findings(self)

@@ -72,6 +72,9 @@ def acknowledge_findings(stack: Any) -> None:
                                       if fn is stack.scaler_function else ""))
     for role in (stack.api_function.role, stack.scaler_function.role, workers.role):
         acknowledge(role, f"AwsSolutions-IAM5[Resource::{job_objects}]", JOB_DATA_REASON)
+    acknowledge(stack.websocket_function.role, f"AwsSolutions-IAM5[Resource::{job_objects}]",
+                "Jobs' objects live under jobs-data/<job id>/…; the websocket function only reads that prefix "
+                "(GetObject: a finished job's result.json once its Redis record expired; ListBucket on the prefix).")
     tes_objects = nag_text(stack, storage.bucket.arn_for_objects("tes/*"))
     acknowledge(workers.role, f"AwsSolutions-IAM5[Resource::{tes_objects}]",
                 "GA4GH TES tasks read inputs from and write outputs to URLs their users choose under the tes/ "

@@ -51,9 +51,19 @@ class JobBucket(Construct):
 
 def grant_job_data(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str = JOBS_PREFIX) -> None:
     """Read, write, list and delete the objects under ``prefix/`` (what ``dcc.s3_storage`` calls), nothing else."""
+    _grant_objects(grantee, bucket, prefix, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                             "s3:AbortMultipartUpload"])
+
+
+def grant_job_data_read(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str = JOBS_PREFIX) -> None:
+    """Read and list the objects under ``prefix/`` (a finished job's ``result.json`` once its Redis record expired)."""
+    _grant_objects(grantee, bucket, prefix, ["s3:GetObject"])
+
+
+def _grant_objects(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str, actions: list[str]) -> None:
+    """``actions`` on the objects under ``prefix/``, and listing them (so that a missing one is a 404, not a 403)."""
     grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-        actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-        resources=[bucket.arn_for_objects(f"{prefix}/*")]))
+        actions=actions, resources=[bucket.arn_for_objects(f"{prefix}/*")]))
     grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
         actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
         conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}))

@@ -204,10 +204,10 @@ def test_the_files_of_a_job_run_before_attempts_kept_their_own_are_still_served(
     for name, data in (("stdout", b"old out\n"), ("outputs/a.txt", b"A")):  # where workers before kept them
         service.storage.put_bytes(f"jobs/{job_id}/{name}", data)
     service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0, outputs=["a.txt"]))
-    assert service.log(job_id, "stdout") == b"old out\n"
+    assert service.log(job_id, "stdout").data == b"old out\n"
     assert service.output(job_id, "a.txt").data == b"A"
     service.storage.put_bytes(f"jobs/{job_id}/attempt-1/stdout", b"new out\n")  # the attempt's own comes first
-    assert service.log(job_id, "stdout") == b"new out\n"
+    assert service.log(job_id, "stdout").data == b"new out\n"
 
 
 def test_local_mode_s_redis_does_not_take_another_server_on_its_port_for_its_own(redis_server: RedisServer,

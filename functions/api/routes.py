@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import FiniteFloat
 
 from dcc.jobs import JobRecord, JobSpec, JobState
-from dcc.service import JobService
+from dcc.service import Download, JobService
 
 router = APIGatewayRouter()
 TRUNCATED_HEADER = "X-Dcc-Truncated"  # on an output of which only the first part was kept
@@ -66,24 +66,28 @@ def get_result(job_id: str) -> dict[str, Any]:
     return service().result(job_id)
 
 
-@router.get("/v1/jobs/<job_id>/stdout", summary="The job's standard output")
+@router.get("/v1/jobs/<job_id>/stdout", summary="The job's standard output (bytes, or a redirect to storage)")
 def get_stdout(job_id: str):  # no return type: bytes bodies skip response validation
-    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=service().log(job_id, "stdout"))
+    return _download(service().log(job_id, "stdout"), "text/plain; charset=utf-8")
 
 
-@router.get("/v1/jobs/<job_id>/stderr", summary="The job's standard error")
+@router.get("/v1/jobs/<job_id>/stderr", summary="The job's standard error (bytes, or a redirect to storage)")
 def get_stderr(job_id: str):  # no return type: bytes bodies skip response validation
-    return Response(status_code=200, content_type="text/plain; charset=utf-8", body=service().log(job_id, "stderr"))
+    return _download(service().log(job_id, "stderr"), "text/plain; charset=utf-8")
 
 
 @router.get("/v1/jobs/<job_id>/outputs/.+", summary="One output file (bytes, or a redirect to storage)")
 def get_output(job_id: str):  # no return type: bytes bodies skip response validation
     path = router.current_event.path.split(f"/v1/jobs/{job_id}/outputs/", 1)[1]
-    download = service().output(job_id, path)
+    return _download(service().output(job_id, path), "application/octet-stream")
+
+
+def _download(download: Download, content_type: str) -> Response[Any]:
+    """A file's bytes, or a redirect to where storage serves it (a presigned URL)."""
     if download.url is not None:
         return Response(status_code=302, headers={"Location": download.url}, body="")
     headers = {TRUNCATED_HEADER: "true"} if download.truncated else None
-    return Response(status_code=200, content_type="application/octet-stream", body=download.data, headers=headers)
+    return Response(status_code=200, content_type=content_type, body=download.data, headers=headers)
 
 
 @router.post("/v1/jobs/<job_id>/cancel", summary="Cancel a job (a finished one is left as it is)")

@@ -623,3 +623,30 @@ def test_requests_to_an_iam_api_are_signed(monkeypatch: pytest.MonkeyPatch) -> N
     local = DccClient("http://127.0.0.1:8000", transport=_httpx.MockTransport(handler))
     local.workers()
     assert "authorization" not in seen[1].headers
+
+
+def test_a_redirect_to_storage_carries_none_of_the_api_s_credentials(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    from dcc.client import DccClient
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "tok",
+                 "AWS_DEFAULT_REGION": "eu-west-1", "DCC_API_KEY": "key-123"}.items():
+        monkeypatch.setenv(k, v)
+    presigned = "https://bkt.s3.eu-west-2.amazonaws.com/jobs/j/out?X-Amz-Signature=abc"
+    stored: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host.endswith(".s3.eu-west-2.amazonaws.com"):
+            stored.append(request)
+            # (as S3 does: a presigned request with an x-amz-* header the URL did not sign is refused)
+            if any(h.startswith("x-amz-") or h in ("authorization", "x-api-key") for h in request.headers):
+                return httpx.Response(403, text="<Error><Code>AccessDenied</Code></Error>")
+            return httpx.Response(200, content=b"stored bytes")
+        assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256")
+        return httpx.Response(302, headers={"Location": presigned})
+
+    api = DccClient("https://abc123.execute-api.eu-west-2.amazonaws.com/prod", transport=httpx.MockTransport(handler))
+    assert api.stdout("job-1") == b"stored bytes"          # a log too long for a Lambda reply
+    assert api.download_output("job-1", "out", tmp_path / "out") == (12, False)
+    assert (tmp_path / "out").read_bytes() == b"stored bytes" and len(stored) == 2
+    assert all(str(r.url) == presigned for r in stored)

@@ -194,3 +194,32 @@ def test_odd_events_get_a_4xx_saying_what_is_wrong(s3_service: Settings) -> None
     del headless["httpMethod"]
     reply = handler.lambda_handler(headless, None)
     assert reply["statusCode"] == 400 and "httpMethod" in json.loads(reply["body"])["error"]
+
+
+def test_a_log_too_long_for_a_lambda_reply_is_a_redirect_to_storage(s3_service: Settings) -> None:
+    from dcc.jobs import JobState, Outcome
+    from dcc.service import LOG_REPLY_BYTES
+    from dcc.storage import attempt_prefix
+
+    service = build_service(s3_service)
+    job = json.loads(handler.lambda_handler(event("submit_job"), None)["body"])["id"]
+    claim = service.store.claim("cpu", "w1")
+    assert claim is not None and claim.job.id == job
+    service.storage.put_bytes(f"{attempt_prefix(job, 1)}stdout", b"x" * (LOG_REPLY_BYTES + 1))
+    service.storage.put_bytes(f"{attempt_prefix(job, 1)}stderr", b"e" * LOG_REPLY_BYTES)
+    assert service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+
+    def get(stream: str) -> dict:
+        return handler.lambda_handler(event("get_job", JOB_ID=job, **{f"/v1/jobs/{job}": f"/v1/jobs/{job}/{stream}"}),
+                                      None)
+
+    # a log a reply can carry comes in it (base64: API Gateway decodes it, its binary media types being */*)
+    small = get("stderr")
+    assert small["statusCode"] == 200 and small["isBase64Encoded"]
+    assert base64.b64decode(small["body"]) == b"e" * LOG_REPLY_BYTES
+    assert len(json.dumps(small)) < 6 * 1024 * 1024                       # what a Lambda reply may hold
+    # a longer one is a redirect to a presigned URL of the object
+    big = get("stdout")
+    assert big["statusCode"] == 302 and big["body"] == ""
+    location = big["multiValueHeaders"]["Location"][0] if "multiValueHeaders" in big else big["headers"]["Location"]
+    assert f"/data/jobs/{job}/attempt-1/stdout?" in location and "X-Amz-Signature" in location

@@ -192,6 +192,10 @@ def test_websocket_function_manages_its_connections(synth: Any) -> None:
     manage = [s for s in statements if s["Action"] == "execute-api:ManageConnections"]
     assert manage and "@connections" in json.dumps(manage[0]["Resource"])
     assert "autoscaling:SetDesiredCapacity" not in actions(statements)
+    # it reads a finished job's result.json once the record expired, and writes nothing there
+    reads = [s for s in statements if s["Action"] == "s3:GetObject"]
+    assert reads and "/jobs-data/*" in json.dumps(reads[0]["Resource"])
+    assert not {"s3:PutObject", "s3:DeleteObject"} & actions(statements)
 
 
 def test_api_role_has_no_wildcard_actions(synth: Any) -> None:
@@ -206,6 +210,13 @@ def test_rest_methods_use_iam(synth: Any) -> None:
     methods = resources(synth, "AWS::ApiGateway::Method")
     assert len(methods) == 2
     assert all(m["Properties"]["AuthorizationType"] == "AWS_IAM" for m in methods.values())
+
+
+def test_rest_api_returns_logs_and_files_as_binary(synth: Any) -> None:
+    # the function sends bytes base64-encoded; API Gateway decodes them only for the binary media types
+    synth.template.has_resource_properties("AWS::ApiGateway::RestApi", {"BinaryMediaTypes": ["*/*"]})
+    # (so a request reaches the function base64-encoded: inline inputs are held to what fits in its payload)
+    assert function_env(synth, "functions.api.handler.lambda_handler")["DCC_MAX_INLINE_BYTES"] == str(3 << 20)
 
 
 def test_rest_stage_throttles_and_logs(synth: Any) -> None:
@@ -225,6 +236,10 @@ def test_websocket_routes_and_stage(synth: Any) -> None:
         "AccessLogSettings": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("requestId")},
         "DefaultRouteSettings": {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100},
     })
+    # its access logs need the account's API Gateway logging role: created first (as the REST stage is)
+    [stage] = resources(synth, "AWS::ApiGatewayV2::Stage").values()
+    [account] = resources(synth, "AWS::ApiGateway::Account")
+    assert account in stage.get("DependsOn", [])
 
 
 def test_outputs(synth: Any) -> None:

@@ -30,6 +30,8 @@ def test_every_option_on(tmp_path: Path) -> None:
     template: Any = Template.from_stack(stack)
     template.resource_count_is("AWS::ApiGateway::UsagePlan", 1)
     template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
+    [key] = template.find_resources("AWS::ApiGateway::ApiKey")
+    assert template.to_json()["Outputs"]["ApiKeyId"]["Value"] == {"Ref": key}  # what get-api-key needs
     template.has_resource_properties("AWS::ApiGateway::Method", {"ApiKeyRequired": True,
                                                                   "AuthorizationType": "AWS_IAM"})
     template.resource_count_is("AWS::ApiGateway::Account", 0)

@@ -513,7 +513,8 @@ def test_a_job_past_the_disk_limit_ends_in_error_saying_so_and_is_not_retried(
     assert (job.state, job.attempts, job.exit_code) == (JobState.ERROR, 1, 137)
     assert job.error is not None and job.error.code == "disk_limit_exceeded" and "bytes" in job.error.message
     assert job.timings()["runTime"] < 30  # stopped when seen, not after its sleep
-    assert service.log(job_id, "stdout") == b"started\n" and b"DCC_MAX_JOB_DISK_BYTES" in service.log(job_id, "stderr")
+    assert service.log(job_id, "stdout").data == b"started\n"
+    assert b"DCC_MAX_JOB_DISK_BYTES" in (service.log(job_id, "stderr").data or b"")
     assert service.result(job_id)["error"]["code"] == "disk_limit_exceeded"
 
 
@@ -569,7 +570,7 @@ def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_o
         assert store.reap() == {job_id: JobState.QUEUED}
         other.start()
         wait_for(lambda: service.get(job_id).state.terminal, timeout=30)
-        counted = service.log(job_id, "stdout")
+        counted = service.log(job_id, "stdout").data
         late_runtime.release.set()  # the late attempt ends now, and writes what it has
         wait_for(lambda: late.running_count() == 0, timeout=30)
     finally:
@@ -580,7 +581,7 @@ def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_o
         other_runtime.client.close()
     job = service.get(job_id)
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
-    assert service.log(job_id, "stdout") == counted != late_runtime.printed.encode()
+    assert service.log(job_id, "stdout").data == counted != late_runtime.printed.encode()
     assert service.output(job_id, "who").data == counted  # the output of the same attempt as the log
     assert service.result(job_id)["attempts"] == 2
 
@@ -644,7 +645,7 @@ def test_an_attempt_that_lost_its_lease_unknowing_and_ends_first_leaves_no_resul
         for runtime in (late_runtime, retry_runtime):
             runtime.client.close()
     assert service.result(job_id)["attempts"] == 2
-    assert service.log(job_id, "stdout").decode() == retry_runtime.printed
+    assert service.log(job_id, "stdout").data.decode() == retry_runtime.printed
 
 
 def test_output_names_are_held_to_what_the_storage_s_keys_can_hold(settings: Settings, tmp_path: Path) -> None:
