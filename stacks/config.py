@@ -47,7 +47,7 @@ class DccConfig:
     redis_node_type: str = "cache.t4g.small"  # redisNodeType
     redis_replicas: int = 1  # redisReplicas: 0 turns Multi-AZ failover off
     cpu_instance_type: str = "m7g.large"  # cpuInstanceType
-    cpu_arch: str = "arm64"  # cpuArch: arm64 or x86_64 (must match cpuInstanceType)
+    cpu_arch: str = "arm64"  # cpuArch: arm64 or x86_64 (default: cpuInstanceType's; must match it)
     cpu_min: int = 0  # cpuMin
     cpu_max: int = 4  # cpuMax
     gpu_instance_type: str = "g5.xlarge"  # gpuInstanceType
@@ -84,7 +84,9 @@ class DccConfig:
             redis_node_type=str(get("redisNodeType", base.redis_node_type)),
             redis_replicas=int(get("redisReplicas", base.redis_replicas)),
             cpu_instance_type=str(get("cpuInstanceType", base.cpu_instance_type)),
-            cpu_arch=str(get("cpuArch", base.cpu_arch)),
+            cpu_arch=str(get("cpuArch", instance_types.architecture(str(get("cpuInstanceType",
+                                                                             base.cpu_instance_type)))
+                             or base.cpu_arch)),
             cpu_min=int(get("cpuMin", base.cpu_min)),
             cpu_max=int(get("cpuMax", base.cpu_max)),
             gpu_instance_type=str(get("gpuInstanceType", base.gpu_instance_type)),
@@ -99,6 +101,14 @@ class DccConfig:
         )
         if config.cpu_arch not in ("arm64", "x86_64"):
             raise ValueError(f"cpuArch must be arm64 or x86_64, not {config.cpu_arch!r}")
+        arch = instance_types.architecture(config.cpu_instance_type)
+        if arch is not None and arch != config.cpu_arch:  # (the image would not boot: every launch would fail)
+            raise ValueError(f"cpuInstanceType {config.cpu_instance_type!r} is {arch} but cpuArch is "
+                             f"{config.cpu_arch}: leave cpuArch out, or set it to {arch}")
+        if instance_types.architecture(config.gpu_instance_type) == "arm64":
+            raise ValueError(f"gpuInstanceType {config.gpu_instance_type!r} is arm64 (Graviton), and the GPU workers' "
+                             "image (the ECS GPU-optimized Amazon Linux 2023) is x86_64 only: choose an x86_64 "
+                             "GPU type (g4dn, g5, g6, p4d, ...)")
         config.slots()  # a type whose counts are unknown fails here, naming the context key to set
         return config
 

@@ -57,3 +57,16 @@ def nvidia_gpus(instance_type: str) -> int:
     family, size = _split(instance_type)
     default, sizes = _NVIDIA.get(family, (0, {}))
     return sizes.get(size, default)
+
+
+_FAMILY = re.compile(r"^([a-z]+)(\d+)([a-z-]*)$")
+
+
+def architecture(instance_type: str) -> str | None:
+    """``arm64`` for a Graviton type (a ``g`` among the attributes after the generation: m7g, c7gn, g5g, im4gn; and
+    a1), ``x86_64`` for the other families the rule covers, None where it does not say (mac*, u-*)."""
+    family, _ = _split(instance_type)
+    match = _FAMILY.match(family)
+    if match is None or family.startswith("mac"):
+        return None
+    return "arm64" if "g" in match.group(3) or family == "a1" else "x86_64"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.config import DccConfig
-from stacks.instance_types import nvidia_gpus, vcpus
+from stacks.instance_types import architecture, nvidia_gpus, vcpus
 
 
 @pytest.mark.parametrize(("instance_type", "cpus", "gpus"), [
@@ -33,3 +33,29 @@ def test_slots_come_from_the_types_or_the_context() -> None:
         DccConfig(cpu_instance_type="t4g.xlarge").slots()
     with pytest.raises(ValueError, match="gpuCount"):
         DccConfig(gpu_instance_type="inf2.xlarge").slots()
+
+
+@pytest.mark.parametrize(("instance_type", "arch"), [
+    ("m7g.large", "arm64"), ("c7gn.xlarge", "arm64"), ("t4g.small", "arm64"), ("g5g.xlarge", "arm64"),
+    ("im4gn.large", "arm64"), ("is4gen.large", "arm64"), ("x2gd.large", "arm64"), ("hpc7g.4xlarge", "arm64"),
+    ("a1.large", "arm64"), ("m7i.large", "x86_64"), ("m7i-flex.large", "x86_64"), ("g5.xlarge", "x86_64"),
+    ("g4ad.xlarge", "x86_64"), ("gr6.4xlarge", "x86_64"), ("p5en.48xlarge", "x86_64"), ("inf2.xlarge", "x86_64"),
+    ("mac2.metal", None), ("u-6tb1.metal", None),
+])
+def test_architecture_follows_ec2_names(instance_type: str, arch: str | None) -> None:
+    assert architecture(instance_type) == arch
+
+
+def test_the_cpu_architecture_follows_the_type_and_a_mismatch_or_an_arm_gpu_type_stops_synthesis() -> None:
+    import aws_cdk as cdk
+
+    def config(**context: str) -> DccConfig:
+        return DccConfig.from_context(cdk.App(context=context).node)
+
+    assert config(cpuInstanceType="m7i.large").cpu_arch == "x86_64"        # (an image that boots on it)
+    assert config().cpu_arch == "arm64" and config(cpuInstanceType="c7g.xlarge").cpu_arch == "arm64"
+    assert config(cpuInstanceType="t3.large", cpuVcpus="2", cpuArch="x86_64").cpu_arch == "x86_64"
+    with pytest.raises(ValueError, match="cpuInstanceType 'm7i.large' is x86_64 but cpuArch is arm64"):
+        config(cpuInstanceType="m7i.large", cpuArch="arm64")
+    with pytest.raises(ValueError, match="gpuInstanceType 'g5g.xlarge' is arm64"):
+        config(gpuInstanceType="g5g.xlarge")
