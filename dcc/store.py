@@ -67,7 +67,7 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
 
 def _translated(fn: Callable[P, T]) -> Callable[P, T]:
     """Turn redis-py's connection errors, and Redis's own passing refusals (a replica during a failover, a server
-    still loading its data), into ``StoreUnavailable``: callers wait them out as they wait out an outage."""
+    still loading its data, a full one), into ``StoreUnavailable``: callers wait them out as they wait out an outage."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -77,6 +77,8 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         except redis.ReadOnlyError as exc:  # (one still loading its data is a ConnectionError already)
             raise StoreUnavailable(f"Redis is not taking writes: {exc}") from exc
+        except redis.exceptions.OutOfMemoryError as exc:  # full, and set to refuse writes rather than evict records
+            raise StoreUnavailable(f"Redis is full: {exc}") from exc
 
     return wrapper
 

@@ -58,8 +58,11 @@ def acknowledge_findings(stack: Any) -> None:
     else:
         acknowledge(storage.log_bucket, "AwsSolutions-S1", "This is the access log bucket; it cannot log to itself.")
     acknowledge(redis.secret, "AwsSolutions-SMG4",
-                "Rotating an ElastiCache AUTH token needs a custom rotation function (ROTATE strategy); tokens are "
-                "rotated by redeploying with a new secret version. Clients read the secret at start.")
+                "Rotating an ElastiCache AUTH token needs a custom rotation function (ROTATE strategy); a token is "
+                "rotated by hand: a new secret version set on the replication group (ModifyReplicationGroup, "
+                "AuthTokenUpdateStrategy ROTATE keeps the old one valid meanwhile), then new Lambda execution "
+                "environments (they read the secret at cold start) and an instance refresh of the worker groups "
+                "(workers read it at boot), then SET.")
     acknowledge(redis.replication_group, "AwsSolutions-AEC5",
                 "6379 is reachable only from dcc's function and worker security groups, over TLS with AUTH; a "
                 "non-default port adds no protection.")

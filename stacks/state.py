@@ -29,6 +29,11 @@ class RedisCache(Construct):
         subnet_group = elasticache.CfnSubnetGroup(
             self, "Subnets", description="dcc Redis subnets",
             subnet_ids=vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids)
+        # A job store refuses writes when full (503s, waited out by workers) rather than evicting: the default policy,
+        # volatile-lru, would drop finished jobs' records (they carry a TTL), and fast jobs' results with them.
+        self.parameters = elasticache.CfnParameterGroup(
+            self, "Parameters", cache_parameter_group_family="redis7", description="dcc job store: no eviction",
+            properties={"maxmemory-policy": "noeviction"})
         self.replication_group = elasticache.CfnReplicationGroup(
             self, "ReplicationGroup",
             replication_group_description="dcc job store",
@@ -45,6 +50,7 @@ class RedisCache(Construct):
             # A dynamic reference: CloudFormation resolves it at deploy time, the template never holds the token.
             auth_token=self.secret.secret_value.unsafe_unwrap(),
             cache_subnet_group_name=subnet_group.ref,
+            cache_parameter_group_name=self.parameters.ref,
             security_group_ids=[self.security_group.security_group_id],
             snapshot_retention_limit=1,
         )

@@ -524,3 +524,24 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     assert store.drop_worker("sick") == {"sick-job": JobState.QUEUED}  # the sick worker's, at once
     assert store.get("healthy-job").state == JobState.RUNNING  # (its worker renews it once it reconnects)
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
+
+
+def test_a_full_redis_that_refuses_writes_is_unavailability_and_half_writes_nothing(store: JobStore) -> None:
+    from dcc.errors import StoreUnavailable
+
+    make(store, "before")
+    used = int(store.redis.info("memory")["used_memory"])
+    old = store.redis.config_get("maxmemory*")
+    try:  # (the deployed policy: ElastiCache's parameter group sets noeviction)
+        store.redis.config_set("maxmemory-policy", "noeviction")
+        store.redis.config_set("maxmemory", str(max(1, used // 2)))
+        with pytest.raises(StoreUnavailable, match="Redis is full"):
+            make(store, "full")
+        assert store.get("full") is None and store.queue_depths()["queues"]["cpu"] == 1  # nothing half written
+        # the queue still drains (a script whose first write frees memory runs whole): workers can work it off
+        claim = store.claim("cpu", "w")
+        assert claim is not None and claim.job.id == "before"
+    finally:
+        store.redis.config_set("maxmemory", old["maxmemory"])
+        store.redis.config_set("maxmemory-policy", old["maxmemory-policy"])
+    assert store.get("before").state == JobState.RUNNING

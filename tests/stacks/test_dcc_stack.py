@@ -67,6 +67,11 @@ def test_redis_encrypts_in_transit_and_at_rest_with_a_secret_token(synth: Any) -
     token = json.dumps(props["AuthToken"])
     assert "{{resolve:secretsmanager:" in token  # a dynamic reference, never the token itself
     assert props["MultiAZEnabled"] is True and props["AutomaticFailoverEnabled"] is True
+    # full: writes refused, records never evicted
+    [(name, parameters)] = resources(synth, "AWS::ElastiCache::ParameterGroup").items()
+    assert parameters["Properties"]["Properties"] == {"maxmemory-policy": "noeviction"}
+    assert parameters["Properties"]["CacheParameterGroupFamily"] == "redis7" and props["EngineVersion"].startswith("7")
+    assert props["CacheParameterGroupName"] == {"Ref": name}
 
 
 def test_redis_port_open_only_to_functions_and_workers(synth: Any) -> None:
