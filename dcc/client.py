@@ -47,19 +47,24 @@ class SigV4Auth(httpx.Auth):
             raise DccClientError("this API needs AWS credentials (IAM auth): none were found")
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self.headers(request.method, request.url, request.content))
+        yield request
+
+    def headers(self, method: str, url: httpx.URL, body: bytes = b"") -> dict[str, str]:
+        """The headers that sign ``method url`` (a ``wss://`` URL is signed as the ``https://`` request it opens
+        with, as API Gateway checks a WebSocket API's ``$connect``)."""
         from botocore.auth import SigV4Auth as BotoSigV4
         from botocore.awsrequest import AWSRequest
 
-        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content,
-                            headers={"host": request.url.host})
+        if url.scheme in ("ws", "wss"):
+            url = url.copy_with(scheme="https" if url.scheme == "wss" else "http")
+        signed = AWSRequest(method=method, url=str(url), data=body, headers={"host": url.host})
         BotoSigV4(self.credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(signed)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            if name in signed.headers:
-                request.headers[name] = signed.headers[name]
-        yield request
+        return {name: signed.headers[name] for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
+                if name in signed.headers}
 
 
-def aws_auth_for(url: httpx.URL) -> httpx.Auth | None:
+def aws_auth_for(url: httpx.URL) -> SigV4Auth | None:
     """SigV4 for ``*.execute-api.<region>.amazonaws.com`` (or when DCC_API_REGION names the region), else none."""
     match = re.match(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$", url.host or "")
     region = os.environ.get("DCC_API_REGION") or (match.group(1) if match else None)
@@ -219,9 +224,19 @@ class DccClient:
                 pass  # no websocket here (or it dropped, as when the API restarts): long-poll instead
         return self._long_poll(job_id, on_change, poll, on_outage, last=seen[-1] if seen else None)
 
+    def websocket_url(self) -> str:
+        """Where live status is served: ``DCC_WEBSOCKET_URL`` (on AWS, the stack's ``WebSocketUrl`` output: a WebSocket
+        API of its own), else the API's own ``/v1/ws`` (local mode)."""
+        given = os.environ.get("DCC_WEBSOCKET_URL", "").strip()
+        if given:
+            return given.rstrip("/")
+        return self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
+
     def _watch_websocket(self, job_id: str, on_change: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-        url = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/v1/ws"
-        with ws_connect(url, open_timeout=5) as ws:
+        url = self.websocket_url()
+        auth = aws_auth_for(httpx.URL(url))  # (a WebSocket API's $connect takes IAM auth, as the REST API does)
+        headers = auth.headers("GET", httpx.URL(url)) if auth is not None else None
+        with ws_connect(url, open_timeout=5, additional_headers=headers) as ws:
             ws.send(json.dumps({"action": "subscribe", "jobIds": [job_id]}))
             while True:
                 message = json.loads(ws.recv(timeout=3600))

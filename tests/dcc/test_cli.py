@@ -650,3 +650,39 @@ def test_a_redirect_to_storage_carries_none_of_the_api_s_credentials(monkeypatch
     assert api.download_output("job-1", "out", tmp_path / "out") == (12, False)
     assert (tmp_path / "out").read_bytes() == b"stored bytes" and len(stored) == 2
     assert all(str(r.url) == presigned for r in stored)
+
+
+def test_the_websocket_of_a_deployment_is_its_own_api_and_its_connect_is_signed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from websockets.sync.server import ServerConnection, serve
+
+    from dcc.client import DccClient
+
+    port = free_port()
+    for k, v in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "tok",
+                 "DCC_API_REGION": "eu-west-1", "DCC_WEBSOCKET_URL": f"ws://127.0.0.1:{port}/prod"}.items():
+        monkeypatch.setenv(k, v)
+    handshakes: list[tuple[str, dict[str, str]]] = []
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        handshakes.append((ws.request.path, dict(ws.request.headers)))
+        assert json.loads(ws.recv()) == {"action": "subscribe", "jobIds": ["job-1"]}
+        ws.send(json.dumps({"type": "job", "job": job_view(state="running")}))
+        ws.send(json.dumps({"type": "job", "job": job_view(state="succeeded", exitCode=0)}))
+
+    with serve(handler, "127.0.0.1", port) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        seen: list[str] = []
+        # (the REST API's own /v1/ws is not asked: nothing answers at port 9)
+        view = DccClient("http://127.0.0.1:9").wait_until_done("job-1", on_change=lambda v: seen.append(v["state"]))
+        server.shutdown()
+    assert view["state"] == "succeeded" and seen == ["running", "succeeded"]
+    [(path, headers)] = handshakes
+    assert path == "/prod"
+    auth = {k.lower(): v for k, v in headers.items()}
+    assert auth["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in auth["authorization"]
+    assert auth["x-amz-security-token"] == "tok" and "x-amz-date" in auth
