@@ -60,7 +60,9 @@ install_code() {
     unzip -q "$work/code.zip" -d "$APP_DIR/src"
     rm -rf "$work"
     "$PYTHON" -m venv "$APP_DIR/venv"
-    retry "$APP_DIR/venv/bin/pip" install --quiet --disable-pip-version-check "$APP_DIR/src"
+    # the versions the tests ran against (worker-constraints.txt), not whatever PyPI has today
+    retry "$APP_DIR/venv/bin/pip" install --quiet --disable-pip-version-check \
+        -c "$APP_DIR/src/worker-constraints.txt" "$APP_DIR/src"
 }
 
 redis_token() {

@@ -26,8 +26,11 @@ if [ ! -x .venv/bin/python ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2 && "$py" -m venv .venv; }
 fi
 stamp=.venv/.dcc-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ] \
+    || [ worker-constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -e '.[test]' >&2
+  # the runtime's versions are those the workers install (worker-constraints.txt), so the tests run what is deployed
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c worker-constraints.txt \
+    -r requirements.txt -e '.[test]' >&2
   touch "$stamp"
 fi
