@@ -34,7 +34,7 @@ from dcc.jobs import (
 )
 from dcc.settings import Settings
 from dcc.storage import Storage, attempt_prefix, job_prefix
-from dcc.store import JobStore, Page
+from dcc.store import JobStore, Page, worker_slots
 
 URL_CHECK = Callable[[str], None]
 MAX_LIST_BYTES = 5 * 1024 * 1024
@@ -228,9 +228,9 @@ class JobService:
         s = self.settings
         params = spec.parameters
         duration = min(params.maxDuration or s.default_max_duration, s.max_duration)
-        if s.max_gpus_per_worker is not None and params.gpu > s.max_gpus_per_worker:
+        if params.gpu and (limit := self._gpu_limit()) is not None and params.gpu > limit:
             raise InvalidJob(f"parameters.gpu: {params.gpu} GPUs is more than any worker of this deployment has "
-                             f"({s.max_gpus_per_worker})", field="parameters.gpu")
+                             f"({limit})", field="parameters.gpu")
         if params.memory is not None and params.memory > s.max_memory_mb:
             raise InvalidJob(
                 f"parameters.memory: {params.memory} MiB is over this deployment's maximum of "
@@ -328,8 +328,22 @@ class JobService:
                 pass
         return record, created
 
+    def _gpu_limit(self) -> int | None:
+        """The most GPUs a job may ask for: the most any worker of the deployment has, as configured
+        (``DCC_MAX_GPUS_PER_WORKER``: on AWS the GPU instance type's; in local mode its own worker's) or, when more,
+        as a live worker reports (a worker started beside them). None when neither says (no worker has registered
+        yet, and none is configured): the job waits for one."""
+        configured = self.settings.max_gpus_per_worker
+        try:
+            live = [worker_slots(w, "gpu") or 0 for w in self.store.workers()]
+        except StoreUnavailable:  # (the submit itself then says so)
+            live = []
+        if configured is None and not live:
+            return None
+        return max([configured or 0, *live])
+
     def _smoke_gpu(self, gpu: bool) -> None:
-        if gpu and self.settings.max_gpus_per_worker == 0:  # (the job's own check would name a field never sent)
+        if gpu and self._gpu_limit() == 0:  # (the job's own check would name a field never sent)
             raise InvalidJob("no worker of this deployment has a GPU: there is no GPU job to test")
 
     def smoke(self, *, gpu: bool) -> JobRecord:
@@ -447,8 +461,14 @@ class JobService:
         return key
 
     def workers(self) -> list[dict[str, Any]]:
-        """Live workers and their health."""
-        return self.store.workers()
+        """Live workers and their health (``gpuInfo``: what nvidia-smi said of each GPU)."""
+        workers: list[dict[str, Any]] = self.store.workers()
+        for worker in workers:
+            try:
+                worker["gpuInfo"] = json.loads(worker.get("gpuInfo") or "[]")
+            except ValueError:
+                worker["gpuInfo"] = []
+        return workers
 
     def queues(self) -> dict[str, Any]:
         """Queue depths and running jobs."""

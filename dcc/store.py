@@ -675,6 +675,15 @@ class JobStore:
         return bool(self.redis.ping())
 
 
+def worker_slots(worker: dict[str, str], queue: str) -> int | None:
+    """The slots a worker's heartbeat offers for ``queue`` (``slots`` is like ``cpu=2,gpu=1``)."""
+    for part in worker.get("slots", "").split(","):
+        name, _, n = part.partition("=")
+        if name.strip() == queue and n.strip().isdigit():
+            return int(n)
+    return None
+
+
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     """p50 and p95 (nearest rank) of ``values``; None when there are none."""
     if not values:

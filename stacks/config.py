@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ class DccConfig:
     gpu_max: int = 2  # gpuMax
     cpu_vcpus: int | None = None  # cpuVcpus: vCPUs of cpuInstanceType, where its name does not say (t*, *.metal)
     gpu_count: int | None = None  # gpuCount: NVIDIA GPUs of gpuInstanceType, where dcc's table does not know it
+    gpu_docker_runtime: str = ""  # gpuDockerRuntime: e.g. nvidia, the legacy runtime GPU jobs also run with
     worker_volume_gib: int = 100  # workerVolumeGiB
     worker_ssm: bool = True  # workerSsm: Session Manager access to workers
     log_level: str = "INFO"  # logLevel
@@ -94,11 +96,15 @@ class DccConfig:
             gpu_max=int(get("gpuMax", base.gpu_max)),
             cpu_vcpus=_optional_int(get("cpuVcpus", None)),
             gpu_count=_optional_int(get("gpuCount", None)),
+            gpu_docker_runtime=str(get("gpuDockerRuntime", base.gpu_docker_runtime)).strip(),
             worker_volume_gib=int(get("workerVolumeGiB", base.worker_volume_gib)),
             worker_ssm=_bool(get("workerSsm", base.worker_ssm)),
             log_level=str(get("logLevel", base.log_level)),
             scaler_env=_scaler_env(get),
         )
+        if not re.fullmatch(r"([a-z0-9][a-z0-9._-]{0,63})?", config.gpu_docker_runtime):  # (it goes into user data)
+            raise ValueError(f"gpuDockerRuntime must be a Docker runtime's name (e.g. nvidia), not "
+                             f"{config.gpu_docker_runtime!r}")
         if config.cpu_arch not in ("arm64", "x86_64"):
             raise ValueError(f"cpuArch must be arm64 or x86_64, not {config.cpu_arch!r}")
         arch = instance_types.architecture(config.cpu_instance_type)

@@ -94,7 +94,8 @@ class DccStack(Stack):
         self.workers = WorkerFleets(
             self, "Workers", vpc=vpc, subnets=private,
             specs=[FleetSpec("cpu", config.cpu_instance_type, cpu_image, config.cpu_min, config.cpu_max),
-                   FleetSpec("gpu", config.gpu_instance_type, gpu_image, config.gpu_min, config.gpu_max)],
+                   FleetSpec("gpu", config.gpu_instance_type, gpu_image, config.gpu_min, config.gpu_max,
+                             gpu_runtime=config.gpu_docker_runtime)],
             bucket=bucket, storage_url=self.storage.storage_url, tes_url=self.storage.tes_url,
             redis_host=self.redis.host,
             redis_port=self.redis.port, redis_secret=self.redis.secret, allowed_buckets=allowed_buckets,

@@ -43,6 +43,8 @@ class FleetSpec:
     machine_image: ec2.IMachineImage
     min_capacity: int
     max_capacity: int
+    gpu_runtime: str = ""
+    """A Docker runtime GPU jobs also run with (the legacy ``nvidia`` runtime); empty: device requests alone."""
 
 
 def render_bootstrap(values: dict[str, str], template: str | None = None) -> str:
@@ -117,6 +119,7 @@ class WorkerFleets(Construct):
                 "GROUP_NAME": self.group_names[spec.name],
                 "LOG_LEVEL": log_level,
                 "WEBSOCKET_ENDPOINT": websocket_endpoint,
+                "GPU_RUNTIME": spec.gpu_runtime,
             })
             template = ec2.LaunchTemplate(
                 self, f"{spec.name.capitalize()}Template",

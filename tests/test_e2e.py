@@ -233,6 +233,9 @@ def test_local_mode_refuses_gpu_jobs_its_own_worker_cannot_run(settings: Setting
         assert wait_done(client, job["id"])["state"] == "succeeded"
         reply = client.post("/v1/jobs", json={"image": test_image, "command": ["true"], "parameters": {"gpu": 3}})
         assert reply.status_code == 400 and "(2)" in reply.json()["error"], reply.text
+        [worker] = client.get("/v1/workers").json()["workers"]
+        assert worker["class"] == "local" and worker["slots"] == f"cpu={local.slots},gpu=2"
+        assert [g["index"] for g in worker["gpuInfo"]] == ["0", "1"]
 
 
 def test_containers_docker_refuses_end_the_job_without_retries_or_harm_to_the_worker(

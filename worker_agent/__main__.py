@@ -6,6 +6,8 @@
     DCC_WORKER_SLOTS                 CPU jobs at once (default: CPUs - GPUs, at least 1)
     DCC_CPUS, DCC_GPUS               override the detected CPUs and GPUs (nvidia-smi); GPU jobs = GPUs
     DISABLE_NVIDIA_RUNTIME=true      serve the gpu queue without GPU devices (DCC_GPUS slots), for testing
+    DCC_GPU_RUNTIME=nvidia           also run GPU jobs with this Docker runtime (the legacy nvidia runtime)
+    DCC_WORKER_CLASS                 the group served, shown at GET /v1/workers (cpu or gpu on AWS; default local)
     DCC_WORK_DIR                     scratch space for jobs (default /tmp/dcc-worker)
 
 SIGTERM or SIGINT: stop claiming, let running jobs finish within DCC_GRACE_SECONDS, hand back the rest.
@@ -27,7 +29,7 @@ from dcc.storage import Progress
 from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 from worker_agent.files import DirInUse, hold_dir, remove_tree, stable_id
-from worker_agent.resources import detect, ec2_instance_id
+from worker_agent.resources import ResourceError, detect, ec2_instance_id, positive_int, truthy
 
 log = logging.getLogger("dcc.worker")
 
@@ -51,13 +53,16 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         max_output_bytes=settings.max_output_bytes,
         max_log_bytes=settings.max_log_bytes,
         max_disk_bytes=settings.max_job_disk_bytes,
+        # the legacy way to GPUs (nvidia-container-runtime as a Docker runtime) beside the device requests
+        gpu_runtime=os.environ.get("DCC_GPU_RUNTIME", "").strip() or None,
     )
-    machine = detect()
+    try:
+        machine = detect()
+        cpu_slots = slots or positive_int(os.environ, "DCC_WORKER_SLOTS") or machine.cpu_slots
+    except ResourceError as exc:
+        raise SystemExit(f"worker: {exc}") from None
     gpu_ids = tuple(g.index for g in machine.gpus)
-    disable_nvidia = os.environ.get("DISABLE_NVIDIA_RUNTIME", "").lower() in ("1", "true", "yes")
-    if disable_nvidia and not gpu_ids and os.environ.get("DCC_GPUS"):
-        gpu_ids = tuple(str(i) for i in range(int(os.environ["DCC_GPUS"])))  # pretend GPUs: data flow only
-    cpu_slots = slots or int(os.environ.get("DCC_WORKER_SLOTS") or machine.cpu_slots)
+    disable_nvidia = truthy(os.environ.get("DISABLE_NVIDIA_RUNTIME"))
     workdir = workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker"))
     try:  # one worker per work dir
         held = hold_dir(workdir, "worker.lock")
@@ -78,6 +83,8 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         slots={"cpu": cpu_slots, **({"gpu": len(gpu_ids)} if gpu_ids else {})},
         gpu_device_ids=gpu_ids,
         disable_nvidia_runtime=disable_nvidia,
+        gpus=machine.gpus,
+        worker_class=os.environ.get("DCC_WORKER_CLASS", "").strip() or "local",
         workdir=workdir,
         max_attempts=settings.max_attempts,
         append_log_bytes=settings.append_log_bytes,

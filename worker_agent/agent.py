@@ -32,6 +32,7 @@ from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import JobStore
 from dcc.url_inputs import Fetcher
 from worker_agent.files import remove_tree
+from worker_agent.resources import Gpu
 from worker_agent.runtime import ContainerJob, ContainerOutcome, ContainerRuntime, NotStarted
 
 log = logging.getLogger("dcc.worker")
@@ -76,6 +77,10 @@ class WorkerConfig:
     """This machine's GPUs (nvidia-smi indexes); each running GPU job holds its own, passed to Docker."""
     disable_nvidia_runtime: bool = False
     """Run GPU-queue jobs without GPU devices (to test a GPU fleet's data flow on CPU machines)."""
+    gpus: tuple[Gpu, ...] = ()
+    """What nvidia-smi said of those GPUs (index, UUID, name, memory), shown at ``GET /v1/workers``."""
+    worker_class: str = "local"
+    """The group the worker serves: ``cpu`` or ``gpu`` on AWS (``DCC_WORKER_CLASS``), ``local`` elsewhere."""
     tes_locations: tuple[str, ...] = ()
     """GA4GH TES tasks read inputs from and write outputs to these ``s3://`` / ``file://`` locations."""
     max_output_bytes: int = 1 << 30
@@ -158,6 +163,10 @@ class Worker:
             left = self.runtime.remove_leftovers(self.config.worker_id)
             if left:
                 log.warning("removed %d containers left by an earlier run of %s", left, self.config.worker_id)
+        try:  # registered at once (GET /v1/workers; the API's limit on GPUs a job may ask), not at the first beat
+            self._heartbeat()
+        except StoreUnavailable as exc:
+            log.warning("could not register yet (the heartbeats will): %s", exc)
         for name, target in (("claim", self._claim_loop), ("lease", self._lease_loop),
                              ("cancel", self._cancel_loop), ("cleanup", self._cleanup_loop)):
             t = threading.Thread(target=target, name=f"dcc-{name}", daemon=True)
@@ -701,6 +710,9 @@ class Worker:
             "running": running,
             "host": socket.gethostname(),
             "gpus": ",".join(self.config.gpu_device_ids),
+            "gpuInfo": json.dumps([{"index": g.index, "uuid": g.uuid, "name": g.name, "memoryMiB": g.memory_mib}
+                                   for g in self.config.gpus]),
+            "class": self.config.worker_class,
             "gpusHeld": held,
             "idleSince": idle_since,
             "draining": "1" if self.draining else "",

@@ -40,7 +40,7 @@ from dcc.scaling import (
 from dcc.service import keep_results
 from dcc.settings import Settings
 from dcc.storage import Storage
-from dcc.store import JobStore
+from dcc.store import JobStore, worker_slots
 
 logger = Logger(service="dcc-scaler")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "dcc"), service="scaler")
@@ -70,15 +70,6 @@ def config_for(queue: str, environ: dict[str, str] | None = None) -> Config:
 def last_down_key(store: JobStore, queue: str) -> str:
     """Where the time of ``queue``'s last scale-down is kept (under the store's hash tag)."""
     return f"{store.prefix}:scaler:last_down:{queue}"
-
-
-def worker_slots(worker: dict[str, str], queue: str) -> int | None:
-    """The slots a worker's heartbeat offers for ``queue`` (``slots`` is like ``cpu=2,gpu=1``)."""
-    for part in worker.get("slots", "").split(","):
-        name, _, n = part.partition("=")
-        if name.strip() == queue and n.strip().isdigit():
-            return int(n)
-    return None
 
 
 def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str, str], draining: bool,

@@ -18,9 +18,9 @@ from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
 from dcc.local_storage import LocalStorage
 from dcc.scaling import Drain, Protect, SetDesired, TerminateIdle, TerminateUnhealthy, Undrain, plan
 from dcc.service import result_key
-from dcc.store import JobStore, connect
+from dcc.store import JobStore, connect, worker_slots
 from functions.scaler import handler
-from functions.scaler.handler import apply, config_for, gather, last_down_key, run_once, worker_slots
+from functions.scaler.handler import apply, config_for, gather, last_down_key, run_once
 
 pytestmark = pytest.mark.redis
 

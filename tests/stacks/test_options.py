@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ OPTIONS = {"apiKeys": True, "bucketAccessLogs": True, "workerSsm": False, "apiCl
            "allowedBuckets": "in-a,in-b", "cpuArch": "x86_64", "cpuInstanceType": "m7i.4xlarge",
            "gpuInstanceType": "g6.12xlarge",
            "jobDataRetentionDays": 7, "account": "123456789012", "region": "eu-west-1",
-           "cpuIdleSeconds": 300, "gpuIdleSeconds": "120", "scaleDownInterval": 0, "drain": "false"}
+           "cpuIdleSeconds": 300, "gpuIdleSeconds": "120", "scaleDownInterval": 0, "drain": "false",
+           "gpuDockerRuntime": "nvidia"}
 
 
 def test_every_option_on(tmp_path: Path) -> None:
@@ -50,6 +52,10 @@ def test_every_option_on(tmp_path: Path) -> None:
         "Environment": {"Variables": Match.object_like({"DCC_CPU_SLOTS": "16", "DCC_GPU_SLOTS": "4"})}})
     template.has_resource_properties("AWS::EC2::LaunchTemplate", {
         "LaunchTemplateData": Match.object_like({"InstanceType": "g6.12xlarge"})})
+    # the legacy nvidia runtime reaches the GPU workers' environment, and only theirs
+    data = {t["Properties"]["LaunchTemplateData"]["InstanceType"]: json.dumps(t["Properties"]["LaunchTemplateData"])
+            for t in template.find_resources("AWS::EC2::LaunchTemplate").values()}
+    assert 'DCC_GPU_RUNTIME=\\"nvidia\\"' in data["g6.12xlarge"] and 'DCC_GPU_RUNTIME=\\"\\"' in data["m7i.4xlarge"]
     # the scaler's knobs, as its handler reads them; those not given keep the policy's defaults
     [scaler] = [f for f in template.find_resources("AWS::Lambda::Function").values()
                 if f["Properties"]["Handler"] == "functions.scaler.handler.lambda_handler"]
@@ -60,8 +66,9 @@ def test_every_option_on(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("cpuIdleSeconds", -5), ("drainAgeSeconds", "soon"),
-                                            ("gpuIdleSeconds", "nan"), ("drain", "maybe")])
-def test_a_bad_scaler_knob_names_its_context_key(tmp_path: Path, key: str, value: Any) -> None:
+                                            ("gpuIdleSeconds", "nan"), ("drain", "maybe"),
+                                            ("gpuDockerRuntime", "nvidia; reboot")])
+def test_a_bad_option_names_its_context_key(tmp_path: Path, key: str, value: Any) -> None:
     import aws_cdk as cdk
 
     from app import build_app, file_context

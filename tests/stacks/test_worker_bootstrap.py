@@ -27,7 +27,8 @@ def test_placeholders_match_what_the_stack_renders() -> None:
     rendered = render_bootstrap({key: f"value-of-{key.lower()}" for key in keys})
     assert "__DCC_" not in rendered
     assert keys == {"CLASS", "REGION", "REDIS_HOST", "REDIS_PORT", "REDIS_SECRET_ARN", "BUCKET", "STORAGE_URL",
-                    "ALLOWED_BUCKETS", "TES_LOCATIONS", "ASSET_URL", "GROUP_NAME", "LOG_LEVEL", "WEBSOCKET_ENDPOINT"}
+                    "ALLOWED_BUCKETS", "TES_LOCATIONS", "ASSET_URL", "GROUP_NAME", "LOG_LEVEL", "WEBSOCKET_ENDPOINT",
+                    "GPU_RUNTIME"}
     with pytest.raises(KeyError):
         render_bootstrap({"NOT_THERE": "x"})
 

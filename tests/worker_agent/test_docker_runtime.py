@@ -250,6 +250,30 @@ def test_gpu_jobs_get_device_requests(runtime: DockerRuntime, docker_client: doc
     assert "device_requests" not in runtime.create_kwargs(job(tmp_path, test_image, ["true"]))
 
 
+def test_the_legacy_nvidia_runtime_and_the_worker_s_class_are_deployment_settings(
+        redis_url: str, docker_client: docker.DockerClient, test_image: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dcc.settings import Settings
+    from worker_agent.__main__ import build_worker
+
+    for name, value in {"DCC_GPU_RUNTIME": "runc", "DCC_WORKER_CLASS": "gpu", "DCC_GPUS": "2",
+                        "DISABLE_NVIDIA_RUNTIME": "true"}.items():
+        monkeypatch.setenv(name, value)
+    worker = build_worker(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")), workdir=tmp_path / "w")
+    worker.held.close()  # (the work dir's lock: this worker never starts)
+    assert (worker.config.worker_class, worker.config.gpu_device_ids) == ("gpu", ("0", "1"))
+    runtime = worker.runtime
+    assert isinstance(runtime, DockerRuntime)
+    spec = job(tmp_path, test_image, ["true"], gpu_device_ids=("1",))
+    created = docker_client.api.create_container(**_low_level(runtime, spec))  # (runc: a runtime this engine has)
+    try:
+        assert docker_client.api.inspect_container(created["Id"])["HostConfig"]["Runtime"] == "runc"
+    finally:
+        docker_client.api.remove_container(created["Id"], force=True)
+    assert runtime.create_kwargs(spec)["runtime"] == "runc"
+    assert "runtime" not in runtime.create_kwargs(job(tmp_path, test_image, ["true"]))  # CPU jobs: the default
+
+
 def test_cleanup_removes_the_container_and_is_idempotent(runtime: DockerRuntime, docker_client: docker.DockerClient,
                                                          test_image: str, tmp_path: Path) -> None:
     work = tmp_path / "work"

@@ -403,3 +403,26 @@ def test_a_result_written_by_an_attempt_the_reaper_ended_meanwhile_gives_way_to_
     worker._report(claim, late)  # ... and learns its lease is gone
     stored = json.loads(storage.get_bytes(result_key(job_id)))
     assert (stored["state"], service.get(job_id).state) == ("error", JobState.ERROR)  # they agree
+
+
+def test_the_submit_limit_on_gpus_is_the_most_any_worker_has_configured_or_live(redis_url: str,
+                                                                                 tmp_path: Path) -> None:
+
+    def submit(service: Any, gpu: int) -> str:
+        return str(service.submit(JobSpec(image="x", parameters={"gpu": gpu}))[0].state.value)
+
+    unset = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))
+    assert submit(unset, 64) == "queued"                     # no worker yet, none configured: it waits for one
+    unset.store.heartbeat("cpu-only", {"health": "HEALTHY", "slots": "cpu=4"}, ttl=60)
+    with pytest.raises(InvalidJob, match=r"more than any worker of this deployment has \(0\)"):
+        submit(unset, 1)
+    unset.store.heartbeat("big", {"health": "HEALTHY", "slots": "cpu=4,gpu=4"}, ttl=60)
+    assert submit(unset, 4) == "queued"
+    with pytest.raises(InvalidJob, match=r"\(4\)"):
+        submit(unset, 5)
+    # configured (as local mode does from its own worker): a live worker with more GPUs raises the limit
+    one = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"), max_gpus_per_worker=1))
+    assert submit(one, 4) == "queued"
+    unset.store.redis.delete("{dcc}:worker:big")
+    with pytest.raises(InvalidJob, match=r"\(1\)"):
+        submit(one, 2)

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from worker_agent.resources import detect, ec2_instance_id, parse_nvidia_smi, run_nvidia_smi
+from worker_agent.resources import ResourceError, detect, ec2_instance_id, parse_nvidia_smi, run_nvidia_smi
 
 RECORDED = Path(__file__).parent / "nvidia_smi"
 
 
-def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recording: str, exit_code: int = 0) -> None:
-    """Put an executable `nvidia-smi` first on PATH that prints ``recording`` and exits with ``exit_code``."""
+def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recording: str, exit_code: int = 0,
+                    stderr: bool = False) -> None:
+    """Put an executable `nvidia-smi` first on PATH that prints ``recording`` (on stderr if ``stderr``) and exits
+    with ``exit_code``."""
     exe = tmp_path / "nvidia-smi"
-    exe.write_text(f"#!/bin/sh\ncat '{RECORDED / recording}'\nexit {exit_code}\n")
+    exe.write_text(f"#!/bin/sh\ncat '{RECORDED / recording}'{' >&2' if stderr else ''}\nexit {exit_code}\n")
     exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
 
@@ -66,6 +68,58 @@ def test_garbage_output_is_refused_by_the_parser() -> None:
     with pytest.raises(ValueError):
         parse_nvidia_smi("Failed to initialize NVML: Unknown Error\n")
     assert detect(environ={}, query=lambda: "Failed to initialize NVML: Unknown Error\n").gpus == ()
+
+
+def test_a_field_nvidia_smi_cannot_report_or_a_warning_line_hides_no_gpu(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvidia_smi(tmp_path, monkeypatch, "gpus-3-na.csv")
+    found = detect(environ={}, cpu_count=lambda: 8).gpus
+    assert [(g.index, g.memory_mib) for g in found] == [("0", 40960), ("1", None), ("2", None)]
+    fake_nvidia_smi(tmp_path, monkeypatch, "gpus-1-warning.csv")   # (memory with its unit, too)
+    assert [(g.index, g.name, g.memory_mib) for g in detect(environ={}).gpus] == [("0", "Tesla T4", 15360)]
+    assert parse_nvidia_smi("١, GPU-x, fake, 1\n0, GPU-y, real, 2\n")[0].index == "0"  # a non-ASCII digit is no index
+
+
+def test_a_driver_message_in_another_encoding_means_no_gpus_not_a_crash(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvidia_smi(tmp_path, monkeypatch, "driver-error-latin1.txt", exit_code=9, stderr=True)
+    assert run_nvidia_smi() is None
+    assert detect(environ={}, cpu_count=lambda: 2).gpus == ()
+
+
+def test_gpus_nvidia_smi_lists_beside_an_error_are_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvidia_smi(tmp_path, monkeypatch, "gpus-1-fallen.csv", exit_code=15)   # one GPU fell off the bus
+    assert [g.index for g in detect(environ={}).gpus] == ["1"]
+
+
+def test_gpus_asked_by_index_or_uuid_and_gpus_that_are_not_there(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvidia_smi(tmp_path, monkeypatch, "gpus-4.csv")
+    assert [g.index for g in detect(environ={"DCC_GPUS": "1,3"}).gpus] == ["1", "3"]
+    assert [g.index for g in detect(environ={"DCC_GPUS": "GPU-00000002-5c5e-7a1f-2b3d-04deadbeef2"}).gpus] == ["2"]
+    assert len(detect(environ={"DCC_GPUS": " 4 "}).gpus) == 4 and len(detect(environ={"DCC_GPUS": ""}).gpus) == 4
+    with pytest.raises(ResourceError, match="DCC_GPUS=8: nvidia-smi found no such GPUs"):
+        detect(environ={"DCC_GPUS": "8"})
+    with pytest.raises(ResourceError, match="DCC_GPUS=1,7"):
+        detect(environ={"DCC_GPUS": "1,7"})
+    # slots without devices: as many as asked, whatever the machine has
+    slots = detect(environ={"DCC_GPUS": "8", "DISABLE_NVIDIA_RUNTIME": " True "}).gpus
+    assert [g.index for g in slots] == [str(i) for i in range(8)]
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert len(detect(environ={"DCC_GPUS": "2", "DISABLE_NVIDIA_RUNTIME": "on"}).gpus) == 2
+
+
+@pytest.mark.parametrize(("name", "value"), [("DCC_GPUS", "-1"), ("DCC_GPUS", "abc"), ("DCC_GPUS", "2.0"),
+                                             ("DCC_GPUS", "1,,2"), ("DCC_GPUS", "1,1"), ("DCC_CPUS", "0"),
+                                             ("DCC_CPUS", "-4"), ("DCC_CPUS", "1.5"), ("DCC_CPUS", "x")])
+def test_a_malformed_override_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ResourceError, match=name):
+        detect(environ={name: value, "DISABLE_NVIDIA_RUNTIME": "true"}, query=lambda: None)
+
+
+def test_an_empty_override_is_no_override() -> None:
+    found = detect(environ={"DCC_CPUS": "", "DCC_GPUS": " "}, query=lambda: None, cpu_count=lambda: 6)
+    assert (found.cpus, found.gpus) == (6, ())
 
 
 class _Imds(http.server.BaseHTTPRequestHandler):
