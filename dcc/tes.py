@@ -412,6 +412,8 @@ def backend_parameters(task: TesTask) -> dict[str, str]:
             raise InvalidJob(f"{where}: {value[:20]!r} is not {wanted}", field=where)
         if name == "priority" and value not in ("high", "normal", "low"):
             raise InvalidJob(f"{where}: {value!r} is not high, normal or low", field=where)
+        if name in kept and kept[name] != value:  # (keys are case-blind: gpu and Gpu name one parameter)
+            raise InvalidJob(f"{where}: {name} is given twice, with different values", field=where)
         kept[name] = value
     return kept
 

@@ -224,6 +224,8 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
       "resources": {"backend_parameters": {"VmSize": "big"}, "backend_parameters_strict": True}}, "VmSize"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "two"}}},
      "backend_parameters.gpu"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"backend_parameters": {"gpu": "1", "Gpu": "0"}}},
+     "resources.backend_parameters.Gpu: gpu is given twice, with different values"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores"),
     ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"cpu_cores": "2"}},
      "resources.cpu_cores: must be a JSON number, not a string"),
