@@ -20,18 +20,34 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+    value = _env_optional_int(name)
+    return default if value is None else value
 
 
 def _env_optional_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    return None if raw in (None, "") else int(raw)
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {raw!r}")
+    return value
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number, 0 or more, not {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
