@@ -33,6 +33,9 @@ from typing import Any
 IN_SERVICE = "InService"
 DEFAULT_IDLE_SECONDS = {"cpu": 15 * 60.0, "gpu": 30 * 60.0}
 """Idle time before an instance may be removed, per class: GPU instances are slower to boot, so kept longer."""
+DEFAULT_HEALTH_GRACE_SECONDS = {"cpu": 5 * 60.0, "gpu": 10 * 60.0}
+"""How long a new instance has to report healthy, per class: a GPU image boots slower (its driver loads, and the
+worker installs itself at every boot), and one taken for sick while it boots would be replaced over and over."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,10 @@ class Config:
 
     @classmethod
     def for_class(cls, name: str, **overrides: Any) -> Config:
-        """The defaults for class ``name`` (its idle time), with ``overrides`` applied."""
-        return replace(cls(idle_seconds=DEFAULT_IDLE_SECONDS.get(name, cls.idle_seconds)), **overrides)
+        """The defaults for class ``name`` (its idle time and health grace), with ``overrides`` applied."""
+        return replace(cls(idle_seconds=DEFAULT_IDLE_SECONDS.get(name, cls.idle_seconds),
+                           health_grace_seconds=DEFAULT_HEALTH_GRACE_SECONDS.get(name, cls.health_grace_seconds)),
+                       **overrides)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ SCALER_KEYS = {
     "cpuIdleSeconds": "DCC_CPU_IDLE_SECONDS",  # an idle CPU instance is removed after this (900)
     "gpuIdleSeconds": "DCC_GPU_IDLE_SECONDS",  # an idle GPU instance is removed after this (1800)
     "scaleDownInterval": "DCC_SCALE_DOWN_INTERVAL",  # at most one scale-down per interval (60)
-    "healthGraceSeconds": "DCC_HEALTH_GRACE_SECONDS",  # a new instance's time to report healthy (300)
+    "healthGraceSeconds": "DCC_HEALTH_GRACE_SECONDS",  # a new instance's time to report healthy (300 CPU, 600 GPU)
     "drainAgeSeconds": "DCC_DRAIN_AGE_SECONDS",  # an instance younger than this is not drained (0)
     "drainedIdleSeconds": "DCC_DRAINED_IDLE_SECONDS",  # a drained instance is kept this long once empty (0)
 }

@@ -163,6 +163,16 @@ def test_after_a_redis_restart_missing_health_keys_are_given_the_grace_again() -
         TerminateUnhealthy("i-sick", "UNHEALTHY:x")]
 
 
+def test_a_gpu_instance_has_longer_to_boot_before_a_missing_health_key_counts() -> None:
+    booting = Instance("i-gpu", launched_at=NOW - 420, health=None)  # 7 minutes: the driver, then the worker's install
+    gpu, cpu = Config.for_class("gpu"), Config.for_class("cpu")
+    assert (cpu.health_grace_seconds, gpu.health_grace_seconds) == (300, 600)
+    assert of(TerminateUnhealthy, plan(group(name="gpu", instances=(booting,)), NOW, gpu)) == []
+    assert of(TerminateUnhealthy, plan(group(instances=(booting,)), NOW, cpu)) == [
+        TerminateUnhealthy("i-gpu", "no health key")]
+    assert Config.for_class("gpu", health_grace_seconds=60).health_grace_seconds == 60  # (DCC_HEALTH_GRACE_SECONDS)
+
+
 def test_sick_instances_are_not_scaled_down_as_idle() -> None:
     sick = Instance("i-sick", launched_at=NOW - 3600, health="UNHEALTHY:x", idle_since=NOW - 5000)
     actions = plan(group(instances=(sick,)), NOW, CFG)
