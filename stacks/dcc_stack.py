@@ -21,6 +21,7 @@ from stacks.workers import GPU_AMI_PARAMETER, FleetSpec, WorkerFleets
 API_HANDLER = "functions.api.handler.lambda_handler"
 WEBSOCKET_HANDLER = "functions.api.websocket.lambda_handler"
 SCALER_HANDLER = "functions.scaler.handler.lambda_handler"
+SMOKE_IMAGE = "public.ecr.aws/docker/library/busybox:latest"
 INLINE_INPUT_BYTES = 3 << 20
 """Inline inputs a submit may carry on AWS: in base64 in the JSON body, which reaches the function in base64 again,
 with the rest of the spec (at most 256 KiB), it stays under Lambda's 6 MB request payload."""
@@ -51,6 +52,9 @@ class DccStack(Stack):
             "DCC_TES_LOCATIONS": self.storage.tes_url,
             # a job asking for more GPUs than a GPU worker has would wait forever: the API refuses it
             "DCC_MAX_GPUS_PER_WORKER": str(slots["gpu"]),
+            # the smoke jobs' image from ECR Public: Docker Hub limits anonymous pulls per address, and every worker
+            # pulls through the one NAT address
+            "DCC_SMOKE_IMAGE": SMOKE_IMAGE,
         }
 
         def function(construct_id: str, *, handler: str, service: str, timeout: Duration,

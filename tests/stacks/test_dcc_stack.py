@@ -224,6 +224,10 @@ def test_rest_api_returns_logs_and_files_as_binary(synth: Any) -> None:
     assert function_env(synth, "functions.api.handler.lambda_handler")["DCC_MAX_INLINE_BYTES"] == str(3 << 20)
 
 
+def test_smoke_jobs_pull_from_ecr_public_not_docker_hub(synth: Any) -> None:
+    assert function_env(synth, "functions.api.handler.lambda_handler")["DCC_SMOKE_IMAGE"].startswith("public.ecr.aws/")
+
+
 def test_rest_stage_throttles_and_logs(synth: Any) -> None:
     synth.template.has_resource_properties("AWS::ApiGateway::Stage", {
         "AccessLogSetting": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("requestId")},
