@@ -65,7 +65,7 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
     )
 
 
-def _translated(fn: Callable[P, T]) -> Callable[P, T]:
+def translated(fn: Callable[P, T]) -> Callable[P, T]:
     """Turn redis-py's connection errors, and Redis's own passing refusals (a replica during a failover, a server
     still loading its data, a full one), into ``StoreUnavailable``: callers wait them out as they wait out an outage."""
 
@@ -83,11 +83,20 @@ def _translated(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+KEEPS_RUNNING = frozenset({"finish", "renew", "reap", "drop_worker", "fence", "task_log", "heartbeat"})
+"""The scripts that keep running jobs running, run even when Redis is full (deployed with ``noeviction``): leases,
+heartbeats and results go on (a little past ``maxmemory``), so that no job is run twice or lost while new work (a
+submit) is refused until finished records expire."""
+ALLOW_OOM = "#!lua flags=allow-oom\n"
+
+
 def _load_scripts() -> dict[str, str]:
     lua = resources.files("dcc") / "lua"
     common = (lua / "common.lua").read_text()
-    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "fence", "task_log", "unindex")
-    return {name: common + "\n" + (lua / f"{name}.lua").read_text() for name in names}
+    names = ("submit", "claim", "finish", "renew", "cancel", "reap", "drop_worker", "fence", "task_log", "unindex",
+             "heartbeat")
+    return {name: (ALLOW_OOM if name in KEEPS_RUNNING else "") + common + "\n" + (lua / f"{name}.lua").read_text()
+            for name in names}
 
 
 def _num(raw: str | None) -> float | None:
@@ -216,7 +225,7 @@ class JobStore:
         return self._scripts[name](keys=[], args=[self.prefix, *args])
 
     # submit and read --------------------------------------------------------------------------------
-    @_translated
+    @translated
     def create(self, record: JobRecord, *, only_if_new: bool) -> bool:
         """Store a new queued job and queue it, in one step. False if ``only_if_new`` and the id exists."""
         submitted_ms = int(record.submitted_at * 1000)
@@ -243,13 +252,13 @@ class JobStore:
         )
         return bool(created)
 
-    @_translated
+    @translated
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, or None if unknown or expired."""
         h = self.redis.hgetall(self.job_key(job_id))
         return record_from_hash(job_id, h) if h else None
 
-    @_translated
+    @translated
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
         """Records of several jobs in one round trip, None where missing."""
         ids = list(job_ids)
@@ -259,7 +268,7 @@ class JobStore:
         return [record_from_hash(i, h) if h else None for i, h in zip(ids, pipe.execute(), strict=True)]
 
     # the worker's side -------------------------------------------------------------------------------
-    @_translated
+    @translated
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> str | None:
         """Block until a job may be waiting in one of ``queues`` (or ``timeout`` s pass); return that queue.
 
@@ -272,7 +281,7 @@ class JobStore:
         key = popped[0]
         return key.rsplit(":", 1)[1]
 
-    @_translated
+    @translated
     def claim(self, queue: str, worker: str) -> Claim | None:
         """Take the first job of ``queue`` and lease it to ``worker``; None if the queue is empty."""
         now = self.clock()
@@ -285,7 +294,7 @@ class JobStore:
         h.update(state=JobState.RUNNING.value, attempts=str(attempt), worker=worker, claimed=repr(now))
         return Claim(job=record_from_hash(job_id, h), attempt=attempt)
 
-    @_translated
+    @translated
     def renew(self, leases: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """Extend leases ``(job_id, attempt)``: each maps to ``held``, ``cancel`` (held; cancel asked) or ``lost``."""
         if not leases:
@@ -295,7 +304,7 @@ class JobStore:
         names = {0: "lost", 1: "held", 2: "cancel"}
         return {lease: names[int(code)] for lease, code in zip(leases, reply, strict=True)}
 
-    @_translated
+    @translated
     def finish(self, claim: Claim, outcome: Outcome) -> bool:
         """Record how the attempt ended (terminal, or ``queued`` to retry). False if the lease was lost."""
         if outcome.state != JobState.QUEUED and outcome.state not in TERMINAL_STATES:
@@ -316,7 +325,7 @@ class JobStore:
         )
         return bool(done)
 
-    @_translated
+    @translated
     def succeeded_since(self, since: float) -> bool:
         """Whether some job succeeded after ``since`` (from the recent samples; cost bounded by their cap)."""
         for q in QUEUES:
@@ -328,7 +337,7 @@ class JobStore:
                     return True
         return False
 
-    @_translated
+    @translated
     def stats(self, *, window: float = 900.0) -> dict[str, Any]:
         """Counts by state; p50/p95 queue wait and run time per queue and jobs per worker over ``window`` s."""
         pipe = self.redis.pipeline(transaction=False)
@@ -360,12 +369,12 @@ class JobStore:
         return {"windowSeconds": window, "states": by_state, "queues": per_queue, "jobsPerWorker": per_worker}
 
     # control -----------------------------------------------------------------------------------------
-    @_translated
+    @translated
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a queued job now, or ask the worker of a running one to kill it. None if unknown."""
         return self.cancel_ending(job_id)[0]
 
-    @_translated
+    @translated
     def cancel_ending(self, job_id: str) -> tuple[JobState | None, bool]:
         """``cancel``, and whether this call ended the job (it was queued)."""
         reply = self._run("cancel", [job_id, repr(self.clock()), self.retention_ms])
@@ -373,7 +382,7 @@ class JobStore:
             return None, False
         return JobState(reply[0]), reply[1] == 1
 
-    @_translated
+    @translated
     def reap(self, *, limit: int = 1000, uptime: float | None = None) -> dict[str, JobState]:
         """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed.
 
@@ -396,7 +405,7 @@ class JobStore:
             self._trimmed_at = now
         return changed
 
-    @_translated
+    @translated
     def uptime(self) -> float | None:
         """Seconds since Redis started (``INFO``'s ``uptime_in_seconds``), or None where ``INFO`` is not offered."""
         try:
@@ -404,7 +413,7 @@ class JobStore:
         except (redis.ResponseError, KeyError, ValueError):
             return None
 
-    @_translated
+    @translated
     def drop_worker(self, worker: str) -> dict[str, JobState]:
         """Take back at once every job a lost worker holds (requeue, or end them as ``reap`` would), even just after
         a restart (the worker is known to be sick), and only those."""
@@ -412,7 +421,7 @@ class JobStore:
         reply = self._run("drop_worker", [worker, repr(now), self.retention_ms, self.max_attempts])
         return {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
 
-    @_translated
+    @translated
     def fence_idle(self, worker: str, *, mark_ttl: float) -> bool:
         """The last check before an idle worker's instance is removed: mark it draining for ``mark_ttl`` s (a drained
         worker's claims get nothing), then say whether it holds no lease. False when it claimed a job since it was
@@ -430,7 +439,7 @@ class JobStore:
         pipe.execute()
 
     # waiting -----------------------------------------------------------------------------------------
-    @_translated
+    @translated
     def wait(self, job_id: str, timeout: float) -> JobRecord | None:
         """Block until the job is terminal or ``timeout`` s pass; return its record then (None if unknown).
 
@@ -467,7 +476,7 @@ class JobStore:
             pubsub.close()
 
     # listing -----------------------------------------------------------------------------------------
-    @_translated
+    @translated
     def page(self, *, state: JobState | None, limit: int, cursor: str | None,
              fits: Callable[[JobRecord], bool] | None = None) -> Page:
         """A page of jobs, newest first (queued: in queue order), from ``cursor``; no cursor on the last page.
@@ -547,14 +556,14 @@ class JobStore:
     def _index_keys(self) -> list[str]:
         return [f"{self.prefix}:all", self.tasks_key, *(f"{self.prefix}:st:{s.value}" for s in TERMINAL_STATES)]
 
-    @_translated
+    @translated
     def task_entries(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, str]], bool]:
         """Up to ``limit`` TES task ids, newest first, after the cursor ``after``, each with the cursor that
         resumes after it; and whether more follow."""
         entries = list(self._entries_after(self.tasks_key, True, _decode_cursor(after), limit + 1))
         return [(member, _encode_cursor(score, member)) for member, score in entries[:limit]], len(entries) > limit
 
-    @_translated
+    @translated
     def write_task_log(self, claim: Claim, log: dict[str, Any]) -> bool:
         """Record a running TES task's log so far; False (nothing written) if the attempt no longer holds the job."""
         return bool(self._run("task_log", [claim.job.id, claim.attempt, claim.job.worker or "", json.dumps(log)]))
@@ -599,17 +608,13 @@ class JobStore:
                 return
 
     # workers and queues ------------------------------------------------------------------------------
-    @_translated
+    @translated
     def heartbeat(self, worker: str, info: dict[str, str], *, ttl: float) -> None:
         """Publish a worker's health and details, valid for ``ttl`` seconds."""
-        key = f"{self.prefix}:worker:{worker}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={**info, "seen": repr(self.clock())})
-        pipe.pexpire(key, int(ttl * 1000))
-        pipe.zadd(f"{self.prefix}:workers", {worker: int(self.clock() * 1000)})
-        pipe.execute()
+        fields = [item for pair in {**info, "seen": repr(self.clock())}.items() for item in pair]
+        self._run("heartbeat", [worker, int(ttl * 1000), int(self.clock() * 1000), *fields])
 
-    @_translated
+    @translated
     def forget_worker(self, worker: str) -> None:
         """Drop a worker's health record (on a clean shutdown)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -617,7 +622,7 @@ class JobStore:
         pipe.zrem(f"{self.prefix}:workers", worker)
         pipe.execute()
 
-    @_translated
+    @translated
     def workers(self) -> list[dict[str, str]]:
         """Workers whose health record is alive, with their details."""
         ids = self.redis.zrange(f"{self.prefix}:workers", 0, -1)
@@ -635,7 +640,7 @@ class JobStore:
             self.redis.zrem(f"{self.prefix}:workers", *gone)
         return out
 
-    @_translated
+    @translated
     def queue_depths(self) -> dict[str, dict[str, int]]:
         """Per queue, the jobs waiting; and the jobs running in all."""
         pipe = self.redis.pipeline(transaction=False)
@@ -645,7 +650,7 @@ class JobStore:
         *depths, running = pipe.execute()
         return {"queues": dict(zip(QUEUES, depths, strict=True)), "running": running}
 
-    @_translated
+    @translated
     def running_by_queue(self) -> dict[str, int]:
         """Running jobs per queue."""
         counts = dict.fromkeys(QUEUES, 0)
@@ -654,7 +659,7 @@ class JobStore:
                 counts[queue] = counts.get(queue, 0) + n
         return counts
 
-    @_translated
+    @translated
     def running_by_worker(self) -> dict[str, dict[str, int]]:
         """Jobs holding a lease, per worker and queue (from each job's ``worker`` and ``queue``): what a worker runs
         from the moment it claims, before its next heartbeat says so."""
@@ -669,7 +674,7 @@ class JobStore:
                 by_queue[queue] = by_queue.get(queue, 0) + 1
         return counts
 
-    @_translated
+    @translated
     def ping(self) -> bool:
         """Whether Redis answers."""
         return bool(self.redis.ping())

@@ -5,7 +5,8 @@ It only gathers inputs (Redis, Auto Scaling, EC2), calls the policy and applies 
 ``DCC_HEALTH_GRACE_SECONDS``, ``DCC_SCALE_DOWN_INTERVAL``, ``DCC_DRAIN`` (``false`` turns draining off),
 ``DCC_DRAINED_IDLE_SECONDS``, ``DCC_DRAIN_AGE_SECONDS``, ``DCC_CPU_SLOTS`` / ``DCC_GPU_SLOTS`` (slots per
 instance until a worker reports its own), ``POWERTOOLS_METRICS_NAMESPACE`` (``dcc``). Drain marks are
-``dcc.drain`` keys, refreshed on every pass while an instance drains and deleted when it is un-drained or removed.
+``dcc.drain`` keys, refreshed on every pass while an instance drains and deleted when it is un-drained; an instance
+being removed (idle, or sick) keeps its mark until the mark expires.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import boto3
+import redis
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
@@ -244,7 +246,10 @@ def _pass_group(queue: str, group_name: str, *, store: JobStore, autoscaling: An
     draining = _draining_after(state, done)
     marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
     if any(isinstance(a, TerminateIdle) for a in done):
-        store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
+        try:
+            store.redis.set(last_down_key(store, queue), repr(now), ex=86_400)
+        except redis.RedisError as exc:  # (e.g. Redis full): the next pass may scale down sooner, nothing worse
+            logger.warning("could not record the scale-down time", extra={"queue": queue, "error": str(exc)})
     metrics.add_metric(name=f"{queue}QueueDepth", unit=MetricUnit.Count, value=state.queued)
     metrics.add_metric(name=f"{queue}Running", unit=MetricUnit.Count, value=state.running)
     metrics.add_metric(name=f"{queue}Desired", unit=MetricUnit.Count, value=_desired_after(state, done))

@@ -526,22 +526,35 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
 
 
-def test_a_full_redis_that_refuses_writes_is_unavailability_and_half_writes_nothing(store: JobStore) -> None:
+def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(store: JobStore) -> None:
+    from dcc.drain import DrainMarks
     from dcc.errors import StoreUnavailable
 
-    make(store, "before")
+    make(store, "running")
+    make(store, "waiting")
+    held = store.claim("cpu", "w")
+    assert held is not None and held.job.id == "running"
     used = int(store.redis.info("memory")["used_memory"])
     old = store.redis.config_get("maxmemory*")
     try:  # (the deployed policy: ElastiCache's parameter group sets noeviction)
         store.redis.config_set("maxmemory-policy", "noeviction")
         store.redis.config_set("maxmemory", str(max(1, used // 2)))
         with pytest.raises(StoreUnavailable, match="Redis is full"):
-            make(store, "full")
-        assert store.get("full") is None and store.queue_depths()["queues"]["cpu"] == 1  # nothing half written
-        # the queue still drains (a script whose first write frees memory runs whole): workers can work it off
-        claim = store.claim("cpu", "w")
-        assert claim is not None and claim.job.id == "before"
+            make(store, "refused")
+        assert store.get("refused") is None and store.queue_depths()["queues"]["cpu"] == 1  # nothing half written
+        # what keeps jobs running goes on: leases, heartbeats, the scaler's marks and checks, results
+        assert store.renew([("running", 1)]) == {("running", 1): "held"}
+        store.heartbeat("w", {"health": "HEALTHY", "slots": "cpu=2"}, ttl=60)
+        assert [w["id"] for w in store.workers()] == ["w"]
+        DrainMarks(store.redis).mark(["other"], now=1.0)
+        assert not store.fence_idle("w", mark_ttl=60)
+        assert store.reap() == {}
+        # the queue still drains (a script whose first write frees memory runs whole): workers work it off
+        claim = store.claim("cpu", "w2")
+        assert claim is not None and claim.job.id == "waiting"
+        assert store.finish(held, Outcome(state=JobState.SUCCEEDED, exit_code=0))
     finally:
         store.redis.config_set("maxmemory", old["maxmemory"])
         store.redis.config_set("maxmemory-policy", old["maxmemory-policy"])
-    assert store.get("before").state == JobState.RUNNING
+    assert store.get("running").state == JobState.SUCCEEDED and store.get("waiting").state == JobState.RUNNING
+    assert DrainMarks(store.redis).draining(["other", "w"]) == {"other"}
