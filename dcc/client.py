@@ -47,10 +47,10 @@ class SigV4Auth(httpx.Auth):
             raise DccClientError("this API needs AWS credentials (IAM auth): none were found")
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers.update(self.headers(request.method, request.url, request.content))
+        request.headers.update(self.headers(request.method, request.url, body=request.content))
         yield request
 
-    def headers(self, method: str, url: httpx.URL, body: bytes = b"") -> dict[str, str]:
+    def headers(self, method: str, url: httpx.URL, *, body: bytes = b"") -> dict[str, str]:
         """The headers that sign ``method url`` (a ``wss://`` URL is signed as the ``https://`` request it opens
         with, as API Gateway checks a WebSocket API's ``$connect``)."""
         from botocore.auth import SigV4Auth as BotoSigV4
@@ -75,6 +75,10 @@ def aws_auth_for(url: httpx.URL) -> SigV4Auth | None:
 
 class DccClientError(DccError):
     """A call to the dcc API did not succeed."""
+
+
+class _UnknownThere(Exception):
+    """The websocket knows no such job (``DCC_WEBSOCKET_URL`` may name another deployment's): ask the API."""
 
 
 class DccApiError(DccClientError):
@@ -220,8 +224,9 @@ class DccClient:
         if self.transport is None:
             try:
                 return self._watch_websocket(job_id, changed)
-            except (OSError, WebSocketException, TimeoutError):
-                pass  # no websocket here (or it dropped, as when the API restarts): long-poll instead
+            except (OSError, WebSocketException, TimeoutError, _UnknownThere):
+                pass  # no websocket here (or it dropped, as when the API restarts; or it is another deployment's,
+                # which knows no such job: the API says whether the job exists): long-poll instead
         return self._long_poll(job_id, on_change, poll, on_outage, last=seen[-1] if seen else None)
 
     def websocket_url(self) -> str:
@@ -241,7 +246,7 @@ class DccClient:
             while True:
                 message = json.loads(ws.recv(timeout=3600))
                 if message.get("type") == "error" and message.get("jobId") == job_id:
-                    raise DccApiError(404, f"job {job_id!r} not found")
+                    raise _UnknownThere(job_id)
                 view = message.get("job")
                 if message.get("type") != "job" or not view or view.get("id") != job_id:
                     continue

@@ -43,8 +43,8 @@ in FULL view, could pass the 6 MB a Lambda response may hold (API Gateway then a
 cut short, with a cursor for the rest."""
 LOG_REPLY_BYTES = 4 * 1024 * 1024
 """The longest log the API returns in its reply. A Lambda reply holds 6 MB, and API Gateway gets a binary body in
-base64 (4/3 of its size): a longer log is a redirect to storage where storage presigns (S3), else (local mode, no
-such limit) returned whole."""
+base64 (4/3 of its size): a longer log is a redirect to where storage serves it (a presigned S3 URL; in local mode a
+signed link its server streams), else returned whole."""
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 log = logging.getLogger(__name__)
 

@@ -90,7 +90,8 @@ class Settings:
     smoke_image: str = "busybox:latest"
     max_gpus_per_worker: int | None = None
     """The most GPUs any worker of the deployment has: a job asking for more is refused at submit (the stack
-    sets it from the GPU instance type). Unset: local mode takes its own worker's; else no limit but 64."""
+    sets it from the GPU instance type; local mode takes its own worker's). A live worker reporting more raises it;
+    unset, the live workers' most is the limit (none registered: no limit but 64)."""
     tes_locations: tuple[str, ...] = ()
     """GA4GH TES: where tasks may read inputs and write outputs, as ``s3://bucket/prefix/`` or ``file:///dir/``."""
     organization_url: str | None = None

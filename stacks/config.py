@@ -146,7 +146,7 @@ def _scaler_env(get: Any) -> tuple[tuple[str, str], ...]:
             seconds = -1.0
         if not seconds >= 0 or seconds == float("inf"):
             raise ValueError(f"{key} must be a number of seconds, 0 or more, not {value!r}")
-        env.append((variable, f"{seconds:g}"))
+        env.append((variable, repr(int(seconds)) if seconds.is_integer() else repr(seconds)))
     drain = get("drain", None)
     if drain not in (None, ""):
         if str(drain).strip().lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):

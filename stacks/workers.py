@@ -87,8 +87,9 @@ class WorkerFleets(Construct):
             actions=["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
             resources=[stack.format_arn(service="ecr", resource="repository", resource_name="*")]))
         # Scale-in protection: the scaler sets it on busy workers each pass; an instance may set its own too, in its
-        # own groups only (the worker agent does not need to: before removing an idle instance the scaler marks it
-        # draining and checks its leases in one Redis step with the claims, so one that just claimed is kept).
+        # own groups only. The worker agent does not: the scaler's own removals check the leases in one Redis step
+        # with the claims (one that just claimed is kept), and what the group might do by itself (a rebalance, a
+        # lower maximum) can reach a worker that claimed since the last pass, for up to a minute.
         self.group_arns = [group_arn(self, name) for name in self.group_names.values()]
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["autoscaling:SetInstanceProtection"], resources=self.group_arns))

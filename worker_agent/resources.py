@@ -150,6 +150,8 @@ def detect(*, environ: Mapping[str, str] | None = None, query: Callable[[], str 
             raise ResourceError(f"DCC_GPUS must be a number of GPUs (0 turns them off) or a comma-separated list of "
                                 f"GPU indexes or UUIDs, each once, not {want!r}")
         chosen = [g for n in names for g in found if n in (g.index, g.uuid)]
+        if len({g.index for g in chosen}) != len(chosen):  # (one GPU named by its index and by its UUID)
+            raise ResourceError(f"DCC_GPUS={want} names a GPU twice")
         if len(chosen) == len(names):
             return Resources(cpus=cpus, gpus=tuple(chosen))
     if not slots_only:

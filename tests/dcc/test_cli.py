@@ -686,3 +686,40 @@ def test_the_websocket_of_a_deployment_is_its_own_api_and_its_connect_is_signed(
     assert auth["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "/eu-west-1/execute-api/aws4_request" in auth["authorization"]
     assert auth["x-amz-security-token"] == "tok" and "x-amz-date" in auth
+
+
+def test_a_websocket_that_knows_no_such_job_is_left_for_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from websockets.sync.server import ServerConnection, serve
+
+    from dcc.client import DccClient
+
+    class Api(http.server.BaseHTTPRequestHandler):  # (the job's own deployment: it knows the job)
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps(job_view(state="succeeded", exitCode=0)).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def other_deployment(ws: ServerConnection) -> None:
+        json.loads(ws.recv())
+        ws.send(json.dumps({"type": "error", "jobId": "job-1", "error": "not found"}))
+
+    port = free_port()
+    monkeypatch.setenv("DCC_WEBSOCKET_URL", f"ws://127.0.0.1:{port}/prod")  # left over from another stack
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    with serve(other_deployment, "127.0.0.1", port) as ws_server:
+        threading.Thread(target=ws_server.serve_forever, daemon=True).start()
+        view = DccClient(f"http://127.0.0.1:{api.server_address[1]}").wait_until_done("job-1")
+        ws_server.shutdown()
+    api.shutdown()
+    api.server_close()
+    assert view["state"] == "succeeded"

@@ -102,6 +102,8 @@ def test_gpus_asked_by_index_or_uuid_and_gpus_that_are_not_there(tmp_path: Path,
         detect(environ={"DCC_GPUS": "8"})
     with pytest.raises(ResourceError, match="DCC_GPUS=1,7"):
         detect(environ={"DCC_GPUS": "1,7"})
+    with pytest.raises(ResourceError, match="names a GPU twice"):  # (by its index and by its UUID)
+        detect(environ={"DCC_GPUS": "0,GPU-00000000-5c5e-7a1f-2b3d-04deadbeef0"})
     # slots without devices: as many as asked, whatever the machine has
     slots = detect(environ={"DCC_GPUS": "8", "DISABLE_NVIDIA_RUNTIME": " True "}).gpus
     assert [g.index for g in slots] == [str(i) for i in range(8)]
