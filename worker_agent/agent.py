@@ -230,9 +230,6 @@ class Worker:
         """
         if not self._assigns_gpus or count == 0:
             return ()
-        if count > len(self.config.gpu_device_ids):
-            raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"the job needs {count} GPUs; worker "
-                                 f"{self.config.worker_id} has {len(self.config.gpu_device_ids)}", retryable=True)
         with self._slot_freed:
             while True:
                 entry = self._entry(claim)
@@ -333,9 +330,18 @@ class Worker:
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir, entry.ended))
 
+    def _check_gpus(self, job: JobRecord) -> None:
+        """Raise, not retried, for a job asking for more GPUs than this worker has: it could wait for ever (its
+        fault, not the worker's: it does not count against the worker's health)."""
+        count, have = job.spec.parameters.gpu, len(self.config.gpu_device_ids)
+        if self._assigns_gpus and count > have:
+            raise JobSystemError(ErrorCode.TOO_MANY_GPUS, f"the job needs {count} GPUs; worker "
+                                 f"{self.config.worker_id} has {have}", retryable=False)
+
     def _attempt(self, claim: Claim, workdir: Path) -> Outcome:
         job = claim.job
         try:
+            self._check_gpus(job)  # (before its inputs come in)
             if job.task is not None:
                 return self._run_task(claim, workdir)
             inputs_dir = workdir / "inputs"

@@ -39,7 +39,7 @@ class RecordingRuntime:
 
     def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         start = time.monotonic()
-        time.sleep(self.seconds)
+        time.sleep(float(job.env.get("HOLD", self.seconds)))  # (a job may say how long it holds its GPUs)
         end = time.monotonic()
         with self.lock:
             self.runs.append((job.job_id, job.gpu_device_ids, start, end))
@@ -123,6 +123,28 @@ def test_too_many_gpus_is_refused_at_submit(redis_url: str, tmp_path: Path) -> N
     with pytest.raises(InvalidJob) as info:
         service.submit(JobSpec(image="x", parameters=Parameters(gpu=5)))
     assert info.value.field == "parameters.gpu" and "4" in str(info.value)
+
+
+def test_a_job_asking_for_more_gpus_than_the_worker_has_ends_at_once_and_the_worker_stays_healthy(
+        redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))  # (fleet unknown: no check at submit)
+    runtime = RecordingRuntime(0.05)
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 1, "gpu": 2}, gpu_device_ids=("0", "1"),
+                                 max_consecutive_system_errors=1)
+    big = service.submit(JobSpec(image="x", parameters=Parameters(gpu=3)))[0].id
+    worker.start()
+    try:
+        wait_all(service, [big], timeout=10)
+        cpu = service.submit(JobSpec(image="x"))[0].id
+        wait_all(service, [cpu], timeout=10)
+        assert worker.health == "HEALTHY"
+    finally:
+        worker.stop(grace=5)
+    job = service.get(big)
+    assert job.error is not None
+    assert (job.state, job.attempts, job.error.code) == (JobState.ERROR, 1, "too_many_gpus")
+    assert "3 GPUs" in job.error.message and "has 2" in job.error.message
+    assert service.get(cpu).state is JobState.SUCCEEDED and [run[0] for run in runtime.runs] == [cpu]
 
 
 class FailsOnceRuntime(RecordingRuntime):
