@@ -60,8 +60,8 @@ class JobSystemError(DccError):
     """A worker could not run a job for a reason that is not the job's own exit code.
 
     ``code`` is machine-readable (``image_not_found``, ``image_pull_failed``, ``input_fetch_failed``,
-    ``storage_failed``, ``runtime_failed``, ``worker_lost``); ``retryable`` says whether another attempt
-    may succeed (a missing image will not; a storage hiccup may).
+    ``storage_failed``, ``runtime_failed``, ``worker_lost``, ``too_many_gpus``); ``retryable`` says whether another
+    attempt may succeed (a missing image will not; a storage hiccup may).
     """
 
     def __init__(self, code: str, message: str, *, retryable: bool, machine: bool | None = None) -> None:

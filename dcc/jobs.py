@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     RUNTIME_FAILED = "runtime_failed"
     WORKER_LOST = "worker_lost"
     CONTAINER_REFUSED = "container_refused"  # Docker refused the job's container (no command, not in the image...)
+    TOO_MANY_GPUS = "too_many_gpus"  # the job asks for more GPUs than the worker that claimed it has
     DISK_LIMIT = "disk_limit_exceeded"
     LOG_LIMIT = "log_limit_exceeded"  # a TES executor's stdout/stderr file would have missed its start
 

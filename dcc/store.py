@@ -2,8 +2,8 @@
 
 Keys (all under one hash tag, so scripts work on a cluster-mode or serverless cache):
 
-    P:job:<id>      hash    the job record (``spec`` as JSON, state, timestamps, result fields)
-    P:q:<queue>     zset    queued job ids, lowest score claimed first
+    P:job:<id>      hash    the job record (``spec`` as JSON, ``gpus`` it needs, state, timestamps, result fields)
+    P:q:<queue>     zset    queued job ids, lowest score claimed first (never past one that does not fit)
     P:sig:<queue>   list    wake-up tokens, one pushed per job queued; idle workers block on them
     P:leases        zset    ``<id>|<attempt>`` of running jobs, scored by lease deadline (ms)
     P:all           zset    every job id, scored by submit time (ms), for listing
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -161,6 +161,14 @@ def _outcome_fields(outcome: Outcome) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Blocked:
+    """A claim that took nothing: the first job of the queue needs more GPUs than the worker has free."""
+
+    gpus: int
+    """The GPUs that job needs."""
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing; ``cursor`` is None on the last page."""
 
@@ -237,6 +245,7 @@ class JobStore:
             "qscore": str(qscore),
             "submitted": repr(record.submitted_at),
             "attempts": "0",
+            "gpus": str(record.spec.parameters.gpu),  # (read by the claim, which cannot afford to parse the spec)
         }
         if record.spec.fast:
             fields["max_attempts"] = str(FAST_MAX_ATTEMPTS)  # (the reaper's limit for it)
@@ -273,7 +282,8 @@ class JobStore:
         """Block until a job may be waiting in one of ``queues`` (or ``timeout`` s pass); return that queue.
 
         A token is consumed per call; tokens can be stale (a cancelled job), so a claim may still find
-        nothing. Callers claim after a timeout as well, which also mends any token lost with a worker.
+        nothing. Callers claim after a timeout as well, which also mends any token lost with a worker. A caller
+        whose claim was ``Blocked`` hands its token on (``signal``): a worker with the GPUs free may sleep on it.
         """
         popped = self.redis.blpop([self.signal_key(q) for q in queues], timeout=max(timeout, 0.01))
         if popped is None:
@@ -282,11 +292,32 @@ class JobStore:
         return key.rsplit(":", 1)[1]
 
     @translated
-    def claim(self, queue: str, worker: str) -> Claim | None:
-        """Take the first job of ``queue`` and lease it to ``worker``; None if the queue is empty."""
+    def signal(self, queue: str) -> None:
+        """Push a wake-up token for ``queue``: a worker hands on one it took for a job it cannot take."""
+        self.redis.lpush(self.signal_key(queue), "1")
+
+    @overload
+    def claim(self, queue: str, worker: str) -> Claim | None: ...
+
+    @overload
+    def claim(self, queue: str, worker: str, *, free_gpus: int | None,
+              worker_gpus: int | None = ...) -> Claim | Blocked | None: ...
+
+    @translated
+    def claim(self, queue: str, worker: str, *, free_gpus: int | None = None,
+              worker_gpus: int | None = None) -> Claim | Blocked | None:
+        """Take the first job of ``queue`` and lease it to ``worker``; None if the queue is empty.
+
+        With ``free_gpus``: ``Blocked`` (nothing taken, the queue as it was) when that job needs more GPUs than that,
+        unless it needs more than ``worker_gpus``, the worker's own (it is taken, for the worker to end it).
+        Jobs behind it are never taken instead: a job waits first in line until a worker has its GPUs free.
+        """
         now = self.clock()
         deadline_ms = int((now + self.lease_seconds) * 1000)
-        reply = self._run("claim", [queue, worker, repr(now), deadline_ms])
+        check = ["", ""] if free_gpus is None else [max(free_gpus, 0), "" if worker_gpus is None else worker_gpus]
+        reply = self._run("claim", [queue, worker, repr(now), deadline_ms, *check])
+        if isinstance(reply, int):
+            return Blocked(gpus=reply)
         if not reply:
             return None
         attempt, job_id = int(reply[0]), reply[1]

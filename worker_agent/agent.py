@@ -29,7 +29,7 @@ from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import FAST_MAX_ATTEMPTS, MAX_OUTPUT_NAME, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
 from dcc.service import forget_result, keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, attempt_prefix
-from dcc.store import JobStore
+from dcc.store import Blocked, JobStore
 from dcc.url_inputs import Fetcher
 from worker_agent.files import remove_tree
 from worker_agent.resources import Gpu
@@ -92,6 +92,8 @@ class WorkerConfig:
 @dataclass
 class _Running:
     claim: Claim
+    seq: int = 0
+    """Its place in the order of this worker's claims (GPUs go to attempts waiting for them in that order)."""
     gpus: tuple[str, ...] = ()
     cancel: bool = False
     lost: bool = False
@@ -139,6 +141,13 @@ class Worker:
         self._outgoing: dict[tuple[str, int], _Running] = {}
         """Attempts a later attempt of the same job took the place of here, until they end: their container may
         still run, holding its GPUs, and a stop waits for it."""
+        self._claims = 0
+        self._gpu_waiters: list[_Running] = []
+        """Attempts waiting for GPUs here, served in the order they were claimed."""
+        self._gpu_jobs_ended = 0
+        self._gpu_blocked: tuple[int, float] | None = None
+        """Set when a claim from the gpu queue found its first job needing more GPUs than are free here: how many
+        GPU jobs had ended then, and until when (monotonic) the gpu queue is left alone unless one more ends."""
         self._system_errors = 0
         self._last_system_error = 0.0
         self._idle_since: float | None = time.time()
@@ -216,15 +225,25 @@ class Worker:
             used: dict[str, int] = {}
             for job in self._running.values():
                 used[job.claim.job.queue] = used.get(job.claim.job.queue, 0) + 1
-            gpus_free = bool(self._free_gpus())
+            gpus_free = self._spare_gpus() > 0
+            blocked = self._gpu_blocked is not None and self._gpu_blocked[0] == self._gpu_jobs_ended and (
+                time.monotonic() < self._gpu_blocked[1])
         free = [q for q, n in self.config.slots.items() if n > used.get(q, 0)]
-        if self._assigns_gpus and "gpu" in free and not gpus_free:
-            free.remove("gpu")  # a GPU job needs a GPU no other job holds
+        if self._assigns_gpus and "gpu" in free and (not gpus_free or blocked):
+            free.remove("gpu")  # a GPU job needs GPUs no other job holds; the first one waiting needs more than that
         return free
 
     @property
     def _assigns_gpus(self) -> bool:
         return bool(self.config.gpu_device_ids) and not self.config.disable_nvidia_runtime
+
+    def _spare_gpus(self) -> int:
+        """GPUs a new claim may count on (call with the lock held): those free, less those that attempts claimed
+        here will take once their inputs are in."""
+        have = len(self.config.gpu_device_ids)
+        promised = sum(need for job in self._running.values()
+                       if not job.gpus and (need := job.claim.job.spec.parameters.gpu) <= have)
+        return max(len(self._free_gpus()) - promised, 0)
 
     def _free_gpus(self) -> list[str]:
         """GPUs no attempt here holds, one being stopped included (call with the lock held)."""
@@ -234,26 +253,35 @@ class Worker:
     def _take_gpus(self, claim: Claim, count: int) -> tuple[str, ...]:
         """Give the attempt ``count`` GPUs of its own, waiting for other attempts to free them.
 
-        Raises ``_Stopped`` when the attempt should stop instead (cancelled, replaced by a later attempt, or the
-        worker stops: a job that has no GPUs yet is handed back at once rather than started during the stop).
+        Attempts waiting for GPUs get them in the order they were claimed: none takes GPUs an earlier one waits
+        for (claims count on GPUs promised to attempts yet to take theirs, so waits are short: for an attempt
+        being stopped, say). Raises ``_Stopped`` when the attempt should stop instead (cancelled, replaced by a
+        later attempt, or the worker stops: a job that has no GPUs yet is handed back at once rather than started
+        during the stop).
         """
         if not self._assigns_gpus or count == 0:
             return ()
-        if count > len(self.config.gpu_device_ids):
-            raise JobSystemError(ErrorCode.RUNTIME_FAILED, f"the job needs {count} GPUs; worker "
-                                 f"{self.config.worker_id} has {len(self.config.gpu_device_ids)}", retryable=True)
         with self._slot_freed:
-            while True:
-                entry = self._entry(claim)
-                if entry is None or entry.cancel or entry.handed_back or entry.lost:
-                    raise _Stopped
-                if len(free := self._free_gpus()) >= count:
-                    entry.gpus = tuple(free[:count])
-                    return entry.gpus
-                if self.stopping.is_set():  # it would wait for GPUs through the stop: handed back now instead
-                    entry.handed_back = True
-                    raise _Stopped
-                self._slot_freed.wait(timeout=1.0)
+            mine = self._entry(claim)
+            if mine is None:
+                raise _Stopped
+            self._gpu_waiters.append(mine)
+            try:
+                while True:
+                    entry = self._entry(claim)
+                    if entry is None or entry.cancel or entry.handed_back or entry.lost:
+                        raise _Stopped
+                    first = min(self._gpu_waiters, key=lambda waiter: waiter.seq)
+                    if first is entry and len(free := self._free_gpus()) >= count:
+                        entry.gpus = tuple(free[:count])
+                        return entry.gpus
+                    if self.stopping.is_set():  # it would wait for GPUs through the stop: handed back now instead
+                        entry.handed_back = True
+                        raise _Stopped
+                    self._slot_freed.wait(timeout=1.0)
+            finally:
+                self._gpu_waiters.remove(mine)
+                self._slot_freed.notify_all()  # (the next in line)
 
     def _claim_loop(self) -> None:
         while not self.stopping.is_set():
@@ -267,7 +295,7 @@ class Worker:
                 for queue in [woken] if woken else free:
                     if self.stopping.is_set():
                         break
-                    claim = self.store.claim(queue, self.config.worker_id)
+                    claim = self._claim(queue, woken=queue == woken)
                     if claim is not None:
                         self._launch(claim)
             except StoreUnavailable as exc:
@@ -277,9 +305,28 @@ class Worker:
                 log.exception("claim failed; retrying")
                 self.stopping.wait(1.0)
 
-    def _launch(self, claim: Claim) -> None:
-        entry = _Running(claim)
+    def _claim(self, queue: str, *, woken: bool) -> Claim | None:
+        """Claim the first job of ``queue``: from the gpu queue, only one that fits the GPUs free here. When it does
+        not, the gpu queue is left alone until a GPU job here ends or ``idle_claim_seconds`` pass (the job stays
+        first: none behind it is taken), and the wake-up token taken for it goes back to wake another worker."""
+        if queue != "gpu" or not self._assigns_gpus:
+            return self.store.claim(queue, self.config.worker_id)
         with self._lock:
+            spare, ended = self._spare_gpus(), self._gpu_jobs_ended
+        claim = self.store.claim(queue, self.config.worker_id, free_gpus=spare,
+                                 worker_gpus=len(self.config.gpu_device_ids))
+        if not isinstance(claim, Blocked):
+            return claim
+        with self._lock:
+            self._gpu_blocked = (ended, time.monotonic() + self.config.idle_claim_seconds)
+        if woken:  # a worker with the GPUs free may sleep on that token (else it would claim at its timeout only)
+            self.store.signal(queue)
+        return None
+
+    def _launch(self, claim: Claim) -> None:
+        with self._lock:
+            self._claims += 1
+            entry = _Running(claim, seq=self._claims)
             # an earlier attempt still here: this worker's lease lapsed (e.g. cut off from Redis) and it claimed
             # the job again. The earlier one is stopped, and gone, before this one starts (they share the job id);
             # one that has ended may still wait for its clean-up, which this one waits for too
@@ -336,15 +383,26 @@ class Worker:
                 if self._entry(claim) is not None:  # (not a later attempt's entry)
                     del self._running[job.id]
                 self._outgoing.pop((job.id, claim.attempt), None)
+                if job.spec.parameters.gpu:  # its GPUs are free (or promised no more): try the gpu queue again
+                    self._gpu_jobs_ended += 1
                 if not self._running and not self._outgoing:  # idle from now, however soon the next heartbeat
                     self._idle_since = time.time()
                 self._ending[job.id] = entry.ended
                 self._slot_freed.notify_all()
             self._cleanup.put((job.id, workdir, entry.ended))
 
+    def _check_gpus(self, job: JobRecord) -> None:
+        """Raise, not retried, for a job asking for more GPUs than this worker has: it could wait for ever (its
+        fault, not the worker's: it does not count against the worker's health)."""
+        count, have = job.spec.parameters.gpu, len(self.config.gpu_device_ids)
+        if self._assigns_gpus and count > have:
+            raise JobSystemError(ErrorCode.TOO_MANY_GPUS, f"the job needs {count} GPUs; worker "
+                                 f"{self.config.worker_id} has {have}", retryable=False)
+
     def _attempt(self, claim: Claim, workdir: Path) -> Outcome:
         job = claim.job
         try:
+            self._check_gpus(job)  # (before its inputs come in)
             if job.task is not None:
                 return self._run_task(claim, workdir)
             inputs_dir = workdir / "inputs"

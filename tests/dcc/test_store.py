@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from dcc.errors import InvalidJob
-from dcc.jobs import JobRecord, JobSpec, JobState, Outcome
-from dcc.store import JobStore, connect
+from dcc.jobs import Claim, JobRecord, JobSpec, JobState, Outcome
+from dcc.store import Blocked, JobStore, connect
 
 pytestmark = pytest.mark.redis
 
@@ -45,6 +45,24 @@ def test_queues_are_separate(store: JobStore) -> None:
     make(store, "g", queue="gpu")
     assert store.claim("cpu", "w") is None
     assert store.claim("gpu", "w").job.id == "g"
+
+
+def test_a_gpu_claim_takes_the_head_only_if_it_fits_the_worker_s_free_gpus(store: JobStore) -> None:
+    make(store, "big", queue="gpu", at=100.0, parameters={"gpu": 2})
+    make(store, "small", queue="gpu", at=101.0)
+    assert store.claim("gpu", "w", free_gpus=1, worker_gpus=4) == Blocked(gpus=2)  # (not past it: no starving)
+    assert store.redis.zrange(store.queue_key("gpu"), 0, -1) == ["big", "small"]   # nothing popped
+    assert store.get("big").state == JobState.QUEUED and store.get("big").attempts == 0
+    assert store.claim("gpu", "w", free_gpus=2, worker_gpus=4).job.id == "big"
+    store.redis.hdel(store.job_key("small"), "gpus")  # a record from before the field: its spec says
+    assert store.claim("gpu", "w", free_gpus=0, worker_gpus=4) == Blocked(gpus=1)
+    assert store.claim("gpu", "w").job.id == "small"  # no count given: no check
+
+
+def test_a_gpu_job_no_worker_of_its_size_can_run_is_claimed_to_be_ended(store: JobStore) -> None:
+    make(store, "huge", queue="gpu", parameters={"gpu": 3})
+    claim = store.claim("gpu", "w", free_gpus=1, worker_gpus=2)  # (waiting would block the queue for good)
+    assert isinstance(claim, Claim) and claim.job.id == "huge"
 
 
 def test_same_client_id_twice_creates_one_job(store: JobStore) -> None:

@@ -39,7 +39,7 @@ class RecordingRuntime:
 
     def run(self, job: ContainerJob, *, workdir: Path, **kw: Any) -> ContainerOutcome:
         start = time.monotonic()
-        time.sleep(self.seconds)
+        time.sleep(float(job.env.get("HOLD", self.seconds)))  # (a job may say how long it holds its GPUs)
         end = time.monotonic()
         with self.lock:
             self.runs.append((job.job_id, job.gpu_device_ids, start, end))
@@ -123,6 +123,77 @@ def test_too_many_gpus_is_refused_at_submit(redis_url: str, tmp_path: Path) -> N
     with pytest.raises(InvalidJob) as info:
         service.submit(JobSpec(image="x", parameters=Parameters(gpu=5)))
     assert info.value.field == "parameters.gpu" and "4" in str(info.value)
+
+
+def test_a_job_asking_for_more_gpus_than_the_worker_has_ends_at_once_and_the_worker_stays_healthy(
+        redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))  # (fleet unknown: no check at submit)
+    runtime = RecordingRuntime(0.05)
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 1, "gpu": 2}, gpu_device_ids=("0", "1"),
+                                 max_consecutive_system_errors=1)
+    big = service.submit(JobSpec(image="x", parameters=Parameters(gpu=3)))[0].id
+    worker.start()
+    try:
+        wait_all(service, [big], timeout=10)
+        cpu = service.submit(JobSpec(image="x"))[0].id
+        wait_all(service, [cpu], timeout=10)
+        assert worker.health == "HEALTHY"
+    finally:
+        worker.stop(grace=5)
+    job = service.get(big)
+    assert job.error is not None
+    assert (job.state, job.attempts, job.error.code) == (JobState.ERROR, 1, "too_many_gpus")
+    assert "3 GPUs" in job.error.message and "has 2" in job.error.message
+    assert service.get(cpu).state is JobState.SUCCEEDED and [run[0] for run in runtime.runs] == [cpu]
+
+
+def test_a_gpu_job_waiting_for_all_gpus_starts_before_smaller_jobs_queued_after_it(redis_url: str,
+                                                                                  tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = RecordingRuntime()
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"gpu": 4}, gpu_device_ids=("0", "1", "2", "3"))
+
+    def submit(gpus: int, seconds: float) -> str:
+        return service.submit(JobSpec(image="x", env={"HOLD": str(seconds)}, parameters=Parameters(gpu=gpus)))[0].id
+
+    first = [submit(1, seconds) for seconds in (0.3, 0.6, 0.9, 1.2)]  # (their GPUs free one at a time)
+    worker.start()
+    try:
+        until(lambda: all(service.get(i).state is JobState.RUNNING for i in first))
+        big = submit(4, 0.2)
+        time.sleep(0.01)  # (jobs queued within one millisecond go in the order of their ids)
+        later = [submit(1, 0.2) for _ in range(4)]
+        wait_all(service, [big, *later])
+    finally:
+        worker.stop(grace=5)
+    started = {job_id: start for job_id, _, start, _ in runtime.runs}
+    assert all(started[big] < started[i] for i in later)  # none took a GPU it waited for
+
+
+def test_a_gpu_job_a_busy_worker_cannot_fit_goes_to_an_idle_worker_at_once(redis_url: str, tmp_path: Path) -> None:
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))
+    busy_runtime = SlowToDieRuntime(seconds=30, dying=0)
+
+    def gpu_worker(name: str, runtime: RecordingRuntime) -> Worker:
+        return Worker(store=service.store, storage=LocalStorage(tmp_path / "s"), runtime=runtime,
+                      config=WorkerConfig(worker_id=name, workdir=tmp_path / name, slots={"gpu": 2},
+                                          gpu_device_ids=("0", "1"), idle_claim_seconds=4))
+
+    busy, idle = gpu_worker("busy", busy_runtime), gpu_worker("idle", RecordingRuntime(0.05))
+    holder = service.submit(JobSpec(image="x", parameters=Parameters(gpu=1)))[0].id
+    busy.start()
+    try:
+        until(busy_runtime.alive)
+        idle.start()
+        time.sleep(0.3)  # both wait for a wake-up (the busy one, with a GPU free, first)
+        two = service.submit(JobSpec(image="x", parameters=Parameters(gpu=2)))[0].id
+        wait_all(service, [two], timeout=3)  # (not left for the idle one's next claim without a wake-up, 4 s on)
+        assert service.get(holder).state is JobState.RUNNING
+    finally:
+        idle.stop(grace=5)
+        busy.stop(grace=0)
+    job = service.get(two)
+    assert (job.state, job.worker, job.attempts) == (JobState.SUCCEEDED, "idle", 1)
 
 
 class FailsOnceRuntime(RecordingRuntime):
@@ -232,11 +303,19 @@ def until(check: Callable[[], object], timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def cut_off_worker(redis_url: str, tmp_path: Path,
-                   runtime: SlowToDieRuntime) -> tuple[JobService, JobStore, Worker, str]:
+class UncheckedStore(JobStore):
+    """Claims whatever is first, as if the GPUs the worker counted as free were wrong: what is left for the wait in
+    ``Worker._take_gpus``."""
+
+    def claim(self, queue, worker, **_):  # type: ignore[no-untyped-def, override]
+        return super().claim(queue, worker)
+
+
+def cut_off_worker(redis_url: str, tmp_path: Path, runtime: SlowToDieRuntime,
+                   store_type: type[JobStore] = JobStore) -> tuple[JobService, JobStore, Worker, str]:
     """A GPU worker whose renewals are 20 s apart (its lease can be taken back, and the job claimed again by it,
     before it hears of it, as when it was cut off from Redis for a while), started, running a 1-GPU job."""
-    store = JobStore(connect(redis_url), lease_seconds=60, restart_grace_seconds=0)
+    store = store_type(connect(redis_url), lease_seconds=60, restart_grace_seconds=0)
     worker = Worker(store=store, storage=LocalStorage(tmp_path / "s"), runtime=runtime,
                     config=WorkerConfig(worker_id="cut-off", workdir=tmp_path / "w", heartbeat_seconds=20,
                                         slots={"gpu": 2}, gpu_device_ids=("0", "1")))
@@ -249,8 +328,11 @@ def cut_off_worker(redis_url: str, tmp_path: Path,
 
 def claimed_again(store: JobStore, job_id: str) -> None:
     """Take the lease of the job's first attempt back, and wait until the worker has claimed it again."""
-    store.redis.zadd(store.leases_key, {f"{job_id}|1": 0})
-    assert store.reap() == {job_id: JobState.QUEUED}
+    def taken_back() -> bool:  # (again if the worker renewed in between: its cancel listener renews as it starts)
+        store.redis.zadd(store.leases_key, {f"{job_id}|1": 0}, xx=True)
+        return store.reap() == {job_id: JobState.QUEUED}
+
+    until(taken_back)
     until(lambda: (record := store.get(job_id)) is not None and record.attempts == 2
           and record.state is JobState.RUNNING)
 
@@ -301,7 +383,8 @@ def test_a_stop_lets_a_later_attempt_start_only_once_the_earlier_one_ended(redis
 
 def test_a_job_cancelled_while_it_waits_for_gpus_keeps_its_result(redis_url: str, tmp_path: Path) -> None:
     runtime = SlowToDieRuntime(seconds=30, dying=0)
-    service, store, worker, holder = cut_off_worker(redis_url, tmp_path, runtime)  # (it holds one of the two GPUs)
+    service, store, worker, holder = cut_off_worker(redis_url, tmp_path, runtime,  # (it holds one of the two GPUs)
+                                                    UncheckedStore)
     try:
         waiting = service.submit(JobSpec(image="x", parameters=Parameters(gpu=2)))[0].id
         until(lambda: service.get(waiting).state is JobState.RUNNING)  # claimed: it waits for a second GPU
