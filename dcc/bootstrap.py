@@ -43,7 +43,7 @@ def build_store(settings: Settings) -> JobStore:
     """The Redis job store the settings name (with its auth token from ``DCC_REDIS_SECRET_ARN`` if set)."""
     url = redis_url_with_secret(settings.redis_url, os.environ.get("DCC_REDIS_SECRET_ARN"))
     client = connect(url, socket_timeout=settings.redis_socket_timeout)
-    return JobStore(
+    store = JobStore(
         client,
         prefix=settings.key_prefix,
         lease_seconds=settings.lease_seconds,
@@ -51,6 +51,8 @@ def build_store(settings: Settings) -> JobStore:
         max_attempts=settings.max_attempts,
         fast_retention_seconds=settings.fast_result_seconds,
     )
+    store.check_version()
+    return store
 
 
 def build_service(settings: Settings, *, storage: Storage | None = None, store: JobStore | None = None) -> JobService:

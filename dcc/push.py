@@ -25,7 +25,8 @@ USAGE = 'send {"action": "subscribe" | "unsubscribe", "jobIds": ["<id>", ...]} (
 _TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
 
 
-_NEWER = """
+# (both run even when Redis is full, as the job store's own bookkeeping does: live status must not stop then)
+_NEWER = """#!lua flags=allow-oom
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if last >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -33,7 +34,7 @@ return 1
 """
 
 
-_WATCH = """
+_WATCH = """#!lua flags=allow-oom
 local prefix, connection, most, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local count = redis.call('SCARD', KEYS[1])
 local out = {}

@@ -83,11 +83,12 @@ def translated(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-KEEPS_RUNNING = frozenset({"finish", "renew", "reap", "drop_worker", "fence", "task_log", "heartbeat"})
-"""The scripts that keep running jobs running, run even when Redis is full (deployed with ``noeviction``): leases,
-heartbeats and results go on (a little past ``maxmemory``), so that no job is run twice or lost while new work (a
-submit) is refused until finished records expire."""
+KEEPS_RUNNING = frozenset({"finish", "renew", "reap", "drop_worker", "fence", "task_log", "heartbeat", "cancel"})
+"""The scripts that keep running jobs running (and a cancel, which only frees), run even when Redis is full (deployed
+with ``noeviction``): leases, heartbeats and results go on past ``maxmemory``, so that no job is run twice or lost,
+while new work (a submit) is refused until finished records expire. Redis 7 or later (script flags)."""
 ALLOW_OOM = "#!lua flags=allow-oom\n"
+MIN_REDIS_MAJOR = 7
 
 
 def _load_scripts() -> dict[str, str]:
@@ -435,6 +436,18 @@ class JobStore:
             self._trim_indexes(now)
             self._trimmed_at = now
         return changed
+
+    def check_version(self) -> None:
+        """Refuse a Redis older than 7 (``RuntimeError`` saying so): dcc's scripts carry flags (``allow-oom``), which
+        an older one cannot compile. One ``INFO`` call; a Redis unreachable now is left to the first real call."""
+        try:
+            version = str(self.redis.info("server").get("redis_version", ""))
+        except redis.RedisError:
+            return
+        major = version.split(".")[0]
+        if major.isdigit() and int(major) < MIN_REDIS_MAJOR:
+            raise RuntimeError(f"dcc needs Redis {MIN_REDIS_MAJOR} or later (its scripts carry flags); "
+                               f"this one is {version}")
 
     @translated
     def uptime(self) -> float | None:

@@ -320,7 +320,10 @@ class Worker:
         with self._lock:
             self._gpu_blocked = (ended, time.monotonic() + self.config.idle_claim_seconds)
         if woken:  # a worker with the GPUs free may sleep on that token (else it would claim at its timeout only)
-            self.store.signal(queue)
+            try:
+                self.store.signal(queue)
+            except StoreUnavailable as exc:  # (e.g. Redis full): the others claim at their timeout instead
+                log.warning("could not hand the gpu queue's wake-up on: %s", exc)
         return None
 
     def _launch(self, claim: Claim) -> None:

@@ -3,8 +3,8 @@
 -- else {attempt, id, field, value, ...} of the job's hash as it was before the claim.
 -- free_gpus ('' = no check): when the first job needs more GPUs than that, it stays first and the reply is the
 -- count it needs (a number). No claim passes it, so smaller jobs behind it cannot starve it; one needing more
--- than worker_gpus (the worker's own; '' = no limit) is taken all the same, for the worker to end it (else it
--- would block the queue for ever).
+-- than worker_gpus (the worker's own; '' = no limit) and than any live worker has is taken all the same, for the
+-- worker to end it (else it would block the queue for ever); one a bigger live worker can run is left to it.
 
 -- The GPUs a job needs: its 'gpus' field, or, in a record stored before that field, its spec's.
 local function gpus_needed(id)
@@ -13,6 +13,17 @@ local function gpus_needed(id)
   local ok, spec = pcall(cjson.decode, redis.call('HGET', job_key(id), 'spec') or '')  -- (unreadable: none)
   if not ok or type(spec) ~= 'table' or type(spec.parameters) ~= 'table' then return 0 end
   return tonumber(spec.parameters.gpu) or 0
+end
+
+-- The most GPU slots a live worker offers (from the health records' 'slots', e.g. cpu=3,gpu=4).
+local function most_live_gpus()
+  local most = 0
+  for _, worker in ipairs(redis.call('ZRANGE', P .. ':workers', 0, -1)) do
+    local slots = redis.call('HGET', P .. ':worker:' .. worker, 'slots')
+    local n = slots and tonumber(string.match(slots, 'gpu=(%d+)')) or 0
+    if n > most then most = n end
+  end
+  return most
 end
 
 -- A worker with a drain mark (dcc.drain) takes nothing: checked here, in the claim itself, so that the
@@ -29,7 +40,9 @@ else
   if #head == 0 then return false end
   id = head[1]
   local need = gpus_needed(id)
-  if need > tonumber(ARGV[6]) and (ARGV[7] == '' or need <= tonumber(ARGV[7])) then return need end
+  if need > tonumber(ARGV[6]) and (ARGV[7] == '' or need <= tonumber(ARGV[7]) or need <= most_live_gpus()) then
+    return need
+  end
   redis.call('ZREM', queue, id)
 end
 local key = job_key(id)

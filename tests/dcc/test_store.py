@@ -61,6 +61,11 @@ def test_a_gpu_claim_takes_the_head_only_if_it_fits_the_worker_s_free_gpus(store
 
 def test_a_gpu_job_no_worker_of_its_size_can_run_is_claimed_to_be_ended(store: JobStore) -> None:
     make(store, "huge", queue="gpu", parameters={"gpu": 3})
+    # a live worker with 4 GPUs can run it: a 2-GPU worker leaves it first in line for that one
+    store.heartbeat("big", {"health": "HEALTHY", "slots": "cpu=12,gpu=4"}, ttl=60)
+    store.heartbeat("w", {"health": "HEALTHY", "slots": "cpu=2,gpu=2"}, ttl=60)
+    assert store.claim("gpu", "w", free_gpus=2, worker_gpus=2) == Blocked(gpus=3)
+    store.forget_worker("big")
     claim = store.claim("gpu", "w", free_gpus=1, worker_gpus=2)  # (waiting would block the queue for good)
     assert isinstance(claim, Claim) and claim.job.id == "huge"
 
@@ -544,10 +549,11 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
 
 
-def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(store: JobStore) -> None:
+def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(redis_url: str) -> None:
     from dcc.drain import DrainMarks
     from dcc.errors import StoreUnavailable
 
+    store = JobStore(connect(redis_url), lease_seconds=30, max_attempts=2, restart_grace_seconds=0)
     make(store, "running")
     make(store, "waiting")
     held = store.claim("cpu", "w")
@@ -566,13 +572,28 @@ def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(store: Job
         assert [w["id"] for w in store.workers()] == ["w"]
         DrainMarks(store.redis).mark(["other"], now=1.0)
         assert not store.fence_idle("w", mark_ttl=60)
-        assert store.reap() == {}
+        # an expired lease is still taken back (its job waits again)
+        store.redis.config_set("maxmemory", "0")  # (the test's own write, as if the lease had lapsed)
+        store.redis.zadd(store.leases_key, {"running|1": 0}, xx=True)
+        store.redis.config_set("maxmemory", str(max(1, used // 2)))
+        assert store.reap() == {"running": JobState.QUEUED}
+        held = store.claim("cpu", "w")
+        assert held is not None and held.job.id == "running" and held.attempt == 2
         # the queue still drains (a script whose first write frees memory runs whole): workers work it off
         claim = store.claim("cpu", "w2")
         assert claim is not None and claim.job.id == "waiting"
         assert store.finish(held, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+        assert store.cancel("waiting") == JobState.RUNNING  # (a cancel is asked of its worker: it only frees)
+        assert store.renew([("waiting", 1)]) == {("waiting", 1): "cancel"}
     finally:
         store.redis.config_set("maxmemory", old["maxmemory"])
         store.redis.config_set("maxmemory-policy", old["maxmemory-policy"])
     assert store.get("running").state == JobState.SUCCEEDED and store.get("waiting").state == JobState.RUNNING
     assert DrainMarks(store.redis).draining(["other", "w"]) == {"other"}
+
+
+def test_a_redis_older_than_7_is_refused_saying_so(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.check_version()  # (this one: 7 or later)
+    monkeypatch.setattr(store.redis, "info", lambda section=None: {"redis_version": "6.2.14"})
+    with pytest.raises(RuntimeError, match="needs Redis 7 or later.*6.2.14"):
+        store.check_version()
