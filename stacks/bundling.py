@@ -25,6 +25,8 @@ from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = Path(__file__).resolve().parent / "lambda-requirements.txt"
+CONSTRAINTS = REPO_ROOT / "worker-constraints.txt"
+"""The versions the tests ran against: the bundle's dependencies of dependencies are held to them too."""
 CODE_PACKAGES = ("dcc", "functions")
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_aarch64"
@@ -78,6 +80,7 @@ def bundle_hash(root: Path = REPO_ROOT, requirements: Path = REQUIREMENTS) -> st
     digest = hashlib.sha256()
     digest.update(f"{PLATFORM} cp{PYTHON_VERSION} bytecode={lambda_python() is not None}\n".encode())
     digest.update(requirements.read_bytes())
+    digest.update(CONSTRAINTS.read_bytes() if CONSTRAINTS.is_file() else b"")
     for path in _code_files(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
@@ -100,7 +103,8 @@ def build_bundle(dest: Path, *, root: Path = REPO_ROOT, requirements: Path = REQ
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
          "--platform", platform, "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-         "--implementation", "cp", "--target", str(dest), "-r", str(requirements)],
+         "--implementation", "cp", "--target", str(dest), "-r", str(requirements),
+         *(["-c", str(CONSTRAINTS)] if CONSTRAINTS.is_file() else [])],
         check=True,
     )
     for package in CODE_PACKAGES:

@@ -91,6 +91,19 @@ def test_the_synthesized_bundle_has_bytecode_for_every_module(synth: Any) -> Non
     assert int.from_bytes(header, "little") == 0b01  # PEP 552 flags: hash-based, source not checked
 
 
+def test_every_library_in_the_bundle_is_at_the_version_the_tests_ran_against(synth: Any) -> None:
+    import re
+
+    pins = dict(line.split("==") for line in bundling.CONSTRAINTS.read_text().splitlines()
+                if line and not line.startswith("#"))
+    found = {}
+    for info in _api_asset(synth).glob("*.dist-info"):
+        name, version = info.name.removesuffix(".dist-info").rsplit("-", 1)
+        found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    assert {"pydantic", "pydantic-core", "redis", "typing-extensions"} <= set(found)  # (dependencies of dependencies)
+    assert {name: version for name, version in found.items() if pins.get(name) != version} == {}
+
+
 def test_the_zipped_bundle_stays_under_10_mib(synth: Any, tmp_path: Path) -> None:
     asset = _api_asset(synth)
     archive = tmp_path / "bundle.zip"
