@@ -223,3 +223,16 @@ def test_a_log_too_long_for_a_lambda_reply_is_a_redirect_to_storage(s3_service: 
     assert big["statusCode"] == 302 and big["body"] == ""
     location = big["multiValueHeaders"]["Location"][0] if "multiValueHeaders" in big else big["headers"]["Location"]
     assert f"/data/jobs/{job}/attempt-1/stdout?" in location and "X-Amz-Signature" in location
+
+
+def test_local_mode_sends_bodies_as_the_deployed_api_does_in_base64(s3_service: Settings) -> None:
+    from dcc.local import proxy_event
+
+    body = json.dumps({"image": "busybox", "command": ["echo", "é"]}).encode()
+    sent = proxy_event(method="POST", path="/v1/jobs", query=[], headers={"content-type": "application/json"},
+                       body=body)
+    assert sent["isBase64Encoded"] is True and base64.b64decode(sent["body"]) == body  # (binary media types */*)
+    reply = handler.lambda_handler(sent, None)
+    assert reply["statusCode"] == 201 and json.loads(reply["body"])["command"] == ["echo", "é"]
+    empty = proxy_event(method="GET", path="/v1/workers", query=[], headers={}, body=b"")
+    assert (empty["body"], empty["isBase64Encoded"]) == (None, False)
