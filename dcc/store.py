@@ -310,7 +310,8 @@ class JobStore:
         """Take the first job of ``queue`` and lease it to ``worker``; None if the queue is empty.
 
         With ``free_gpus``: ``Blocked`` (nothing taken, the queue as it was) when that job needs more GPUs than that,
-        unless it needs more than ``worker_gpus``, the worker's own (it is taken, for the worker to end it).
+        unless it needs more than ``worker_gpus``, the worker's own, and than any live worker offers (it is taken, for
+        the worker to end it).
         Jobs behind it are never taken instead: a job waits first in line until a worker has its GPUs free.
         """
         now = self.clock()
