@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,28 +26,27 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _env_optional_int(name: str) -> int | None:
+    value = _env_number(name, int, "a whole number")
+    return None if value is None else int(value)
+
+
+def _env_float(name: str, default: float) -> float:
+    value = _env_number(name, float, "a number")
+    return default if value is None else value
+
+
+def _env_number(name: str, parse: Callable[[str], float], what: str) -> float | None:
+    """``os.environ[name]`` parsed, finite and 0 or more; None when unset or blank. A malformed value is a
+    ``ValueError`` naming the variable."""
     raw = (os.environ.get(name) or "").strip()
     if not raw:
         return None
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be 0 or more, not {raw!r}")
-    return value
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+        raise ValueError(f"{name} must be {what}, not {raw!r}") from None
     if not 0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a finite number, 0 or more, not {raw!r}")
+        raise ValueError(f"{name} must be {what}, finite and 0 or more, not {raw!r}")
     return value
 
 

@@ -236,3 +236,34 @@ def test_local_mode_sends_bodies_as_the_deployed_api_does_in_base64(s3_service: 
     assert reply["statusCode"] == 201 and json.loads(reply["body"])["command"] == ["echo", "é"]
     empty = proxy_event(method="GET", path="/v1/workers", query=[], headers={}, body=b"")
     assert (empty["body"], empty["isBase64Encoded"]) == (None, False)
+
+
+def test_the_largest_submit_aws_takes_fits_lambda_s_request_payload(redis_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from stacks.dcc_stack import INLINE_INPUT_BYTES  # (what the stack sets DCC_MAX_INLINE_BYTES to)
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="dcc-jobs",
+                                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        settings = Settings(redis_url=redis_url, storage_url="s3://dcc-jobs/data", max_inline_bytes=INLINE_INPUT_BYTES)
+        handler.configure(build_service(settings))
+        try:
+            def submit(size: int) -> tuple[dict, int]:
+                spec = {"image": "x", "inputs": [{"name": "in.bin", "encoding": "base64",
+                                                  "value": base64.b64encode(b"\xff" * size).decode()}],
+                        "meta": "m" * (settings.max_spec_bytes - 200)}  # (the description near its own limit)
+                body = json.dumps(spec).encode()
+                # as API Gateway sends it: the body in base64 (binary media types */*)
+                sent = event("submit_job")
+                sent.update(body=base64.b64encode(body).decode(), isBase64Encoded=True)
+                return sent, handler.lambda_handler(sent, None)["statusCode"]
+
+            largest, status = submit(INLINE_INPUT_BYTES)
+            size = len(json.dumps(largest).encode())
+            assert status == 201 and size < 6_000_000, size  # Lambda's 6 MB request payload
+            assert submit(INLINE_INPUT_BYTES + 1)[1] == 413
+        finally:
+            handler.configure(None)
