@@ -424,12 +424,12 @@ class JobService:
             raise NotReady(f"job {job_id} is {record.state.value}; its {stream} is stored when it ends") from None
 
     def _log(self, key: str) -> Download:
-        with self.storage.open(key) as body:  # (one read: only the part a reply may carry, and one byte more)
+        with self.storage.open(key) as body:  # (one read: the part a reply may carry and one byte more, or all of it)
             head = body.read(LOG_REPLY_BYTES + 1)
-        if len(head) <= LOG_REPLY_BYTES:
-            return Download(data=head)
-        url = self.storage.presigned_url(key)
-        return Download(url=url) if url is not None else Download(data=self.storage.get_bytes(key))
+            if len(head) <= LOG_REPLY_BYTES:
+                return Download(data=head)
+            url = self.storage.presigned_url(key)
+            return Download(url=url) if url is not None else Download(data=head + body.read())
 
     def output(self, job_id: str, path: str) -> Download:
         """One output file: a presigned URL where storage has them, else its bytes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -267,3 +268,19 @@ def test_the_largest_submit_aws_takes_fits_lambda_s_request_payload(redis_url: s
             assert submit(INLINE_INPUT_BYTES + 1)[1] == 413
         finally:
             handler.configure(None)
+
+
+def test_a_long_log_where_storage_has_no_links_is_returned_whole(redis_url: str, tmp_path: Any) -> None:
+    from dcc.jobs import JobSpec, JobState, Outcome
+    from dcc.service import LOG_REPLY_BYTES
+    from dcc.storage import attempt_prefix
+
+    service = build_service(Settings(redis_url=redis_url, storage_url=str(tmp_path / "s")))  # (no signed links)
+    job = service.submit(JobSpec(image="x"))[0].id
+    claim = service.store.claim("cpu", "w1")
+    assert claim is not None
+    log = bytes(range(256)) * (LOG_REPLY_BYTES // 256) + b"tail"
+    service.storage.put_bytes(f"{attempt_prefix(job, 1)}stdout", log)
+    assert service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    got = service.log(job, "stdout")
+    assert got.url is None and got.data == log
