@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import boto3
+import docker
 import pytest
 import tes
 from pydantictes.api import TesClient
@@ -170,7 +171,8 @@ def test_list_filters_and_pages_newest_first(tes_server: TesServer, test_image: 
     assert tes_server.http.get(f"{PREFIX}/tasks", params={"state": "DONE"}).status_code == 400
 
 
-def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_image: str) -> None:
+def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_image: str,
+                                                  docker_client: docker.DockerClient) -> None:
     http = tes_server.http
     # no GPU worker here: a GPU task stays queued, and cancelling it ends it at once
     queued = http.post(f"{PREFIX}/tasks", json={
@@ -187,9 +189,11 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
         "executors": [{"image": test_image, "command": ["sleep", "30"]},
                       {"image": test_image, "command": ["true"]}]}).json()["id"]
     deadline = time.monotonic() + 30
-    while http.get(f"{PREFIX}/tasks/{running}").json()["state"] != "RUNNING":
+    # (RUNNING is the task claimed; a cancel before its first executor's container starts ends it with none run)
+    while not docker_client.containers.list(filters={"label": f"dcc.job={running}", "status": "running"}):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert http.get(f"{PREFIX}/tasks/{running}").json()["state"] == "RUNNING"
     assert http.post(f"{PREFIX}/tasks/{running}:cancel").status_code == 200
     assert http.get(f"{PREFIX}/tasks/{running}").json()["state"] in ("CANCELING", "CANCELED")
     ended = tes_server.wait(running, timeout=20)

@@ -326,8 +326,9 @@ def cut_off_worker(redis_url: str, tmp_path: Path, runtime: SlowToDieRuntime,
     return service, store, worker, job_id
 
 
-def claimed_again(store: JobStore, job_id: str) -> None:
-    """Take the lease of the job's first attempt back, and wait until the worker has claimed it again."""
+def claimed_again(store: JobStore, job_id: str, runtime: SlowToDieRuntime | None = None) -> None:
+    """Take the lease of the job's first attempt back, and wait until the worker has claimed it again (with
+    ``runtime``: and has started stopping the first attempt for it, as it does when it launches the second)."""
     def taken_back() -> bool:  # (again if the worker renewed in between: its cancel listener renews as it starts)
         store.redis.zadd(store.leases_key, {f"{job_id}|1": 0}, xx=True)
         return store.reap() == {job_id: JobState.QUEUED}
@@ -335,6 +336,9 @@ def claimed_again(store: JobStore, job_id: str) -> None:
     until(taken_back)
     until(lambda: (record := store.get(job_id)) is not None and record.attempts == 2
           and record.state is JobState.RUNNING)
+    if runtime is not None:
+        until(lambda: any(killed.is_set() for killed in runtime.live.get(job_id, ()))
+              or any(run[0] == job_id for run in runtime.runs))
 
 
 def test_an_attempt_being_stopped_for_a_later_one_keeps_its_gpus_until_it_ends(redis_url: str,
@@ -360,7 +364,7 @@ def test_a_stop_waits_for_an_attempt_being_stopped_for_a_later_one(redis_url: st
     runtime = SlowToDieRuntime(seconds=30, dying=2.0)
     service, store, worker, job_id = cut_off_worker(redis_url, tmp_path, runtime)
     try:
-        claimed_again(store, job_id)
+        claimed_again(store, job_id, runtime)  # (the stop comes while attempt 1 is being stopped for attempt 2)
     finally:
         worker.stop(grace=0)
     assert runtime.alive() == 0 and worker.running_count() == 0  # attempt 1 ended before the worker stopped
