@@ -9,9 +9,10 @@ One call of ``plan`` looks at one class (``cpu`` or ``gpu``) and returns the act
   nothing the group does on its own (a lower maximum, a rebalance) can kill a running job.
 - **Un-drain, then scale up at once.** The *active* instances (the group's desired capacity less those
   draining) must hold ``ceil((queued + jobs running on active instances) / slots_per_instance)`` within
-  min and max. A shortfall is first met by un-draining draining instances that have free slots (least
-  loaded first: no boot), then by raising the desired capacity in one step. Desired capacity is never
-  lowered by ``SetDesired``: it only goes down with the specific instances removed.
+  min and max (the GPU class counts GPUs throughout: a job asking for several weighs what it asks). A shortfall
+  is first met by un-draining draining instances that have free slots (least loaded first: no boot), then by
+  raising the desired capacity in one step. Desired capacity is never lowered by ``SetDesired``: it only goes
+  down with the specific instances removed.
 - **Drain the surplus.** When fewer active instances are needed than there are (``Config.drain``), the
   surplus is marked draining, least loaded and newest first, among instances running jobs or still
   booting: a draining worker claims nothing, so the queue packs onto the others and the drained ones
@@ -162,7 +163,8 @@ def needed_instances(state: GroupState, draining: Iterable[Instance] = ()) -> in
 
 def sickness(inst: Instance, now: float, config: Config, heartbeats_since: float = 0.0) -> str | None:
     """Why the instance should be replaced, or None: no health key or unhealthy, once past its grace period.
-    A missing key is given the grace again from Redis's start: a restarted Redis may have lost the keys."""
+    A missing key is given the grace again from ``heartbeats_since`` (Redis's start, or the end of a silence of every
+    worker): the keys may have been lost or expired meanwhile."""
     if not inst.in_service or now - inst.launched_at < config.health_grace_seconds:
         return None  # still booting: no health key yet is normal
     if inst.health is None:

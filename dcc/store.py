@@ -204,6 +204,8 @@ class JobStore:
         """How long after Redis starts ``reap`` waits (a lease: time for every worker to renew)."""
         self._scripts = {name: client.register_script(src) for name, src in _load_scripts().items()}
         self._trimmed_at = 0.0
+        self.resumed_at = 0.0
+        """When every worker's heartbeat last came back after a silence (as ``reap`` last read it; 0: never)."""
 
     # keys -----------------------------------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
@@ -419,9 +421,11 @@ class JobStore:
     def reap(self, *, limit: int = 1000, uptime: float | None = None) -> dict[str, JobState]:
         """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed.
 
-        Nothing is taken back within a lease of Redis starting (``restart_grace_seconds``): while it was away no
-        worker could renew, so a lease that lapsed meanwhile says nothing of its worker, which renews it once it
-        reconnects. ``uptime``: Redis's, if the caller just read it (else it is read here).
+        Nothing is taken back within ``restart_grace_seconds`` (a lease) of Redis starting, nor of every worker's
+        heartbeat falling silent for over half a lease (Redis unreachable or failed over to a replica, whose clock
+        of leases ran on): a lease that lapsed while no worker could reach Redis says nothing of its worker, which
+        renews it once it reconnects. ``uptime``: Redis's, if the caller just read it (else it is read here).
+        ``resumed_at`` then says when the last such silence ended (0 if none was seen).
         """
         if self.restart_grace_seconds > 0:
             uptime = self.uptime() if uptime is None else uptime
@@ -431,12 +435,21 @@ class JobStore:
 
     def _reap(self, limit: int) -> dict[str, JobState]:
         now = self.clock()
-        reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit])
-        changed = {reply[i]: JobState(reply[i + 1]) for i in range(0, len(reply), 2)}
+        reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit,
+                                   *self._silence_args()])
+        held_ms = int(reply[0])
+        self.resumed_at = held_ms / 1000 - self.restart_grace_seconds if held_ms else 0.0
+        changed = {reply[i]: JobState(reply[i + 1]) for i in range(1, len(reply), 2)}
         if now - self._trimmed_at >= TRIM_INTERVAL:
             self._trim_indexes(now)
             self._trimmed_at = now
         return changed
+
+    def _silence_args(self) -> tuple[int, int]:
+        """How long every worker's heartbeat may pause before the reaper holds, and for how long (0, 0: never)."""
+        if self.restart_grace_seconds <= 0:
+            return 0, 0
+        return int(self.lease_seconds * 500), int(self.restart_grace_seconds * 1000)
 
     def check_version(self) -> None:
         """Refuse a Redis older than 7 (``RuntimeError`` saying so): dcc's scripts carry flags (``allow-oom``), which
@@ -657,7 +670,7 @@ class JobStore:
     def heartbeat(self, worker: str, info: dict[str, str], *, ttl: float) -> None:
         """Publish a worker's health and details, valid for ``ttl`` seconds."""
         fields = [item for pair in {**info, "seen": repr(self.clock())}.items() for item in pair]
-        self._run("heartbeat", [worker, int(ttl * 1000), int(self.clock() * 1000), *fields])
+        self._run("heartbeat", [worker, int(ttl * 1000), int(self.clock() * 1000), *self._silence_args(), *fields])
 
     @translated
     def forget_worker(self, worker: str) -> None:
@@ -705,24 +718,41 @@ class JobStore:
         return counts
 
     @translated
-    def running_by_worker(self) -> dict[str, dict[str, int]]:
+    def running_by_worker(self, *, gpus: bool = False) -> dict[str, dict[str, int]]:
         """Jobs holding a lease, per worker and queue (from each job's ``worker`` and ``queue``): what a worker runs
-        from the moment it claims, before its next heartbeat says so."""
+        from the moment it claims, before its next heartbeat says so. ``gpus``: count a GPU job as the GPUs it
+        holds (what the scaler weighs), not as one."""
         members = self.redis.zrange(self.leases_key, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for m in members:
-            pipe.hmget(self.job_key(m.split("|", 1)[0]), "worker", "queue")
+            pipe.hmget(self.job_key(m.split("|", 1)[0]), "worker", "queue", "gpus")
         counts: dict[str, dict[str, int]] = {}
-        for worker, queue in pipe.execute():
+        for worker, queue, held in pipe.execute():
             if worker and queue:
                 by_queue = counts.setdefault(worker, {})
-                by_queue[queue] = by_queue.get(queue, 0) + 1
+                by_queue[queue] = by_queue.get(queue, 0) + (_gpus(held) if gpus and queue == "gpu" else 1)
         return counts
+
+    @translated
+    def queued_gpus(self, *, limit: int = 10_000) -> int:
+        """The GPUs the gpu queue's jobs ask for, in all (past the first ``limit`` jobs, one each)."""
+        ids = self.redis.zrange(self.queue_key("gpu"), 0, limit - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.job_key(job_id), "gpus")
+        pipe.zcard(self.queue_key("gpu"))
+        *asked, total = pipe.execute()
+        return sum(_gpus(g) for g in asked) + max(0, total - len(ids))
 
     @translated
     def ping(self) -> bool:
         """Whether Redis answers."""
         return bool(self.redis.ping())
+
+
+def _gpus(raw: str | None) -> int:
+    """A GPU job's ``gpus`` field: at least one (a record from before the field asked for one, the default)."""
+    return max(1, int(raw)) if raw and raw.isdigit() else 1
 
 
 def worker_slots(worker: dict[str, str], queue: str) -> int | None:

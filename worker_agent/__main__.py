@@ -7,7 +7,9 @@
     DCC_CPUS, DCC_GPUS               override the detected CPUs and GPUs (nvidia-smi); GPU jobs = GPUs
     DISABLE_NVIDIA_RUNTIME=true      serve the gpu queue without GPU devices (DCC_GPUS slots), for testing
     DCC_GPU_RUNTIME=nvidia           also run GPU jobs with this Docker runtime (the legacy nvidia runtime)
-    DCC_WORKER_CLASS                 the group served, shown at GET /v1/workers (cpu or gpu on AWS; default local)
+    DCC_WORKER_CLASS                 the group served, shown at GET /v1/workers (cpu or gpu on AWS; default local);
+                                     a gpu worker that finds no GPU looks again every 5 s, then exits non-zero
+    DCC_GPU_WAIT_SECONDS             how long it looks (default 300: a driver still loading at boot)
     DCC_WORK_DIR                     scratch space for jobs (default /tmp/dcc-worker)
 
 SIGTERM or SIGINT: stop claiming, let running jobs finish within DCC_GRACE_SECONDS, hand back the rest.
@@ -29,7 +31,7 @@ from dcc.storage import Progress
 from dcc.tes import parse_locations
 from worker_agent.agent import Worker, WorkerConfig, default_worker_id
 from worker_agent.files import DirInUse, hold_dir, remove_tree, stable_id
-from worker_agent.resources import ResourceError, detect, ec2_instance_id, positive_int, truthy
+from worker_agent.resources import ResourceError, detect, detect_gpu_worker, ec2_instance_id, positive_int, truthy
 
 log = logging.getLogger("dcc.worker")
 
@@ -45,6 +47,20 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
                          allow_private=settings.allow_private_urls, max_bytes=settings.max_output_bytes,
                          progress=progress)
 
+    worker_class = os.environ.get("DCC_WORKER_CLASS", "").strip() or "local"
+    try:
+        if worker_class == "gpu":
+            raw = (os.environ.get("DCC_GPU_WAIT_SECONDS") or "").strip() or "300"
+            try:
+                wait = float(raw)
+            except ValueError:
+                raise ResourceError(f"DCC_GPU_WAIT_SECONDS must be a number of seconds, not {raw!r}") from None
+            machine = detect_gpu_worker(wait_seconds=wait)
+        else:
+            machine = detect()
+        cpu_slots = slots or positive_int(os.environ, "DCC_WORKER_SLOTS") or machine.cpu_slots
+    except ResourceError as exc:
+        raise SystemExit(f"worker: {exc}") from None
     runtime = DockerRuntime(
         network=settings.job_network,
         default_memory_mb=settings.default_memory_mb,
@@ -56,11 +72,6 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         # the legacy way to GPUs (nvidia-container-runtime as a Docker runtime) beside the device requests
         gpu_runtime=os.environ.get("DCC_GPU_RUNTIME", "").strip() or None,
     )
-    try:
-        machine = detect()
-        cpu_slots = slots or positive_int(os.environ, "DCC_WORKER_SLOTS") or machine.cpu_slots
-    except ResourceError as exc:
-        raise SystemExit(f"worker: {exc}") from None
     gpu_ids = tuple(g.index for g in machine.gpus)
     disable_nvidia = truthy(os.environ.get("DISABLE_NVIDIA_RUNTIME"))
     workdir = workdir or Path(os.environ.get("DCC_WORK_DIR", "/tmp/dcc-worker"))
@@ -84,7 +95,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None, slots: int
         gpu_device_ids=gpu_ids,
         disable_nvidia_runtime=disable_nvidia,
         gpus=machine.gpus,
-        worker_class=os.environ.get("DCC_WORKER_CLASS", "").strip() or "local",
+        worker_class=worker_class,
         workdir=workdir,
         max_attempts=settings.max_attempts,
         append_log_bytes=settings.append_log_bytes,

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -160,6 +161,29 @@ def detect(*, environ: Mapping[str, str] | None = None, query: Callable[[], str 
                             "DISABLE_NVIDIA_RUNTIME=true, DCC_GPUS gives GPU slots without devices")
     return Resources(cpus=cpus, gpus=tuple(Gpu(index=n, uuid="", name="(slot only: DISABLE_NVIDIA_RUNTIME)",
                                                memory_mib=None) for n in names))
+
+
+def detect_gpu_worker(*, wait_seconds: float, every: float = 5.0, environ: Mapping[str, str] | None = None,
+                      query: Callable[[], str | None] = run_nvidia_smi,
+                      cpu_count: Callable[[], int | None] = os.cpu_count, sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> Resources:
+    """``detect`` for a worker of the gpu class, which serves nothing without a GPU: while it finds none (a driver
+    still loading at boot), it looks again every ``every`` seconds for up to ``wait_seconds``, then gives up with a
+    ``ResourceError``, so the worker exits and the instance, sending no health, is replaced by the scaler instead
+    of idling in the GPU group as a CPU worker while GPU jobs wait."""
+    env = os.environ if environ is None else environ
+    if (env.get("DCC_GPUS") or "").strip() == "0":
+        raise ResourceError("DCC_GPUS=0 turns GPUs off, but DCC_WORKER_CLASS=gpu is a worker for GPU jobs")
+    deadline = clock() + wait_seconds
+    while True:
+        found = detect(environ=env, query=query, cpu_count=cpu_count)
+        if found.gpus:
+            return found
+        if clock() >= deadline:
+            raise ResourceError(f"DCC_WORKER_CLASS=gpu, but nvidia-smi found no GPU within {wait_seconds:g} s "
+                                "(DCC_GPU_WAIT_SECONDS): no driver, or a GPU fallen off the bus")
+        log.warning("no GPU found yet (a driver still loading?): looking again in %g s", every)
+        sleep(every)
 
 
 def positive_int(env: Mapping[str, str], name: str) -> int | None:

@@ -57,3 +57,11 @@ local function take_back(member, now_s, retention_ms, max_attempts)
   requeue(id, {})
   return 'queued'
 end
+
+-- Hold the reaper until until_ms (never shortening a hold): set when the workers' heartbeats fell silent, all of
+-- them at once, for longer than a lease allows (Redis unreachable, failed over, restarted): leases that lapsed
+-- meanwhile say nothing of their workers, which renew them once they reach Redis again.
+local function hold_reaping(until_ms)
+  local cur = tonumber(redis.call('GET', P .. ':reap_hold'))
+  if not cur or until_ms > cur then redis.call('SET', P .. ':reap_hold', until_ms) end
+end

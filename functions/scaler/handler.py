@@ -209,14 +209,18 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     now = time.time() if now is None else now
     marks = DrainMarks(store.redis, prefix=store.prefix)
     uptime = store.uptime()
-    heartbeats_since = 0.0 if uptime is None else now - uptime
     reaped = store.reap(uptime=uptime)
+    # a missing health key gets its grace again from Redis's start or the end of a silence of every worker's
+    # heartbeats (Redis out of reach or failed over: the keys expired meanwhile)
+    heartbeats_since = max(0.0 if uptime is None else now - uptime, store.resumed_at)
     if reaped:
         logger.info("reaped expired leases", extra={"jobs": {k: v.value for k, v in reaped.items()}})
     _settle(reaped, store=store, storage=storage, notify=notify)  # (now: what follows may fail)
     workers = {w["id"]: w for w in store.workers()}
     depths = store.queue_depths()["queues"]
-    leases = store.running_by_worker()
+    if "gpu" in groups and depths.get("gpu"):  # the GPU group is sized in GPUs (its slots): a 4-GPU job needs 4
+        depths["gpu"] = store.queued_gpus()
+    leases = store.running_by_worker(gpus=True)
     taken: dict[str, list[Action]] = {}
     for queue, group_name in groups.items():
         try:

@@ -41,6 +41,20 @@ def test_claim_runs_jobs_in_submit_order_and_records_the_claim(store: JobStore) 
     assert store.queue_depths() == {"queues": {"cpu": 0, "gpu": 0}, "running": 2}
 
 
+def test_gpu_jobs_are_counted_in_gpus_for_the_scaler(store: JobStore) -> None:
+    make(store, "two", queue="gpu", at=100.0, parameters={"gpu": 2})
+    make(store, "three", queue="gpu", at=101.0, parameters={"gpu": 3})
+    make(store, "old", queue="gpu", at=102.0)
+    store.redis.hdel(store.job_key("old"), "gpus")  # a record from before the field: one GPU, the default
+    make(store, "cpu-job")
+    assert store.queued_gpus() == 6 and store.queued_gpus(limit=1) == 4  # (past the limit: one each)
+    store.claim("gpu", "w", free_gpus=4, worker_gpus=4)
+    store.claim("cpu", "w")
+    assert store.queued_gpus() == 4
+    assert store.running_by_worker(gpus=True) == {"w": {"gpu": 2, "cpu": 1}}
+    assert store.running_by_worker() == {"w": {"gpu": 1, "cpu": 1}}  # (jobs, for the API's counts)
+
+
 def test_queues_are_separate(store: JobStore) -> None:
     make(store, "g", queue="gpu")
     assert store.claim("cpu", "w") is None
@@ -547,6 +561,57 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     assert store.drop_worker("sick") == {"sick-job": JobState.QUEUED}  # the sick worker's, at once
     assert store.get("healthy-job").state == JobState.RUNNING  # (its worker renews it once it reconnects)
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
+
+
+def test_leases_that_lapse_while_every_worker_is_silent_get_one_lease_more(redis_url: str) -> None:
+    now = [1000.0]  # (lease 20 s: a silence is over 10 s of no worker's heartbeat; the hold, a lease)
+    store = JobStore(connect(redis_url), lease_seconds=20, clock=lambda: now[0])
+    beat = lambda worker: store.heartbeat(worker, {"health": "HEALTHY"}, ttl=3600)  # noqa: E731
+    make(store, "a", at=999.0)
+    make(store, "b", at=999.5)
+    for worker in ("w1", "w2"):
+        beat(worker)
+        store.claim("cpu", worker)
+    now[0] = 1050.0  # Redis was out of reach (or failed over) for 45 s: no worker could renew
+    assert store.reap(uptime=3600) == {}  # both leases lapsed meanwhile, but the workers have not had their chance
+    assert store.resumed_at == 1050.0
+    now[0] = 1052.0
+    beat("w1")
+    assert store.renew([("a", 1)]) == {("a", 1): "held"}  # w1 is back; w2 never comes back
+    for t in (1060.0, 1068.0, 1071.0):
+        now[0] = t
+        beat("w1")
+        store.renew([("a", 1)])
+        assert store.reap(uptime=3600) == {}  # held for a lease from the first heartbeat ending the silence
+    assert store.resumed_at == 1052.0
+    now[0] = 1073.0
+    assert store.reap(uptime=3600) == {"b": JobState.QUEUED}  # then the silent worker's job is taken back
+    assert store.get("a").state == JobState.RUNNING
+
+
+def test_a_heartbeat_ending_a_silence_holds_the_reaper_and_a_dead_fleet_is_held_once(redis_url: str) -> None:
+    now = [1000.0]
+    store = JobStore(connect(redis_url), lease_seconds=20, clock=lambda: now[0])
+    make(store, "a", at=999.0)
+    store.heartbeat("w1", {}, ttl=3600)
+    store.claim("cpu", "w1")
+    now[0] = 1050.0
+    store.heartbeat("w1", {}, ttl=3600)  # a worker reaches Redis again before any reaper does
+    for t in (1051.0, 1060.0, 1069.0):
+        now[0] = t
+        assert store.reap(uptime=3600) == {} and store.resumed_at == 1050.0
+        store.heartbeat("w1", {}, ttl=3600)
+    now[0] = 1071.0
+    assert store.reap(uptime=3600) == {"a": JobState.QUEUED}  # a lease not renewed within the hold is taken back
+    store.claim("cpu", "w2")
+    now[0] = 1080.0  # then every worker dies: no heartbeat since 1069
+    assert store.reap(uptime=3600) == {} and store.resumed_at == 1080.0  # the reaper cannot tell: it holds...
+    now[0] = 1101.0
+    assert store.reap(uptime=3600) == {"a": JobState.QUEUED}  # ...for a lease, once
+    store.claim("cpu", "w3")
+    now[0] = 1200.0
+    assert store.reap(uptime=3600) == {"a": JobState.ERROR}  # (third attempt lost) the same silence: no new hold
+    assert store.resumed_at == 1080.0
 
 
 def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(redis_url: str) -> None:

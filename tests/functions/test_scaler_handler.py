@@ -157,6 +157,46 @@ def test_a_silent_worker_is_replaced_only_after_the_grace_period(aws: tuple[Any,
     assert silent not in instance_ids(autoscaling, "cpu-group")
 
 
+def test_workers_whose_health_keys_expired_while_redis_was_out_of_reach_are_not_replaced_for_it(
+        aws: tuple[Any, Any], redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    autoscaling, ec2 = aws
+    store = JobStore(connect(redis_url), lease_seconds=2)  # (a silence: no worker's heartbeat for over 1 s)
+    monkeypatch.setenv("DCC_HEALTH_GRACE_SECONDS", "3")
+    monkeypatch.setenv("DCC_DRAIN", "false")
+    workers = instance_ids(autoscaling, "cpu-group")
+    for worker in workers:
+        store.heartbeat(worker, {"health": "HEALTHY", "slots": "cpu=2"}, ttl=0.5)
+    time.sleep(3.2)  # Redis out of reach (Redis itself runs on): the keys expire; the instances are past booting
+    assert all(store.redis.exists(f"{store.prefix}:worker:{w}") == 0 for w in workers)
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert not [a for a in taken["cpu"] if isinstance(a, TerminateUnhealthy)]  # they get their grace again
+    assert sorted(instance_ids(autoscaling, "cpu-group")) == sorted(workers)
+    time.sleep(3.1)  # none of them heartbeats within the grace: now they are replaced
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS)
+    assert {a for a in taken["cpu"] if isinstance(a, TerminateUnhealthy)} == {
+        TerminateUnhealthy(w, "no health key") for w in workers}
+
+
+def test_the_gpu_group_is_sized_in_gpus_so_a_big_job_blocked_by_a_small_one_gets_an_instance(
+        aws: tuple[Any, Any], store: JobStore) -> None:
+    from dcc.store import Blocked
+
+    autoscaling, ec2 = aws
+    autoscaling.set_desired_capacity(AutoScalingGroupName="gpu-group", DesiredCapacity=1)
+    [gpu_worker] = instance_ids(autoscaling, "gpu-group")
+    store.heartbeat(gpu_worker, {"health": "HEALTHY", "slots": "cpu=4,gpu=4", "running": ""}, ttl=60)
+    for job_id, gpus, at in (("small", 1, 100.0), ("big", 4, 101.0)):
+        store.create(JobRecord(id=job_id, spec=JobSpec.model_validate({"image": "x", "parameters": {"gpu": gpus}}),
+                               state=JobState.QUEUED, queue="gpu", submitted_at=at), only_if_new=False)
+    assert store.claim("gpu", gpu_worker, free_gpus=4, worker_gpus=4).job.id == "small"
+    assert store.claim("gpu", gpu_worker, free_gpus=3, worker_gpus=4) == Blocked(gpus=4)  # first in line, waiting
+    assert store.running_by_worker(gpus=True) == {gpu_worker: {"gpu": 1}} and store.queued_gpus() == 4
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups={"gpu": "gpu-group"})
+    # 1 GPU running + 4 asked = 5 GPUs, over 4 per instance: two instances (counting jobs, 2 over 4 slots: one)
+    assert SetDesired("gpu-group", 2) in taken["gpu"]
+    assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 2
+
+
 def test_busy_worker_survives_scale_down_and_idle_one_goes(aws: tuple[Any, Any], store: JobStore,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     autoscaling, ec2 = aws

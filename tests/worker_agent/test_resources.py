@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from worker_agent.resources import ResourceError, detect, ec2_instance_id, parse_nvidia_smi, run_nvidia_smi
+from worker_agent.resources import (
+    ResourceError,
+    detect,
+    detect_gpu_worker,
+    ec2_instance_id,
+    parse_nvidia_smi,
+    run_nvidia_smi,
+)
 
 RECORDED = Path(__file__).parent / "nvidia_smi"
 
@@ -50,6 +57,35 @@ def test_no_nvidia_smi_means_no_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PATH", str(tmp_path))
     found = detect(environ={}, cpu_count=lambda: 2)
     assert found.gpus == () and found.cpu_slots == 2
+
+
+def test_a_gpu_worker_looks_again_while_the_driver_loads(tmp_path: Path) -> None:
+    said = [None, (RECORDED / "driver-error.txt").read_text(), (RECORDED / "gpus-4.csv").read_text()]
+    slept: list[float] = []
+    found = detect_gpu_worker(wait_seconds=300, environ={}, query=lambda: said.pop(0), cpu_count=lambda: 16,
+                              sleep=slept.append, clock=lambda: 100.0 + sum(slept))
+    assert [g.index for g in found.gpus] == ["0", "1", "2", "3"] and slept == [5.0, 5.0] and not said
+
+
+def test_a_gpu_worker_that_never_finds_a_gpu_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    calls: list[int] = []
+    with pytest.raises(ResourceError, match=r"found no GPU within 20 s \(DCC_GPU_WAIT_SECONDS\)"):
+        detect_gpu_worker(wait_seconds=20, environ={}, query=lambda: calls.append(1) or None,
+                          sleep=slept.append, clock=lambda: sum(slept))
+    assert slept == [5.0] * 4 and len(calls) == 5  # at 0, 5, 10, 15 and 20 s
+    with pytest.raises(ResourceError, match="DCC_GPUS=0 turns GPUs off"):
+        detect_gpu_worker(wait_seconds=20, environ={"DCC_GPUS": "0"}, query=lambda: None)
+    # the worker itself exits, naming why, before it registers anywhere (the scaler then replaces the instance)
+    from dcc.settings import Settings
+    from worker_agent.__main__ import build_worker
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # (no nvidia-smi)
+    for name, value in {"DCC_WORKER_CLASS": "gpu", "DCC_GPU_WAIT_SECONDS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match="worker: DCC_WORKER_CLASS=gpu, but nvidia-smi found no GPU within 0 s"):
+        build_worker(Settings(redis_url="redis://127.0.0.1:1", storage_url=str(tmp_path / "s")),
+                     workdir=tmp_path / "w")
 
 
 def test_environment_overrides_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
