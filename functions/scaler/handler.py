@@ -115,16 +115,18 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
 
 
 def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any, marks: DrainMarks,
-          now: float) -> tuple[list[Action], dict[str, JobState]]:
+          now: float, changed: dict[str, JobState] | None = None) -> tuple[list[Action], dict[str, JobState]]:
     """Carry out the policy's actions on one group, in order.
 
     Returns the actions that took effect and the jobs whose state changed. An AWS error fails only its
     own action (logged; the next pass sees the group as it is and plans again). Drain marks are set before
     capacity changes, one round trip each way: a worker learns within a heartbeat whether it may claim. An instance
     being removed keeps its mark until the mark expires, so that it claims nothing while it shuts down.
+    ``changed``: where the changed jobs are put as they change (the caller's, so that they are not lost with a
+    Redis error later in the pass).
     """
     done: list[Action] = []
-    changed: dict[str, JobState] = {}
+    changed = {} if changed is None else changed
     # The last check before a removal, in one step with the claims: an instance judged idle whose worker claimed a
     # job since is kept, protection and all; the others are marked draining and claim nothing until they are gone.
     kept = {a.instance for a in actions if isinstance(a, TerminateIdle)
@@ -244,9 +246,12 @@ def _pass_group(queue: str, group_name: str, *, store: JobStore, autoscaling: An
                    queued=depths.get(queue, 0), leases=leases,
                    last_scale_down=float(last_down or 0), now=now, marks=marks,
                    heartbeats_since=heartbeats_since)
-    done, changed = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
-                          autoscaling=autoscaling, marks=marks, now=now)
-    _settle(changed, store=store, storage=storage, notify=notify)
+    changed: dict[str, JobState] = {}
+    try:
+        done, _ = apply(plan(state, now, config_for(queue)), group_name=group_name, store=store,
+                        autoscaling=autoscaling, marks=marks, now=now, changed=changed)
+    finally:  # (jobs a sick worker lost before Redis failed mid-pass still get their result.json and push)
+        _settle(changed, store=store, storage=storage, notify=notify)
     draining = _draining_after(state, done)
     marks.mark(draining, now=now)  # refresh: a mark outlives a stopped scaler by its TTL only
     if any(isinstance(a, TerminateIdle) for a in done):

@@ -143,6 +143,35 @@ def test_a_job_the_pass_ends_gets_its_result_json(aws: tuple[Any, Any], store: J
     assert (stored["state"], stored["error"]["code"]) == ("error", "worker_lost")
 
 
+def test_jobs_ended_before_redis_fails_mid_pass_still_get_their_result_json(
+        aws: tuple[Any, Any], store: JobStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dcc.errors import StoreUnavailable
+
+    autoscaling, ec2 = aws
+    workers = instance_ids(autoscaling, "cpu-group")
+    queue_jobs(store, 2)
+    store.max_attempts = 1
+    jobs = [claim(store, w).job.id for w in workers]
+    for worker, job_id in zip(workers, jobs, strict=True):
+        beat(store, worker, health="UNHEALTHY:docker unreachable", running=job_id)
+    drop = store.drop_worker
+    dropped: list[str] = []
+
+    def failing_after_one(worker: str) -> dict[str, JobState]:
+        if dropped:
+            raise StoreUnavailable("Redis is unavailable")
+        dropped.append(worker)
+        return drop(worker)
+
+    monkeypatch.setattr(store, "drop_worker", failing_after_one)
+    storage = LocalStorage(tmp_path)
+    pushed: list[str] = []
+    run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups=GROUPS, storage=storage, notify=pushed.append)
+    [ended] = [j for j, w in zip(jobs, workers, strict=True) if w in dropped]
+    assert state_of(store, ended) == JobState.ERROR and pushed == [ended]
+    assert json.loads(storage.get_bytes(result_key(ended)))["state"] == "error"  # kept, though the pass failed
+
+
 def test_a_silent_worker_is_replaced_only_after_the_grace_period(aws: tuple[Any, Any], store: JobStore,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     autoscaling, ec2 = aws
