@@ -9,10 +9,13 @@ One call of ``plan`` looks at one class (``cpu`` or ``gpu``) and returns the act
   nothing the group does on its own (a lower maximum, a rebalance) can kill a running job.
 - **Un-drain, then scale up at once.** The *active* instances (the group's desired capacity less those
   draining) must hold ``ceil((queued + jobs running on active instances) / slots_per_instance)`` within
-  min and max (the GPU class counts GPUs throughout: a job asking for several weighs what it asks). A shortfall
-  is first met by un-draining draining instances that have free slots (least loaded first: no boot), then by
-  raising the desired capacity in one step. Desired capacity is never lowered by ``SetDesired``: it only goes
-  down with the specific instances removed.
+  min and max (the GPU class counts GPUs throughout: a job asking for several weighs what it asks), and with
+  jobs of several GPUs queued, at least the instances they fill when placed whole in queue order, first on the
+  free GPUs of the instances running jobs, then on new ones (a job is not split across instances: four 3-GPU
+  jobs need four 4-GPU instances, not ceil(12 / 4) = 3). A shortfall is first met by un-draining draining
+  instances that have free slots (least loaded first: no boot), then by raising the desired capacity in one
+  step. Desired capacity is never lowered by ``SetDesired``: it only goes down with the specific instances
+  removed.
 - **Drain the surplus.** When fewer active instances are needed than there are (``Config.drain``), the
   surplus is marked draining, least loaded and newest first, among instances running jobs or still
   booting: a draining worker claims nothing, so the queue packs onto the others and the drained ones
@@ -75,6 +78,9 @@ class GroupState:
     last_scale_down: float = 0.0
     heartbeats_since: float = 0.0
     """When Redis started: heartbeats (health keys) written before then may be gone with it."""
+    queued_sizes: tuple[int, ...] = ()
+    """The slots (GPUs) each of the first queued jobs asks for, in queue order; the rest of ``queued``, one slot
+    each. Empty: every queued job takes one slot."""
 
 
 @dataclass(frozen=True)
@@ -156,9 +162,32 @@ Action = SetDesired | Protect | Drain | Undrain | TerminateIdle | TerminateUnhea
 def needed_instances(state: GroupState, draining: Iterable[Instance] = ()) -> int:
     """Active instances the backlog needs: queued jobs plus the jobs running elsewhere than on ``draining``,
     over slots per instance, within min and max."""
-    held = sum(i.running_jobs if i.queue_jobs is None else i.queue_jobs for i in draining)
+    held = sum(_load(i) for i in draining)
     want = math.ceil((state.queued + max(0, state.running - held)) / max(1, state.slots_per_instance))
+    if any(size > 1 for size in state.queued_sizes):
+        want = max(want, _packed(state, {i.id for i in draining}))
     return max(state.min_size, min(state.max_size, want))
+
+
+def _load(inst: Instance) -> int:
+    """The slots of the group's queue the instance's jobs hold."""
+    return inst.running_jobs if inst.queue_jobs is None else inst.queue_jobs
+
+
+def _packed(state: GroupState, draining: set[str]) -> int:
+    """The instances the queued jobs fill when each is placed whole, in queue order (as workers claim them), on the
+    first instance with room: the instances running jobs (not ``draining``) first, then new ones."""
+    slots = max(1, state.slots_per_instance)
+    free = [slots - _load(i) for i in state.instances if i.id not in draining and _load(i) > 0]
+    for size in state.queued_sizes:
+        size = min(size, slots)  # (a job bigger than any instance is refused at submit)
+        room = next((n for n, f in enumerate(free) if f >= size), None)
+        if room is None:
+            free.append(slots - size)
+        else:
+            free[room] -= size
+    ones = max(0, state.queued - sum(state.queued_sizes))  # past the sizes read: one slot each, fill any room
+    return len(free) + math.ceil(max(0, ones - sum(max(0, f) for f in free)) / slots)
 
 
 def sickness(inst: Instance, now: float, config: Config, heartbeats_since: float = 0.0) -> str | None:

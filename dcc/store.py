@@ -734,15 +734,16 @@ class JobStore:
         return counts
 
     @translated
-    def queued_gpus(self, *, limit: int = 10_000) -> int:
-        """The GPUs the gpu queue's jobs ask for, in all (past the first ``limit`` jobs, one each)."""
+    def queued_gpus(self, *, limit: int = 10_000) -> tuple[tuple[int, ...], int]:
+        """The GPUs each of the gpu queue's first ``limit`` jobs asks for, in queue order, and how many jobs wait
+        past them (taken as one GPU each)."""
         ids = self.redis.zrange(self.queue_key("gpu"), 0, limit - 1)
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(self.job_key(job_id), "gpus")
         pipe.zcard(self.queue_key("gpu"))
         *asked, total = pipe.execute()
-        return sum(_gpus(g) for g in asked) + max(0, total - len(ids))
+        return tuple(_gpus(g) for g in asked), max(0, total - len(ids))
 
     @translated
     def ping(self) -> bool:

@@ -90,10 +90,11 @@ def _instance(asg_instance: dict[str, Any], launched_at: float, worker: dict[str
 
 def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: dict[str, dict[str, str]],
            queued: int, leases: dict[str, dict[str, int]], last_scale_down: float, now: float, marks: DrainMarks,
-           heartbeats_since: float = 0.0) -> GroupState:
+           heartbeats_since: float = 0.0, queued_sizes: tuple[int, ...] = ()) -> GroupState:
     """The policy's view of one group: its bounds and instances (from AWS) joined with the workers' heartbeats,
     the leases their jobs hold (``leases``: per worker and queue) and drain marks. The group's running jobs are
-    those of ``queue`` its own instances run (a GPU instance running CPU jobs needs no CPU instance for them)."""
+    those of ``queue`` its own instances run (a GPU instance running CPU jobs needs no CPU instance for them).
+    ``queued_sizes``: the slots each queued job asks for, in queue order (the GPU queue's)."""
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0]
     ids = [i["InstanceId"] for i in group["Instances"]]
     launched: dict[str, float] = {}
@@ -111,7 +112,8 @@ def gather(queue: str, group_name: str, *, autoscaling: Any, ec2: Any, workers: 
     slots = min(reported) if reported else int(os.environ.get(f"DCC_{queue.upper()}_SLOTS", DEFAULT_SLOTS[queue]))
     return GroupState(name=group_name, queued=queued, running=running, slots_per_instance=slots,
                       min_size=group["MinSize"], max_size=group["MaxSize"], desired=group["DesiredCapacity"],
-                      instances=instances, last_scale_down=last_scale_down, heartbeats_since=heartbeats_since)
+                      instances=instances, last_scale_down=last_scale_down, heartbeats_since=heartbeats_since,
+                      queued_sizes=queued_sizes)
 
 
 def apply(actions: list[Action], *, group_name: str, store: JobStore, autoscaling: Any, marks: DrainMarks,
@@ -220,15 +222,18 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
     _settle(reaped, store=store, storage=storage, notify=notify)  # (now: what follows may fail)
     workers = {w["id"]: w for w in store.workers()}
     depths = store.queue_depths()["queues"]
+    sizes: dict[str, tuple[int, ...]] = {}
     if "gpu" in groups and depths.get("gpu"):  # the GPU group is sized in GPUs (its slots): a 4-GPU job needs 4
-        depths["gpu"] = store.queued_gpus()
+        sizes["gpu"], rest = store.queued_gpus()
+        depths["gpu"] = sum(sizes["gpu"]) + rest
     leases = store.running_by_worker(gpus=True)
     taken: dict[str, list[Action]] = {}
     for queue, group_name in groups.items():
         try:
             taken[queue] = _pass_group(queue, group_name, store=store, autoscaling=autoscaling, ec2=ec2,
-                                       workers=workers, depths=depths, leases=leases, now=now, marks=marks,
-                                       heartbeats_since=heartbeats_since, storage=storage, notify=notify)
+                                       workers=workers, depths=depths, sizes=sizes.get(queue, ()), leases=leases,
+                                       now=now, marks=marks, heartbeats_since=heartbeats_since, storage=storage,
+                                       notify=notify)
         except Exception:  # (a throttled or misnamed group): the other group is still served this pass
             logger.exception("scaler pass failed for a group", extra={"queue": queue, "group": group_name})
             metrics.add_metric(name=f"{queue}PassFailed", unit=MetricUnit.Count, value=1)  # (the invocation succeeds)
@@ -237,13 +242,13 @@ def run_once(*, store: JobStore, autoscaling: Any, ec2: Any, groups: dict[str, s
 
 
 def _pass_group(queue: str, group_name: str, *, store: JobStore, autoscaling: Any, ec2: Any,
-                workers: dict[str, dict[str, str]], depths: dict[str, int], leases: dict[str, dict[str, int]],
-                now: float, marks: DrainMarks, heartbeats_since: float, storage: Storage | None,
-                notify: Callable[[str], object] | None) -> list[Action]:
+                workers: dict[str, dict[str, str]], depths: dict[str, int], sizes: tuple[int, ...],
+                leases: dict[str, dict[str, int]], now: float, marks: DrainMarks, heartbeats_since: float,
+                storage: Storage | None, notify: Callable[[str], object] | None) -> list[Action]:
     """One group's part of a pass: gather, plan, apply, record; the actions that took effect."""
     last_down = store.redis.get(last_down_key(store, queue))
     state = gather(queue, group_name, autoscaling=autoscaling, ec2=ec2, workers=workers,
-                   queued=depths.get(queue, 0), leases=leases,
+                   queued=depths.get(queue, 0), queued_sizes=sizes, leases=leases,
                    last_scale_down=float(last_down or 0), now=now, marks=marks,
                    heartbeats_since=heartbeats_since)
     changed: dict[str, JobState] = {}

@@ -69,6 +69,39 @@ def test_scale_up_at_once(queued: int, running: int, desired: int, min_size: int
     assert of(SetDesired, plan(state, NOW, CFG)) == expected
 
 
+# GPUs per job: (running GPUs per instance, GPUs each queued job asks for in queue order, queued past those (one
+# each), max size, instances needed); 4 GPUs an instance
+@pytest.mark.parametrize(("loads", "sizes", "rest", "max_size", "expected"), [
+    ((), (3, 3, 3, 3), 0, 10, 4),        # a job is not split: four, not ceil(12 / 4) = 3
+    ((), (3, 3, 3, 3), 0, 3, 3),         # capped by max
+    ((3, 3), (2,), 0, 10, 3),            # 1 GPU free on each: the 2-GPU job needs a third, not ceil(8 / 4) = 2
+    ((3, 2), (2, 2), 0, 10, 3),          # the first fits beside the 2, the second needs a new instance
+    ((3, 3), (1, 1), 0, 10, 2),          # small jobs fill the gaps
+    ((), (3, 1, 3), 0, 10, 2),           # in queue order: the 1 fills the first instance's gap
+    ((), (3, 3), 2, 10, 2),              # past the sizes read, one GPU each: they fill the gaps...
+    ((), (3, 3), 3, 10, 3),              # ...and what is left over takes a new instance
+    ((), (1, 1, 1, 1, 1), 0, 10, 2),     # all of one GPU: ceil(5 / 4), as when counting GPUs alone
+    ((4,), (4, 4), 0, 10, 3),
+])
+def test_jobs_of_several_gpus_are_placed_whole(loads: tuple[int, ...], sizes: tuple[int, ...], rest: int,
+                                               max_size: int, expected: int) -> None:
+    instances = tuple(healthy(f"g-{n}", running=load) for n, load in enumerate(loads))
+    state = group(name="gpu", queued=sum(sizes) + rest, queued_sizes=sizes, running=sum(loads), max_size=max_size,
+                  instances=instances)
+    assert needed_instances(state) == expected
+    raise_to = [SetDesired("gpu", expected)] if expected > len(loads) else []
+    assert of(SetDesired, plan(state, NOW, CFG)) == raise_to
+
+
+def test_a_draining_instance_is_not_counted_as_room_for_queued_gpu_jobs() -> None:
+    # g-0 drains with 3 of its 4 GPUs held: the 2-GPU job waiting needs one active instance of its own (counted
+    # with g-0's jobs as room and instance, it would be two), and the group one more than it has
+    gone = healthy("g-0", running=3, draining=True)
+    state = group(name="gpu", queued=2, queued_sizes=(2,), running=3, instances=(gone,))
+    assert needed_instances(state, [gone]) == 1
+    assert of(SetDesired, plan(state, NOW, CFG)) == [SetDesired("gpu", 2)]
+
+
 def test_booting_instances_count_towards_desired() -> None:
     booting = tuple(Instance(f"i-{n}", launched_at=NOW - 30, lifecycle_state="Pending") for n in range(3))
     assert plan(group(queued=12, desired=3, instances=booting), NOW, CFG) == []

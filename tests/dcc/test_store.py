@@ -47,10 +47,11 @@ def test_gpu_jobs_are_counted_in_gpus_for_the_scaler(store: JobStore) -> None:
     make(store, "old", queue="gpu", at=102.0)
     store.redis.hdel(store.job_key("old"), "gpus")  # a record from before the field: one GPU, the default
     make(store, "cpu-job")
-    assert store.queued_gpus() == 6 and store.queued_gpus(limit=1) == 4  # (past the limit: one each)
+    assert store.queued_gpus() == ((2, 3, 1), 0)  # in queue order
+    assert store.queued_gpus(limit=1) == ((2,), 2)  # (past the limit: counted, one GPU each)
     store.claim("gpu", "w", free_gpus=4, worker_gpus=4)
     store.claim("cpu", "w")
-    assert store.queued_gpus() == 4
+    assert store.queued_gpus() == ((3, 1), 0)
     assert store.running_by_worker(gpus=True) == {"w": {"gpu": 2, "cpu": 1}}
     assert store.running_by_worker() == {"w": {"gpu": 1, "cpu": 1}}  # (jobs, for the API's counts)
 

@@ -219,11 +219,29 @@ def test_the_gpu_group_is_sized_in_gpus_so_a_big_job_blocked_by_a_small_one_gets
                                state=JobState.QUEUED, queue="gpu", submitted_at=at), only_if_new=False)
     assert store.claim("gpu", gpu_worker, free_gpus=4, worker_gpus=4).job.id == "small"
     assert store.claim("gpu", gpu_worker, free_gpus=3, worker_gpus=4) == Blocked(gpus=4)  # first in line, waiting
-    assert store.running_by_worker(gpus=True) == {gpu_worker: {"gpu": 1}} and store.queued_gpus() == 4
+    assert store.running_by_worker(gpus=True) == {gpu_worker: {"gpu": 1}} and store.queued_gpus() == ((4,), 0)
     taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups={"gpu": "gpu-group"})
     # 1 GPU running + 4 asked = 5 GPUs, over 4 per instance: two instances (counting jobs, 2 over 4 slots: one)
     assert SetDesired("gpu-group", 2) in taken["gpu"]
     assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 2
+
+
+def test_a_gpu_job_that_fits_in_no_instance_s_free_gpus_gets_an_instance(aws: tuple[Any, Any],
+                                                                         store: JobStore) -> None:
+    autoscaling, ec2 = aws
+    autoscaling.set_desired_capacity(AutoScalingGroupName="gpu-group", DesiredCapacity=2)
+    workers = instance_ids(autoscaling, "gpu-group")
+    for worker in workers:
+        store.heartbeat(worker, {"health": "HEALTHY", "slots": "cpu=4,gpu=4", "running": ""}, ttl=60)
+    for job_id, gpus, at in (("a", 3, 100.0), ("b", 3, 101.0), ("c", 2, 102.0)):
+        store.create(JobRecord(id=job_id, spec=JobSpec.model_validate({"image": "x", "parameters": {"gpu": gpus}}),
+                               state=JobState.QUEUED, queue="gpu", submitted_at=at), only_if_new=False)
+    for worker in workers:
+        assert store.claim("gpu", worker, free_gpus=4, worker_gpus=4).job.spec.parameters.gpu == 3
+    taken = run_once(store=store, autoscaling=autoscaling, ec2=ec2, groups={"gpu": "gpu-group"})
+    # 3 + 3 running and 2 asked make 8 GPUs, two instances' worth, but the 2 GPUs wanted are not free on one: three
+    assert SetDesired("gpu-group", 3) in taken["gpu"]
+    assert describe(autoscaling, "gpu-group")["DesiredCapacity"] == 3
 
 
 def test_busy_worker_survives_scale_down_and_idle_one_goes(aws: tuple[Any, Any], store: JobStore,
