@@ -100,6 +100,8 @@ class _Running:
     handed_back: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
     """Set once the attempt's container and folder are removed."""
+    confirmed: float = field(default_factory=time.monotonic)
+    """When its lease was last known held (monotonic): its claim, then each renewal that found it held."""
 
 
 class Worker:
@@ -465,7 +467,7 @@ class Worker:
         # stopped: run no further executor, upload nothing; what it raises, `_attempt` retries or ends
         outcome = self._task_runner.run(claim, workdir, self._container_job(job, None, gpus),
                                         cancelled=lambda: self._stopped(claim),
-                                        abandoned=lambda: self._abandoned(claim))
+                                        abandoned=lambda: not self._may_write_shared(claim))
         with self._lock:
             running = self._entry(claim)
         if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
@@ -510,13 +512,6 @@ class Worker:
         with self._lock:
             running = self._entry(claim)
             return running is None or running.cancel or running.handed_back or running.lost
-
-    def _abandoned(self, claim: Claim) -> bool:
-        """Whether this attempt should not even finish what it has done: cancelled, or its job is another
-        attempt's (a worker's stop lets it end, and keeps its result)."""
-        with self._lock:
-            running = self._entry(claim)
-            return running is None or running.cancel or running.lost
 
     def _stopped_outcome(self, claim: Claim) -> Outcome:
         """How an attempt that stopped before its container started ends: handed back when the worker stops,
@@ -719,18 +714,42 @@ class Worker:
     def _renew(self) -> None:
         with self._lock:
             leases = [(r.claim.job.id, r.claim.attempt) for r in self._running.values()]
+        asked = time.monotonic()  # (a lease found held runs at least a lease from here)
         for (job_id, attempt), status in self.store.renew(leases).items():
-            if status == "held":
-                continue
             with self._lock:
                 running = self._running.get(job_id)
                 if running is not None and running.claim.attempt != attempt:
                     running = None  # a later attempt took its place meanwhile: its lease is its own
                 if running is not None:
+                    if status != "lost":
+                        running.confirmed = max(running.confirmed, asked)
                     running.lost = running.lost or status == "lost"
                     running.cancel = running.cancel or status == "cancel"
-            if running is not None:
+            if running is not None and status != "held":
                 self.runtime.kill(job_id)
+
+    def _may_write_shared(self, claim: Claim) -> bool:
+        """Whether the attempt may write where any attempt of its job writes (a TES task's output URLs), waiting if
+        need be: only once its lease is known held within the last half lease, so that a worker cut off from
+        Redis, whose lease may have gone to a retry meanwhile, writes nothing until it reaches Redis again and
+        learns which. False once the attempt is abandoned: cancelled, or the job another attempt's (a worker's stop
+        lets it end, and keeps its result)."""
+        warned = False
+        while True:
+            with self._lock:
+                running = self._entry(claim)
+                if running is None or running.cancel or running.lost:
+                    return False
+                if time.monotonic() - running.confirmed < self.store.lease_seconds / 2:
+                    return True
+            try:
+                self._renew()
+            except (StoreUnavailable, redis.RedisError) as exc:  # (e.g. a read-only replica during a failover)
+                if not warned:
+                    log.warning("job %s attempt %d: its lease cannot be checked (%s): its outputs wait",
+                                claim.job.id, claim.attempt, exc)
+                    warned = True
+                time.sleep(min(1.0, self.store.lease_seconds / 4))
 
     def _check_drain(self) -> None:
         try:

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from dcc.bootstrap import build_service
-from dcc.errors import JobSystemError
+from dcc.errors import JobSystemError, StoreUnavailable
 from dcc.jobs import JobRecord, JobSpec, JobState
 from dcc.local_storage import LocalStorage
 from dcc.service import JobService, result_key
@@ -552,6 +552,14 @@ class HoldsItsResult(DockerRuntime):
         return outcome
 
 
+def _release_and_stop(held: HoldsItsResult, workers: list[Worker], runtimes: list[DockerRuntime]) -> None:
+    held.release.set()
+    for worker in workers:
+        worker.stop(grace=0)
+    for runtime in runtimes:
+        runtime.client.close()
+
+
 def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_of_the_one_that_counts(
         settings: Settings, tmp_path: Path, test_image: str) -> None:
     service = build_service(settings)
@@ -574,16 +582,87 @@ def test_an_attempt_that_lost_its_lease_unknowing_does_not_overwrite_the_files_o
         late_runtime.release.set()  # the late attempt ends now, and writes what it has
         wait_for(lambda: late.running_count() == 0, timeout=30)
     finally:
-        late_runtime.release.set()
-        late.stop(grace=0)
-        other.stop(grace=0)
-        late_runtime.client.close()
-        other_runtime.client.close()
+        _release_and_stop(late_runtime, [late, other], [late_runtime, other_runtime])
     job = service.get(job_id)
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
     assert service.log(job_id, "stdout").data == counted != late_runtime.printed.encode()
     assert service.output(job_id, "who").data == counted  # the output of the same attempt as the log
     assert service.result(job_id)["attempts"] == 2
+
+
+class CutOff(JobStore):
+    """A store whose lease renewals fail while ``cut`` is set (its worker cut off from Redis)."""
+
+    cut = False
+
+    def renew(self, leases: Any) -> Any:
+        if self.cut:
+            raise StoreUnavailable("Redis is out of reach")
+        return super().renew(leases)
+
+
+def _task_held_after_its_executor(settings: Settings, tmp_path: Path, test_image: str,
+                                  ) -> tuple[JobService, str, Path, HoldsItsResult, CutOff, Worker]:
+    """A TES task whose one executor wrote /out/who (its container's name) on a worker that holds its result."""
+    out = Path(settings.tes_locations[0].removeprefix("file://"))
+    service = build_service(settings)
+    task_id = TesService(service).create({
+        "executors": [{"image": test_image, "command": ["sh", "-c", "echo $HOSTNAME; echo $HOSTNAME > /out/who"]}],
+        "outputs": [{"path": "/out/who", "url": f"file://{out}/who"}]})
+    runtime = HoldsItsResult()
+    store = CutOff(connect(settings.redis_url), lease_seconds=settings.lease_seconds, restart_grace_seconds=0)
+    worker = in_process(settings, tmp_path / "a", runtime, "cut-off", store=store, heartbeat_seconds=0.2,
+                        tes_locations=settings.tes_locations)
+    worker.start()
+    assert runtime.held.wait(timeout=30)
+    return service, task_id, out, runtime, store, worker
+
+
+def test_a_task_attempt_cut_off_from_redis_uploads_no_output_once_a_retry_has_its_lease(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=2.0,
+                        tes_locations=(f"file://{tmp_path / 'tes'}/",))
+    service, task_id, out, late_runtime, store, late = _task_held_after_its_executor(settings, tmp_path, test_image)
+    other_runtime = DockerRuntime()
+    other = in_process(settings, tmp_path / "b", other_runtime, "other", tes_locations=settings.tes_locations)
+    try:
+        store.cut = True  # the late worker can renew nothing from here: it does not learn that its lease goes
+        store.redis.zadd(store.leases_key, {f"{task_id}|1": 0})  # its lease lapsed; the reaper puts the task back
+        assert store.reap() == {task_id: JobState.QUEUED}
+        other.start()
+        wait_for(lambda: service.get(task_id).state.terminal, timeout=30)
+        counted = (out / "who").read_text()
+        time.sleep(1.1)  # (past half a lease since its last renewal, whatever the retry took)
+        late_runtime.release.set()  # its executor ends now: it has an output to upload
+        time.sleep(1.5)
+        assert late.running_count() == 1 and (out / "who").read_text() == counted  # it waits to know
+        store.cut = False  # it reaches Redis: its lease is gone, so it uploads nothing and reports nothing
+        wait_for(lambda: late.running_count() == 0, timeout=30)
+    finally:
+        _release_and_stop(late_runtime, [late, other], [late_runtime, other_runtime])
+    job = service.get(task_id)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 2)
+    assert (out / "who").read_text() == counted != late_runtime.printed
+
+
+def test_a_task_attempt_that_could_not_renew_its_lease_for_a_while_uploads_once_it_can(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=6.0,
+                        tes_locations=(f"file://{tmp_path / 'tes'}/",))
+    service, task_id, out, runtime, store, worker = _task_held_after_its_executor(settings, tmp_path, test_image)
+    try:
+        store.cut = True
+        time.sleep(3.2)  # past half a lease since the last renewal, within a lease: its lease is still its own
+        runtime.release.set()
+        time.sleep(1.0)
+        assert not (out / "who").exists()  # it waits to know
+        store.cut = False
+        wait_for(lambda: service.get(task_id).state.terminal, timeout=30)
+    finally:
+        _release_and_stop(runtime, [worker], [runtime])
+    job = service.get(task_id)
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    assert (out / "who").read_text() == runtime.printed
 
 
 class FailsOver(JobStore):
