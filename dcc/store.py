@@ -10,6 +10,10 @@ Keys (all under one hash tag, so scripts work on a cluster-mode or serverless ca
     P:tes           zset    ids of the jobs that are GA4GH TES tasks, scored by submit time (ms)
     P:st:<state>    zset    ids of jobs that ended in <state>, scored by submit time (ms)
     P:workers       zset    worker ids scored by last heartbeat (ms); P:worker:<id> hash, TTL'd
+    P:pulse         string  Redis's time (ms) of the last heartbeat of any worker; P:silence: the pulse a reaper
+                            found silent; P:resumed: when the last silence of every worker ended (all TTL'd, a day)
+    P:reap_hold     string  set while the reaper holds after a silence (TTL: the hold); P:reap_hold_recent: while
+                            no new hold may start (TTL: two holds)
     P:ev:<id>       channel the job's state changes; P:cancel: ids whose cancel was asked
 
 Every state change is one Lua script, and each is gated by taking the job out of a queue or out of the
@@ -421,11 +425,14 @@ class JobStore:
     def reap(self, *, limit: int = 1000, uptime: float | None = None) -> dict[str, JobState]:
         """Take back expired leases: requeue, or end in ``error``/``cancelled``. Returns what changed.
 
-        Nothing is taken back within ``restart_grace_seconds`` (a lease) of Redis starting, nor of every worker's
-        heartbeat falling silent for over half a lease (Redis unreachable or failed over to a replica, whose clock
-        of leases ran on): a lease that lapsed while no worker could reach Redis says nothing of its worker, which
-        renews it once it reconnects. ``uptime``: Redis's, if the caller just read it (else it is read here).
-        ``resumed_at`` then says when the last such silence ended (0 if none was seen).
+        Nothing is taken back within ``restart_grace_seconds`` (a lease) of Redis starting, nor of the end of a
+        silence of every worker's heartbeat longer than 0.6 of a lease (Redis unreachable or failed over to a
+        replica, whose clock of leases ran on): a lease that lapsed while no worker could reach Redis says nothing of
+        its worker, which renews it once it reconnects. Silences and holds are timed by Redis's clock (no client's
+        skew starts or stretches one), and a hold does not follow another within two holds' time (a worker whose
+        heartbeats keep pausing cannot hold the reaper for good). ``uptime``: Redis's, if the caller just read it
+        (else it is read here). ``resumed_at`` then says when the last such silence ended, by this store's clock (0
+        if none is known).
         """
         if self.restart_grace_seconds > 0:
             uptime = self.uptime() if uptime is None else uptime
@@ -437,8 +444,8 @@ class JobStore:
         now = self.clock()
         reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit,
                                    *self._silence_args()])
-        held_ms = int(reply[0])
-        self.resumed_at = held_ms / 1000 - self.restart_grace_seconds if held_ms else 0.0
+        ago_ms = int(reply[0])  # (by Redis's clock: this clock's own time less it, whatever their skew)
+        self.resumed_at = now - ago_ms / 1000 if ago_ms >= 0 else 0.0
         changed = {reply[i]: JobState(reply[i + 1]) for i in range(1, len(reply), 2)}
         if now - self._trimmed_at >= TRIM_INTERVAL:
             self._trim_indexes(now)
@@ -446,10 +453,14 @@ class JobStore:
         return changed
 
     def _silence_args(self) -> tuple[int, int]:
-        """How long every worker's heartbeat may pause before the reaper holds, and for how long (0, 0: never)."""
+        """How long every worker's heartbeat may pause before the reaper holds, and for how long (0, 0: never).
+
+        A lease lapses only if its worker cannot renew it for a whole lease, and it renews every third of one at most,
+        heartbeating each time: every silence that lets a lease lapse is longer than 0.6 of a lease, while a pause of
+        one slow worker's loop is shorter."""
         if self.restart_grace_seconds <= 0:
             return 0, 0
-        return int(self.lease_seconds * 500), int(self.restart_grace_seconds * 1000)
+        return int(self.lease_seconds * 600), int(self.restart_grace_seconds * 1000)
 
     def check_version(self) -> None:
         """Refuse a Redis older than 7 (``RuntimeError`` saying so): dcc's scripts carry flags (``allow-oom``), which

@@ -58,10 +58,24 @@ local function take_back(member, now_s, retention_ms, max_attempts)
   return 'queued'
 end
 
--- Hold the reaper until until_ms (never shortening a hold): set when the workers' heartbeats fell silent, all of
--- them at once, for longer than a lease allows (Redis unreachable, failed over, restarted): leases that lapsed
--- meanwhile say nothing of their workers, which renew them once they reach Redis again.
-local function hold_reaping(until_ms)
-  local cur = tonumber(redis.call('GET', P .. ':reap_hold'))
-  if not cur or until_ms > cur then redis.call('SET', P .. ':reap_hold', until_ms) end
+-- Redis's own clock, in ms: what silences and holds are timed by, so that no worker's or reaper's clock skew can
+-- start a hold or stretch one (leases are scored by their workers' clocks; a lease outlives a skew below it).
+local function redis_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local DAY_MS = 86400000
+
+-- Every worker's heartbeat fell silent at once for longer than a lease allows (Redis unreachable, failed over,
+-- restarted), and the silence ended at now_ms (Redis's clock): leases that lapsed meanwhile say nothing of their
+-- workers, which renew them once they reach Redis again. The reaper holds for hold_ms (P:reap_hold, which expires
+-- then), unless a hold began within the last two holds' time (P:reap_hold_recent): holds never chain, so a worker
+-- whose heartbeats keep pausing cannot keep a dead worker's lease from being taken back. P:resumed says when the
+-- silence ended (the scaler gives missing health keys their grace again from then).
+local function silence_ended(now_ms, hold_ms)
+  redis.call('SET', P .. ':resumed', now_ms, 'PX', DAY_MS)
+  if redis.call('SET', P .. ':reap_hold_recent', now_ms, 'NX', 'PX', 2 * hold_ms) then
+    redis.call('SET', P .. ':reap_hold', now_ms, 'PX', hold_ms)
+  end
 end

@@ -1,18 +1,20 @@
 -- ARGV: prefix, now_ms, now_s, retention_ms, max_attempts, limit, silence_ms, hold_ms
--- Takes back leases that expired (`take_back`), unless held (`hold_reaping`). A reaper that finds every worker
--- silent for more than silence_ms holds itself for hold_ms, once per silence: it may have begun to see Redis
--- before the workers did. Returns {hold_ms, id, new_state, ...} (hold_ms: the hold's end, 0 if none was ever set).
-local now, silence = tonumber(ARGV[2]), tonumber(ARGV[7])
+-- Takes back leases that expired by now_ms (`take_back`), unless the reaper is held (`silence_ended`). A reaper
+-- that finds every worker silent for more than silence_ms (Redis's clock) ends that silence itself, once per
+-- pulse: it may have begun to see Redis before the workers did. Returns {resumed, id, new_state, ...} (resumed:
+-- how many ms ago, by Redis's clock, the last silence ended; -1 if none is known).
+local silence = tonumber(ARGV[7])
+local out = {-1}
 if silence > 0 then
-  local pulse = redis.call('GET', P .. ':pulse')
+  local now, pulse = redis_ms(), redis.call('GET', P .. ':pulse')
   if pulse and now - tonumber(pulse) > silence and redis.call('GET', P .. ':silence') ~= pulse then
-    redis.call('SET', P .. ':silence', pulse)
-    hold_reaping(now + tonumber(ARGV[8]))
+    redis.call('SET', P .. ':silence', pulse, 'PX', DAY_MS)
+    silence_ended(now, tonumber(ARGV[8]))
   end
+  local resumed = tonumber(redis.call('GET', P .. ':resumed'))
+  if resumed then out[1] = now - resumed end
+  if redis.call('EXISTS', P .. ':reap_hold') == 1 then return out end
 end
-local held = tonumber(redis.call('GET', P .. ':reap_hold')) or 0
-local out = {held}
-if silence > 0 and now < held then return out end
 local expired = redis.call('ZRANGE', P .. ':leases', '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[6]))
 for _, member in ipairs(expired) do
   redis.call('ZREM', P .. ':leases', member)

@@ -564,55 +564,96 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
 
 
+# Silences and holds run on Redis's clock, so these tests wait in real time. Lease 2 s: a silence is over 1.2 s of
+# no worker's heartbeat; the hold, 2 s; no new hold within 4 s of one.
+def _until(t0: float, seconds: float) -> None:
+    time.sleep(max(0.0, t0 + seconds - time.time()))
+
+
 def test_leases_that_lapse_while_every_worker_is_silent_get_one_lease_more(redis_url: str) -> None:
-    now = [1000.0]  # (lease 20 s: a silence is over 10 s of no worker's heartbeat; the hold, a lease)
-    store = JobStore(connect(redis_url), lease_seconds=20, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=2)
     beat = lambda worker: store.heartbeat(worker, {"health": "HEALTHY"}, ttl=3600)  # noqa: E731
     make(store, "a", at=999.0)
     make(store, "b", at=999.5)
     for worker in ("w1", "w2"):
         beat(worker)
         store.claim("cpu", worker)
-    now[0] = 1050.0  # Redis was out of reach (or failed over) for 45 s: no worker could renew
-    assert store.reap(uptime=3600) == {}  # both leases lapsed meanwhile, but the workers have not had their chance
-    assert store.resumed_at == 1050.0
-    now[0] = 1052.0
+    time.sleep(2.5)  # Redis was out of reach (or failed over): no worker could renew, both leases lapsed
+    t0 = time.time()
+    assert store.reap(uptime=3600) == {}  # the reaper sees Redis first: the workers have not had their chance
+    assert abs(store.resumed_at - t0) < 0.2
     beat("w1")
     assert store.renew([("a", 1)]) == {("a", 1): "held"}  # w1 is back; w2 never comes back
-    for t in (1060.0, 1068.0, 1071.0):
-        now[0] = t
+    while time.time() < t0 + 1.6:
         beat("w1")
         store.renew([("a", 1)])
-        assert store.reap(uptime=3600) == {}  # held for a lease from the first heartbeat ending the silence
-    assert store.resumed_at == 1052.0
-    now[0] = 1073.0
+        assert store.reap(uptime=3600) == {}  # held for a lease from the end of the silence
+        time.sleep(0.2)
+    _until(t0, 2.2)
     assert store.reap(uptime=3600) == {"b": JobState.QUEUED}  # then the silent worker's job is taken back
     assert store.get("a").state == JobState.RUNNING
+    assert abs(store.resumed_at - t0) < 0.2  # (w1's heartbeat came within the silence the reaper had ended)
 
 
 def test_a_heartbeat_ending_a_silence_holds_the_reaper_and_a_dead_fleet_is_held_once(redis_url: str) -> None:
-    now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=20, clock=lambda: now[0])
+    store = JobStore(connect(redis_url), lease_seconds=2)
     make(store, "a", at=999.0)
     store.heartbeat("w1", {}, ttl=3600)
     store.claim("cpu", "w1")
-    now[0] = 1050.0
+    time.sleep(2.5)
+    t0 = time.time()
     store.heartbeat("w1", {}, ttl=3600)  # a worker reaches Redis again before any reaper does
-    for t in (1051.0, 1060.0, 1069.0):
-        now[0] = t
-        assert store.reap(uptime=3600) == {} and store.resumed_at == 1050.0
+    while time.time() < t0 + 1.6:
+        assert store.reap(uptime=3600) == {} and abs(store.resumed_at - t0) < 0.2
         store.heartbeat("w1", {}, ttl=3600)
-    now[0] = 1071.0
+        time.sleep(0.2)
+    _until(t0, 2.2)
     assert store.reap(uptime=3600) == {"a": JobState.QUEUED}  # a lease not renewed within the hold is taken back
     store.claim("cpu", "w2")
-    now[0] = 1080.0  # then every worker dies: no heartbeat since 1069
-    assert store.reap(uptime=3600) == {} and store.resumed_at == 1080.0  # the reaper cannot tell: it holds...
-    now[0] = 1101.0
+    time.sleep(2.5)  # then every worker dies: no heartbeat for 2.5 s, and none of the last hold's 4 s is left
+    t1 = time.time()
+    assert store.reap(uptime=3600) == {} and abs(store.resumed_at - t1) < 0.2  # the reaper cannot tell: it holds...
+    _until(t1, 2.2)
     assert store.reap(uptime=3600) == {"a": JobState.QUEUED}  # ...for a lease, once
     store.claim("cpu", "w3")
-    now[0] = 1200.0
+    time.sleep(2.5)
     assert store.reap(uptime=3600) == {"a": JobState.ERROR}  # (third attempt lost) the same silence: no new hold
-    assert store.resumed_at == 1080.0
+    assert abs(store.resumed_at - t1) < 0.2
+
+
+@pytest.mark.parametrize("skew", [-20.0, 3600.0])
+def test_a_worker_s_clock_skew_neither_starts_nor_stretches_a_hold(redis_url: str, skew: float) -> None:
+    # the live worker's clock is 20 s behind the reaper's, or an hour ahead: its heartbeats are on time all the same
+    reaper = JobStore(connect(redis_url), lease_seconds=2)
+    live = JobStore(connect(redis_url), lease_seconds=2, clock=lambda: time.time() + skew)
+    make(reaper, "dead-job", at=999.0)
+    reaper.heartbeat("dead", {}, ttl=3600)  # (a worker of the reaper's clock beat last)
+    reaper.claim("cpu", "dead")  # then died
+    live.heartbeat("live", {}, ttl=3600)
+    t0 = time.time()
+    while time.time() < t0 + 2.6:
+        live.heartbeat("live", {}, ttl=3600)
+        time.sleep(0.2)
+    assert reaper.reap(uptime=3600) == {"dead-job": JobState.QUEUED}
+    assert reaper.resumed_at == 0.0  # no silence was seen
+
+
+def test_a_worker_whose_heartbeats_keep_pausing_cannot_hold_the_reaper_for_good(redis_url: str) -> None:
+    # the one live worker heartbeats every 1.5 s (a slow loop): each pause is a silence, but holds do not chain
+    store = JobStore(connect(redis_url), lease_seconds=2)
+    make(store, "dead-job", at=999.0)
+    store.heartbeat("slow", {}, ttl=3600)
+    store.claim("cpu", "dead")
+    t0, reaped, beat = time.time(), {}, time.time()
+    while not reaped and time.time() < t0 + 15:
+        if time.time() - beat >= 1.5:
+            store.heartbeat("slow", {}, ttl=3600)
+            beat = time.time()
+        reaped = store.reap(uptime=3600)
+        time.sleep(0.1)
+    assert reaped == {"dead-job": JobState.QUEUED}
+    assert time.time() - t0 < 2 + 2 * 2 + 1  # a lease, then at most one hold's wait past it
+    assert store.resumed_at > t0  # (it was held)
 
 
 def test_a_full_redis_refuses_new_work_but_keeps_running_jobs_running(redis_url: str) -> None:
