@@ -12,8 +12,8 @@ Keys (all under one hash tag, so scripts work on a cluster-mode or serverless ca
     P:workers       zset    worker ids scored by last heartbeat (ms); P:worker:<id> hash, TTL'd
     P:pulse         string  Redis's time (ms) of the last heartbeat of any worker; P:silence: the pulse a reaper
                             found silent; P:resumed: when the last silence of every worker ended (all TTL'd, a day)
-    P:reap_hold     string  set while the reaper holds after a silence (TTL: the hold); P:reap_hold_recent: while
-                            no new hold may start (TTL: two holds)
+    P:reap_hold     string  while the reaper holds after a silence (TTL: the hold), when the silence began: only
+                            leases that lapsed before then are taken back meanwhile
     P:ev:<id>       channel the job's state changes; P:cancel: ids whose cancel was asked
 
 Every state change is one Lua script, and each is gated by taking the job out of a queue or out of the
@@ -429,10 +429,10 @@ class JobStore:
         silence of every worker's heartbeat longer than 0.6 of a lease (Redis unreachable or failed over to a
         replica, whose clock of leases ran on): a lease that lapsed while no worker could reach Redis says nothing of
         its worker, which renews it once it reconnects. Silences and holds are timed by Redis's clock (no client's
-        skew starts or stretches one), and a hold does not follow another within two holds' time (a worker whose
-        heartbeats keep pausing cannot hold the reaper for good). ``uptime``: Redis's, if the caller just read it
-        (else it is read here). ``resumed_at`` then says when the last such silence ended, by this store's clock (0
-        if none is known).
+        skew starts or stretches one), and a hold still takes back leases that lapsed before the silence began (a
+        worker whose heartbeats keep pausing cannot shield a dead worker's lease). ``uptime``: Redis's, if the
+        caller just read it (else it is read here). ``resumed_at`` then says when the last such silence ended, by
+        this store's clock (0 if none is known).
         """
         if self.restart_grace_seconds > 0:
             uptime = self.uptime() if uptime is None else uptime

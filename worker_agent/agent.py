@@ -745,6 +745,8 @@ class Worker:
             try:
                 self._renew()
             except (StoreUnavailable, redis.RedisError) as exc:  # (e.g. a read-only replica during a failover)
+                if self.stopping.is_set():  # the worker goes: it would not wait past its stop (nor report)
+                    return False
                 if not warned:
                     log.warning("job %s attempt %d: its lease cannot be checked (%s): its outputs wait",
                                 claim.job.id, claim.attempt, exc)

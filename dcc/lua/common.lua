@@ -68,14 +68,12 @@ end
 local DAY_MS = 86400000
 
 -- Every worker's heartbeat fell silent at once for longer than a lease allows (Redis unreachable, failed over,
--- restarted), and the silence ended at now_ms (Redis's clock): leases that lapsed meanwhile say nothing of their
--- workers, which renew them once they reach Redis again. The reaper holds for hold_ms (P:reap_hold, which expires
--- then), unless a hold began within the last two holds' time (P:reap_hold_recent): holds never chain, so a worker
--- whose heartbeats keep pausing cannot keep a dead worker's lease from being taken back. P:resumed says when the
--- silence ended (the scaler gives missing health keys their grace again from then).
-local function silence_ended(now_ms, hold_ms)
+-- restarted) from pulse_ms on, and the silence ended at now_ms (Redis's clock): leases that lapsed meanwhile say
+-- nothing of their workers, which renew them once they reach Redis again. For hold_ms (P:reap_hold, which expires
+-- then and holds pulse_ms) the reaper takes back only leases that lapsed before the silence began: their workers
+-- died before it, so a worker whose heartbeats keep pausing cannot shield a dead worker's lease. P:resumed says when
+-- the silence ended (the scaler gives missing health keys their grace again from then).
+local function silence_ended(pulse_ms, now_ms, hold_ms)
   redis.call('SET', P .. ':resumed', now_ms, 'PX', DAY_MS)
-  if redis.call('SET', P .. ':reap_hold_recent', now_ms, 'NX', 'PX', 2 * hold_ms) then
-    redis.call('SET', P .. ':reap_hold', now_ms, 'PX', hold_ms)
-  end
+  redis.call('SET', P .. ':reap_hold', pulse_ms, 'PX', hold_ms)
 end

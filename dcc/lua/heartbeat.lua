@@ -8,7 +8,7 @@ redis.call('PEXPIRE', key, ARGV[3])
 redis.call('ZADD', P .. ':workers', ARGV[4], ARGV[2])
 local now, pulse = redis_ms(), tonumber(redis.call('GET', P .. ':pulse'))
 if tonumber(ARGV[5]) > 0 and pulse and now - pulse > tonumber(ARGV[5]) then
-  silence_ended(now, tonumber(ARGV[6]))
+  silence_ended(pulse, now, tonumber(ARGV[6]))
 end
 redis.call('SET', P .. ':pulse', now, 'PX', DAY_MS)
 return 1
