@@ -732,8 +732,8 @@ class Worker:
         """Whether the attempt may write where any attempt of its job writes (a TES task's output URLs), waiting if
         need be: only once its lease is known held within the last half lease, so that a worker cut off from
         Redis, whose lease may have gone to a retry meanwhile, writes nothing until it reaches Redis again and
-        learns which. False once the attempt is abandoned: cancelled, or the job another attempt's (a worker's stop
-        lets it end, and keeps its result)."""
+        learns which. False once the attempt is abandoned (cancelled, or the job another attempt's), or once its
+        worker stops while Redis is out of reach (a stop with Redis in reach lets the uploads end)."""
         warned = False
         while True:
             with self._lock:
@@ -751,7 +751,7 @@ class Worker:
                     log.warning("job %s attempt %d: its lease cannot be checked (%s): its outputs wait",
                                 claim.job.id, claim.attempt, exc)
                     warned = True
-                time.sleep(min(1.0, self.store.lease_seconds / 4))
+                self.stopping.wait(min(1.0, self.store.lease_seconds / 4))  # (a stop ends the wait)
 
     def _check_drain(self) -> None:
         try:
