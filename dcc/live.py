@@ -17,7 +17,7 @@ import redis.exceptions
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dcc.errors import DccError
-from dcc.push import MAX_SUBSCRIPTIONS, USAGE, change_order, unknown_id
+from dcc.push import MAX_SUBSCRIPTIONS, USAGE, change_order, job_message, unknown_id
 from dcc.service import JobService, split_job_ids
 from dcc.store import record_from_hash
 
@@ -149,7 +149,7 @@ class LiveSession:
         if stamp < last or (stamp == last and not asked):
             return
         self.sent[job_id] = stamp
-        await self.send({"type": "job", "job": view})
+        await self.send(job_message(view))
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message))

@@ -16,6 +16,7 @@ from typing import Any
 import botocore.exceptions
 
 from dcc.jobs import TERMINAL_STATES
+from dcc.replies import MESSAGE_BUDGET, fit_job_view, message_bytes
 from dcc.store import JobStore
 
 CONNECTION_TTL = 2 * 3600  # API Gateway closes WebSocket connections after 2 hours at most
@@ -74,6 +75,11 @@ def unknown_id(value: Any) -> dict[str, Any]:
     return {"type": "error", "jobId": value, "error": "not a job id: ids are strings"}
 
 
+def job_message(view: dict[str, Any]) -> dict[str, Any]:
+    """The message that carries a job's view, its logs and inline files cut if it would pass ``MESSAGE_BUDGET``."""
+    return {"type": "job", "job": fit_job_view(view, MESSAGE_BUDGET, message_bytes)}
+
+
 class WebsocketPusher:
     """Posts job views to subscribed connections through the API Gateway management API."""
 
@@ -114,11 +120,11 @@ class WebsocketPusher:
                                         "error": f"not watched: a connection watches at most {MAX_SUBSCRIPTIONS} jobs"})
                 continue
             view = self.find(job_id)
-            self.tell(connection, {"type": "job", "job": view} if view else unknown_id(job_id))
+            self.tell(connection, job_message(view) if view else unknown_id(job_id))
             # a push of a newer change may have reached the client before this answer: then say that change again
             again = self.find(job_id) if view else None
             if again and change_order(again) > change_order(view or {}):
-                self.tell(connection, {"type": "job", "job": again})
+                self.tell(connection, job_message(again))
         for value in unknown:
             self.tell(connection, unknown_id(value))
 
@@ -165,7 +171,7 @@ class WebsocketPusher:
         view = self.find(job_id)
         if view is None or not self._newer(job_id, change_order(view)):
             return 0
-        message = {"type": "job", "job": view}
+        message = job_message(view)
         return sum(self.tell(c, message) for c in connections)
 
     def tell(self, connection: str, message: dict[str, Any]) -> bool:

@@ -32,6 +32,7 @@ from dcc.jobs import (
     Parameters,
     check_relative_path,
 )
+from dcc.replies import REPLY_BUDGET, fit_job_view, reply_bytes
 from dcc.settings import Settings
 from dcc.storage import Storage, attempt_prefix, job_prefix
 from dcc.store import JobStore, Page, worker_slots
@@ -68,9 +69,9 @@ def result_document(record: JobRecord) -> dict[str, Any]:
     return doc
 
 
-def reply_bytes(value: Any) -> int:
-    """What ``value`` takes in a Lambda proxy reply, whose body is its JSON as a JSON string: escaped twice."""
-    return len(json.dumps(json.dumps(value))) + 2
+def shown(record: JobRecord) -> dict[str, Any]:
+    """The job's view as an API reply carries it (``fit_job_view``: logs and inline files cut if it would not fit)."""
+    return fit_job_view(record.view(), REPLY_BUDGET, reply_bytes)
 
 
 def keep_results(store: JobStore, storage: Storage, job_ids: Iterable[str]) -> None:
@@ -313,7 +314,7 @@ class JobService:
 
         def fits(record: JobRecord) -> bool:
             nonlocal left
-            left -= reply_bytes(record.view())
+            left -= reply_bytes(shown(record))
             return left >= 0
 
         return self.store.page(state=state, limit=limit, cursor=cursor, fits=fits)
@@ -395,15 +396,20 @@ class JobService:
             self._push(job_id)
         return self.get(job_id)  # (None: a finished job whose record expired, or 404)
 
-    def result(self, job_id: str) -> dict[str, Any]:
-        """The finished job's ``result.json``."""
+    def result(self, job_id: str) -> dict[str, Any] | Download:
+        """The finished job's ``result.json``; where it is longer than a reply may carry, a presigned URL of it (or,
+        where storage gives none, the document with its logs and inline files cut to fit: ``fit_job_view``)."""
         record = self.get(job_id)
         if not record.state.terminal:
             raise NotReady(f"job {job_id} is {record.state.value}; its result is written when it ends")
         try:
-            return json.loads(self.storage.get_bytes(result_key(job_id)))
+            doc = json.loads(self.storage.get_bytes(result_key(job_id)))
         except ObjectNotFound:
-            return result_document(record)  # ended without running (cancelled while queued, reaped)
+            doc = result_document(record)  # ended without running (cancelled while queued, reaped), or a fast job
+        else:
+            if reply_bytes(doc) > REPLY_BUDGET and (url := self.storage.presigned_url(result_key(job_id))):
+                return Download(url=url)
+        return fit_job_view(doc, REPLY_BUDGET, reply_bytes)
 
     def log(self, job_id: str, stream: str) -> Download:
         """The job's stdout or stderr: its bytes, or a presigned URL where storage has them and the log is longer than

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from dcc.errors import InputTooLarge, InvalidJob, JobNotFound
 from dcc.jobs import JobRecord
-from dcc.service import MAX_LIST_BYTES, JobService, check_job_id, reply_bytes
+from dcc.replies import REPLY_BUDGET, fit_task_view, reply_bytes
+from dcc.service import MAX_LIST_BYTES, JobService, check_job_id
 from dcc.tes import (
     View,
     backend_parameters,
@@ -89,7 +90,7 @@ class TesService:
 
     def get(self, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
         """The task in ``view``."""
-        return task_view(self._task(task_id), _view(view))
+        return fit_task_view(task_view(self._task(task_id), _view(view)), REPLY_BUDGET, reply_bytes)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a queued task now, ask a running one to stop; a finished one stays as it is."""
@@ -133,7 +134,7 @@ class TesService:
                     continue
                 if page_end is not None:  # a task past the full page: there is a next page
                     return {"tasks": tasks, "next_page_token": page_end}
-                shown = task_view(record, chosen)
+                shown = fit_task_view(task_view(record, chosen), REPLY_BUDGET, reply_bytes)
                 used += reply_bytes(shown)
                 if tasks and used > MAX_LIST_BYTES:  # (the next page starts with this one)
                     return {"tasks": tasks, "next_page_token": last}

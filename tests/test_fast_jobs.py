@@ -131,3 +131,23 @@ def test_a_reply_of_a_log_cut_at_the_limit_shows_its_end(settings: Settings, tmp
             assert job["stdout"].startswith("[dcc: truncated]\n")
             assert job["stdout"].endswith(f"\n199999 {pad}\n200000 {pad}\n")
             assert len(job["stdout"].encode()) <= (1 << 20) + 20
+
+
+def test_a_fast_job_that_writes_binary_gets_a_reply_that_fits_and_each_part_whole_on_its_own(
+        api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    from dcc.replies import REPLY_BUDGET, reply_bytes
+
+    _, client = api
+    # 1 MiB of control characters on stdout would take 7 MiB in a Lambda reply; a file of zeros goes as base64
+    script = ("head -c 1048576 /dev/zero | tr '\\0' '\\1'; head -c 300000 /dev/zero > $OUTPUTS/zeros; "
+              "printf 'caf\\303\\251 \\342\\202\\254' > $OUTPUTS/text.txt")
+    reply = client.post("/v1/jobs", json={"fast": True, "image": test_image, "command": ["sh", "-c", script]})
+    assert reply.status_code == 201, reply.text[:300]
+    job = reply.json()
+    assert job["state"] == "succeeded" and reply_bytes(job) <= REPLY_BUDGET
+    assert job["outputFiles"]["zeros"]["encoding"] == "base64"
+    assert base64.b64decode(job["outputFiles"]["zeros"]["content"]) == b"\0" * 300_000
+    assert job["outputFiles"]["text.txt"] == {"encoding": "utf8", "content": "café €", "truncated": False}
+    kept, note = job["stdout"].split("\n[dcc: ")
+    assert 500_000 < len(kept) < (1 << 20) and set(kept) == {"\x01"} and "stdout serves it" in note
+    assert client.get(f"/v1/jobs/{job['id']}/stdout").content == b"\x01" * (1 << 20)

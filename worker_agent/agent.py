@@ -27,6 +27,7 @@ import redis
 from dcc.drain import DrainMarks
 from dcc.errors import JobSystemError, StorageError, StoreUnavailable
 from dcc.jobs import FAST_MAX_ATTEMPTS, MAX_OUTPUT_NAME, Claim, ErrorCode, JobError, JobRecord, JobState, Outcome
+from dcc.replies import TAIL_MARK
 from dcc.service import forget_result, keep_results, result_document, result_key
 from dcc.storage import Progress, Storage, attempt_prefix
 from dcc.store import Blocked, JobStore
@@ -579,10 +580,15 @@ class Worker:
             truncated = len(data) > budget
             data = data[:budget]
             budget -= len(data)
+            encoded = base64.b64encode(data).decode()
             try:
-                item = {"encoding": "utf8", "content": data.decode("utf-8")}
+                text = data.decode("utf-8")
             except UnicodeDecodeError:
-                item = {"encoding": "base64", "content": base64.b64encode(data).decode()}
+                text = None
+            # as text, unless JSON's escapes would make it over three times its base64: control characters, which
+            # take six bytes each (``\u0000``), are data rather than text (text in any script stays text)
+            item = {"encoding": "utf8", "content": text} if text is not None and \
+                len(json.dumps(text)) <= 3 * len(encoded) + 2 else {"encoding": "base64", "content": encoded}
             files[path.relative_to(result.outputs_dir).as_posix()] = {**item, "truncated": truncated}
         return Outcome(
             state=_end_state(result, cancelled=cancelled), error=_end_error(result, cancelled=cancelled),
@@ -602,7 +608,7 @@ class Worker:
             size = path.stat().st_size
             if tail and size > limit:
                 f.seek(size - limit)
-                return "[dcc: truncated]\n" + f.read(limit).decode("utf-8", errors="replace")
+                return TAIL_MARK + f.read(limit).decode("utf-8", errors="replace")
             data = f.read(limit + 1)
         text = data[:limit].decode("utf-8", errors="replace")
         return text + "\n[dcc: truncated]" if len(data) > limit else text

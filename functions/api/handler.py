@@ -29,6 +29,7 @@ from dcc.errors import (
     StorageError,
     StoreUnavailable,
 )
+from dcc.replies import LAMBDA_REPLY_BYTES
 from dcc.service import JobService
 from functions.api import tes
 from functions.api.routes import router
@@ -255,7 +256,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict
         context_ = {**(event.get("requestContext") or {}), "httpMethod": "GET"}
         reply = app.resolve({**event, "httpMethod": "GET", "requestContext": context_}, context)  # type: ignore[arg-type]
         return {**reply, "body": "", "isBase64Encoded": False}
-    return app.resolve(event, context)  # type: ignore[arg-type]  # local mode passes no context
+    return _within_limit(app.resolve(event, context))  # type: ignore[arg-type]  # local mode passes no context
+
+
+def _within_limit(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply, or a 500 that says why if it would pass what a Lambda reply may hold: API Gateway would answer a
+    bare 502 (views are cut to fit, ``dcc.replies``: a reply this large is a bug, and is logged)."""
+    body = reply.get("body") or ""
+    if 2 * len(body) + 65536 < LAMBDA_REPLY_BYTES:  # (its JSON string at most doubles it: no need to measure)
+        return reply
+    size = len(json.dumps(reply).encode())
+    if size <= LAMBDA_REPLY_BYTES:
+        return reply
+    log.error("a reply of %d bytes is over the %d a Lambda reply may hold", size, LAMBDA_REPLY_BYTES)
+    return _plain_reply(500, f"the reply would take {size} bytes, over the {LAMBDA_REPLY_BYTES} a reply may hold; "
+                             "this has been logged")
 
 
 # Local mode: many requests at once in one process --------------------------------------------------------

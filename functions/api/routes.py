@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import FiniteFloat
 
 from dcc.jobs import JobRecord, JobSpec, JobState
-from dcc.service import Download, JobService
+from dcc.service import Download, JobService, shown
 
 router = APIGatewayRouter()
 TRUNCATED_HEADER = "X-Dcc-Truncated"  # on an output of which only the first part was kept
@@ -38,7 +38,7 @@ def submit(job: Annotated[JobSpec, Body()]) -> Response[Any]:
         status = 202  # not done within the wait limit: fetch it later with GET or /wait
     else:
         status = 201 if created else 200
-    return _json(status, record.view(), {"Location": f"/v1/jobs/{record.id}"})
+    return _json(status, shown(record), {"Location": f"/v1/jobs/{record.id}"})
 
 
 @router.get("/v1/jobs", summary="List jobs, newest first, a page at a time")
@@ -48,22 +48,23 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     page = service().list_jobs(state=state, limit=limit, cursor=cursor)
-    return {"jobs": [j.view() for j in page.jobs], "cursor": page.cursor}
+    return {"jobs": [shown(j) for j in page.jobs], "cursor": page.cursor}
 
 
 @router.get("/v1/jobs/<job_id>", summary="A job's state and result summary")
 def get_job(job_id: str) -> dict[str, Any]:
-    return service().get(job_id).view()
+    return shown(service().get(job_id))
 
 
 @router.get("/v1/jobs/<job_id>/wait", summary="Long-poll: return when the job ends, or at the timeout")
 def wait_job(job_id: str, timeout: Annotated[FiniteFloat, Query(ge=0, le=MAX_WAIT_SECONDS)] = 20.0) -> dict[str, Any]:
-    return service().wait(job_id, timeout).view()
+    return shown(service().wait(job_id, timeout))
 
 
 @router.get("/v1/jobs/<job_id>/result", summary="The finished job's result.json")
-def get_result(job_id: str) -> dict[str, Any]:
-    return service().result(job_id)
+def get_result(job_id: str):  # no return type: a redirect skips response validation
+    result = service().result(job_id)
+    return _download(result, "application/json") if isinstance(result, Download) else _json(200, result)
 
 
 @router.get("/v1/jobs/<job_id>/stdout", summary="The job's standard output (bytes, or a redirect to storage)")
@@ -92,7 +93,7 @@ def _download(download: Download, content_type: str) -> Response[Any]:
 
 @router.post("/v1/jobs/<job_id>/cancel", summary="Cancel a job (a finished one is left as it is)")
 def cancel_job(job_id: str) -> dict[str, Any]:
-    return service().cancel(job_id).view()
+    return shown(service().cancel(job_id))
 
 
 @router.get("/v1/stats", summary="Counts by state; queue wait and run time percentiles; jobs per worker")

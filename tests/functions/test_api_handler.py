@@ -284,3 +284,70 @@ def test_a_long_log_where_storage_has_no_links_is_returned_whole(redis_url: str,
     assert service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
     got = service.log(job, "stdout")
     assert got.url is None and got.data == log
+
+
+def _ended_with(service: Any, outcome: Any, **spec: Any) -> str:
+    """A job (of ``spec``) claimed and finished with ``outcome``; its id."""
+    from dcc.jobs import JobSpec
+
+    record, _ = service.submit(JobSpec(image="x", **spec))
+    claim = service.store.claim(record.queue, "w1")
+    assert claim is not None and claim.job.id == record.id
+    assert service.store.finish(claim, outcome)
+    return str(record.id)
+
+
+def _lambda_size(reply: dict) -> int:
+    """What the runtime sends of a reply (its JSON; Python 3.12's runtime leaves non-ASCII unescaped)."""
+    return len(json.dumps(reply, ensure_ascii=False).encode())
+
+
+def test_a_view_whose_logs_json_escapes_blow_up_still_fits_a_lambda_reply(s3_service: Settings) -> None:
+    from dcc.jobs import JobState, Outcome
+    from dcc.replies import LAMBDA_REPLY_BYTES
+
+    service = build_service(s3_service)
+    # a fast job that wrote binary to stdout: 1 MiB of control characters takes 7 MiB in a reply
+    binary = "\x01" * (1 << 20)
+    job = _ended_with(service, Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout="head\n" + binary,
+                                       stderr="\x02" * (1 << 20), inline_outputs={"o": {
+                                           "encoding": "utf8", "content": "\x00" * (1 << 20), "truncated": False}},
+                                       outputs=["o"]), fast=True)
+    for path in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/wait", f"/v1/jobs/{job}/result", "/v1/jobs"):
+        reply = handler.lambda_handler(event("get_job", JOB_ID=job, **{f"/v1/jobs/{job}": path}), None)
+        assert reply["statusCode"] == 200 and _lambda_size(reply) <= LAMBDA_REPLY_BYTES, (path, _lambda_size(reply))
+        body = json.loads(reply["body"])
+        shown = body["jobs"][0] if path == "/v1/jobs" else body
+        assert shown["stdout"].startswith("head\n\x01") and f"GET /v1/jobs/{job}/stdout serves it" in shown["stdout"]
+        assert shown["outputFiles"]["o"]["omitted"]
+    # each part in full on its own
+    stdout = handler.lambda_handler(event("get_job", JOB_ID=job, **{f"/v1/jobs/{job}": f"/v1/jobs/{job}/stdout"}),
+                                    None)
+    assert base64.b64decode(stdout["body"]).decode() == "head\n" + binary
+    output = handler.lambda_handler(event("get_job", JOB_ID=job, **{f"/v1/jobs/{job}": f"/v1/jobs/{job}/outputs/o"}),
+                                    None)
+    assert base64.b64decode(output["body"]) == b"\x00" * (1 << 20)
+
+
+def test_a_result_too_long_for_a_reply_is_a_redirect_and_an_oversized_reply_a_500_that_says_why(
+        s3_service: Settings) -> None:
+    from dcc.jobs import JobState, Outcome
+    from dcc.replies import LAMBDA_REPLY_BYTES
+    from dcc.service import result_document, result_key
+
+    service = build_service(s3_service)
+    job = _ended_with(service, Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout="\x01" * (1 << 20)),
+                      appendStdOut=True)
+    record = service.get(job)
+    service.storage.put_bytes(result_key(job), json.dumps(result_document(record)).encode())
+    reply = handler.lambda_handler(event("get_job", JOB_ID=job, **{f"/v1/jobs/{job}": f"/v1/jobs/{job}/result"}),
+                                   None)
+    location = reply["multiValueHeaders"]["Location"][0] if "multiValueHeaders" in reply else \
+        reply["headers"]["Location"]
+    assert reply["statusCode"] == 302 and f"/data/jobs/{job}/result.json?" in location
+    # no part of a view can be cut to fit: 30,000 output names of 250 bytes (7.5 MB). The reply says so
+    names = [f"{i:06d}-" + "n" * 243 for i in range(30_000)]
+    many = _ended_with(service, Outcome(state=JobState.SUCCEEDED, exit_code=0, outputs=names))
+    reply = handler.lambda_handler(event("get_job", JOB_ID=many), None)
+    assert reply["statusCode"] == 500 and _lambda_size(reply) < 1000
+    assert f"over the {LAMBDA_REPLY_BYTES} a reply may hold" in json.loads(reply["body"])["error"]

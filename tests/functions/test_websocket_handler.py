@@ -252,3 +252,31 @@ def test_one_connection_s_trouble_does_not_cost_the_others_their_push(wired: tup
     store.claim("cpu", "w")
     assert pusher.push("job5") == 1
     assert posted[-1] == ("second=", {"type": "job", "job": store.get("job5").view()})
+
+
+def test_a_job_whose_view_is_over_a_websocket_message_s_limit_is_pushed_cut_to_fit(
+        wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    store = pusher.store
+    _queued(store, "job6")
+    sizes: list[int] = []
+    posted = _recorded(pusher)
+    recorded = pusher.client.post_to_connection
+
+    def limited(**kwargs: Any) -> object:  # as API Gateway does: a message over 128 KB is refused
+        sizes.append(len(kwargs["Data"]))
+        if len(kwargs["Data"]) > 128 * 1024:
+            raise botocore.exceptions.ClientError({"Error": {"Code": "PayloadTooLargeException"}}, "PostToConnection")
+        return recorded(**kwargs)
+
+    pusher.client.post_to_connection = limited  # type: ignore[method-assign]
+    websocket.lambda_handler(_subscribe("job6"), None)
+    claim = store.claim("cpu", "w")
+    assert claim is not None
+    stdout = "".join(f"line {i}\n" for i in range(40_000))  # 400 kB: a long log, asked for with the result
+    store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout=stdout))
+    assert pusher.push("job6") == 1
+    job = posted[-1][1]["job"]
+    assert job["state"] == "succeeded" and max(sizes) <= 128 * 1024
+    kept, note = job["stdout"].split("\n[dcc: ")
+    assert stdout.startswith(kept) and len(kept) > 100_000 and "GET /v1/jobs/job6/stdout serves it" in note
