@@ -473,8 +473,10 @@ class Worker:
             running = self._entry(claim)
         if running is None or running.lost:  # a later attempt (here or elsewhere) reports, and writes the results
             return Outcome(state=JobState.QUEUED)
-        if (running.handed_back and not running.cancel
-                and outcome.state == JobState.CANCELLED):  # stopped by the hand-back, not finished meanwhile
+        # stopped by the hand-back, or its uploads by the worker's stop while Redis was out of reach (nobody
+        # cancelled it): it goes back to the queue, for a worker that can finish it
+        if (running.handed_back or self.stopping.is_set()) and not running.cancel \
+                and outcome.state == JobState.CANCELLED:
             return Outcome(state=JobState.QUEUED, handed_back=True)
         self._system_errors = 0
         return self._write_result(claim, outcome)

@@ -738,3 +738,25 @@ def test_output_names_are_held_to_what_the_storage_s_keys_can_hold(settings: Set
     longest = worker._max_output_name(job)
     # shorter than dcc's own 900, so that the longest key (of any attempt up to 7 digits) still fits
     assert longest < 900 and len(f"jobs/{job.id}/attempt-9999999/outputs/".encode()) + longest <= key_room
+
+
+def test_a_task_attempt_waiting_to_upload_while_cut_off_is_handed_back_when_its_worker_stops(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=2.0,
+                        tes_locations=(f"file://{tmp_path / 'tes'}/",))
+    service, task_id, out, runtime, store, worker = _task_held_after_its_executor(settings, tmp_path, test_image)
+    try:
+        store.cut = True
+        time.sleep(1.1)  # past half a lease since the last renewal
+        runtime.release.set()  # its executor ends: its output waits until the lease is known held
+        time.sleep(1.0)
+        assert worker.running_count() == 1 and not (out / "who").exists()
+        started = time.monotonic()
+        worker.stop(grace=30)  # with Redis out of reach: the upload gives up at once, not after the grace
+        took = time.monotonic() - started
+    finally:
+        _release_and_stop(runtime, [worker], [runtime])
+    assert took < 10, took
+    assert not (out / "who").exists()
+    job = service.get(task_id)  # not cancelled (nobody asked): handed back, for a worker that can upload
+    assert (job.state, job.attempts, job.worker) == (JobState.QUEUED, 1, None)
