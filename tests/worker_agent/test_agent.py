@@ -645,17 +645,31 @@ def test_a_task_attempt_cut_off_from_redis_uploads_no_output_once_a_retry_has_it
     assert (out / "who").read_text() == counted != late_runtime.printed
 
 
-def test_a_task_attempt_that_could_not_renew_its_lease_for_a_while_uploads_once_it_can(
-        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
-    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=6.0,
+def _waiting_to_upload(redis_url: str, tmp_path: Path, test_image: str, *, lease: float,
+                       ) -> tuple[JobService, str, Path, HoldsItsResult, CutOff, Worker]:
+    """``_task_held_after_its_executor`` on a lease of ``lease`` s, its worker then cut off from Redis for over half
+    a lease before its executor ends: its output waits until the lease is known held (checked: none yet)."""
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=lease,
                         tes_locations=(f"file://{tmp_path / 'tes'}/",))
-    service, task_id, out, runtime, store, worker = _task_held_after_its_executor(settings, tmp_path, test_image)
+    held = _task_held_after_its_executor(settings, tmp_path, test_image)
+    _, _, out, runtime, store, worker = held
     try:
         store.cut = True
-        time.sleep(3.2)  # past half a lease since the last renewal, within a lease: its lease is still its own
+        time.sleep(lease / 2 + 0.2)
         runtime.release.set()
         time.sleep(1.0)
         assert not (out / "who").exists()  # it waits to know
+    except BaseException:
+        _release_and_stop(runtime, [worker], [runtime])
+        raise
+    return held
+
+
+def test_a_task_attempt_that_could_not_renew_its_lease_for_a_while_uploads_once_it_can(
+        redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
+    # past half a lease since the last renewal, within a lease: its lease is still its own
+    service, task_id, out, runtime, store, worker = _waiting_to_upload(redis_url, tmp_path, test_image, lease=6.0)
+    try:
         store.cut = False
         wait_for(lambda: service.get(task_id).state.terminal, timeout=30)
     finally:
@@ -742,15 +756,9 @@ def test_output_names_are_held_to_what_the_storage_s_keys_can_hold(settings: Set
 
 def test_a_task_attempt_waiting_to_upload_while_cut_off_is_handed_back_when_its_worker_stops(
         redis_url: str, tmp_path: Path, docker_host: str, test_image: str) -> None:
-    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"), lease_seconds=2.0,
-                        tes_locations=(f"file://{tmp_path / 'tes'}/",))
-    service, task_id, out, runtime, store, worker = _task_held_after_its_executor(settings, tmp_path, test_image)
+    service, task_id, out, runtime, store, worker = _waiting_to_upload(redis_url, tmp_path, test_image, lease=2.0)
     try:
-        store.cut = True
-        time.sleep(1.1)  # past half a lease since the last renewal
-        runtime.release.set()  # its executor ends: its output waits until the lease is known held
-        time.sleep(1.0)
-        assert worker.running_count() == 1 and not (out / "who").exists()
+        assert worker.running_count() == 1
         started = time.monotonic()
         worker.stop(grace=30)  # with Redis out of reach: the upload gives up at once, not after the grace
         took = time.monotonic() - started
