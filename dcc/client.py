@@ -355,8 +355,12 @@ class DccClient:
                 yield stored
 
     def result(self, job_id: str) -> dict[str, Any]:
-        """The finished job's ``result.json``."""
-        doc: dict[str, Any] = self._json("GET", f"{_job_path(job_id)}/result")
+        """The finished job's ``result.json`` (from storage, where it is longer than the API's reply may carry)."""
+        path = f"{_job_path(job_id)}/result"
+        try:
+            doc: dict[str, Any] = json.loads(self._read(path))
+        except ValueError as exc:
+            raise DccApiError(200, f"the API answered {path} with something not JSON") from exc
         return doc
 
     def outputs(self, job_id: str) -> builtins.list[str]:

@@ -151,3 +151,19 @@ def test_a_fast_job_that_writes_binary_gets_a_reply_that_fits_and_each_part_whol
     kept, note = job["stdout"].split("\n[dcc: ")
     assert 500_000 < len(kept) < (1 << 20) and set(kept) == {"\x01"} and "stdout serves it" in note
     assert client.get(f"/v1/jobs/{job['id']}/stdout").content == b"\x01" * (1 << 20)
+
+
+def test_a_result_too_long_for_a_reply_comes_from_storage_whole(api: tuple[LocalDcc, httpx.Client],
+                                                                test_image: str) -> None:
+    from dcc.client import DccClient
+
+    _, client = api
+    reply = client.post("/v1/jobs", json={"wait": True, "appendStdOut": True, "image": test_image,
+                                          "command": ["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' '\\1'"]})
+    job = reply.json()
+    assert job["state"] == "succeeded" and "GET /v1/jobs/" in job["stdout"]  # (the view: cut to fit)
+    stored = client.get(f"/v1/jobs/{job['id']}/result")  # 7 MiB in a Lambda reply: a redirect (followed)
+    assert [r.status_code for r in stored.history] == [302] and "/_files/" in str(stored.url)
+    with DccClient(str(client.base_url)) as dcc:
+        result = dcc.result(job["id"])
+    assert result["stdout"] == "\x01" * (1 << 20) and result["attempts"] == 1
