@@ -35,7 +35,7 @@ from dcc.jobs import (
 from dcc.replies import REPLY_BUDGET, fit_job_view, reply_bytes
 from dcc.settings import Settings
 from dcc.storage import Storage, attempt_prefix, job_prefix
-from dcc.store import JobStore, Page, worker_slots
+from dcc.store import JobStore, worker_slots
 
 URL_CHECK = Callable[[str], None]
 MAX_LIST_BYTES = 5 * 1024 * 1024
@@ -308,16 +308,21 @@ class JobService:
             raise JobNotFound(job_id)
         return record
 
-    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None) -> Page:
-        """A page of jobs, cut short where their views would pass ``MAX_LIST_BYTES`` of JSON."""
+    def list_jobs(self, *, state: JobState | None, limit: int, cursor: str | None,
+                  ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of jobs' views (``shown``) and the cursor after it, cut short where the views would pass
+        ``MAX_LIST_BYTES`` of JSON."""
         left = MAX_LIST_BYTES
+        views: dict[str, dict[str, Any]] = {}
 
         def fits(record: JobRecord) -> bool:
             nonlocal left
-            left -= reply_bytes(shown(record))
+            views[record.id] = view = shown(record)
+            left -= reply_bytes(view)
             return left >= 0
 
-        return self.store.page(state=state, limit=limit, cursor=cursor, fits=fits)
+        page = self.store.page(state=state, limit=limit, cursor=cursor, fits=fits)
+        return [views[record.id] for record in page.jobs], page.cursor
 
     def submit_and_wait(self, spec: JobSpec) -> tuple[JobRecord, bool]:
         """Submit; for fast and ``wait`` jobs, hold on until the job ends or the wait limit passes."""

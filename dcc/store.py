@@ -233,6 +233,11 @@ class JobStore:
         return f"{self.prefix}:tes"
 
     @property
+    def _lease_ms(self) -> int:
+        """A lease's length: the scripts time it by Redis's clock (``TIME``), as the reaper reads it."""
+        return int(self.lease_seconds * 1000)
+
+    @property
     def leases_key(self) -> str:
         return f"{self.prefix}:leases"
 
@@ -321,9 +326,8 @@ class JobStore:
         Jobs behind it are never taken instead: a job waits first in line until a worker has its GPUs free.
         """
         now = self.clock()
-        deadline_ms = int((now + self.lease_seconds) * 1000)
         check = ["", ""] if free_gpus is None else [max(free_gpus, 0), "" if worker_gpus is None else worker_gpus]
-        reply = self._run("claim", [queue, worker, repr(now), deadline_ms, *check])
+        reply = self._run("claim", [queue, worker, repr(now), self._lease_ms, *check])
         if isinstance(reply, int):
             return Blocked(gpus=reply)
         if not reply:
@@ -338,8 +342,7 @@ class JobStore:
         """Extend leases ``(job_id, attempt)``: each maps to ``held``, ``cancel`` (held; cancel asked) or ``lost``."""
         if not leases:
             return {}
-        deadline_ms = int((self.clock() + self.lease_seconds) * 1000)
-        reply = self._run("renew", [deadline_ms, *(f"{i}|{a}" for i, a in leases)])
+        reply = self._run("renew", [self._lease_ms, *(f"{i}|{a}" for i, a in leases)])
         names = {0: "lost", 1: "held", 2: "cancel"}
         return {lease: names[int(code)] for lease, code in zip(leases, reply, strict=True)}
 
@@ -442,8 +445,7 @@ class JobStore:
 
     def _reap(self, limit: int) -> dict[str, JobState]:
         now = self.clock()
-        reply = self._run("reap", [int(now * 1000), repr(now), self.retention_ms, self.max_attempts, limit,
-                                   *self._silence_args()])
+        reply = self._run("reap", [repr(now), self.retention_ms, self.max_attempts, limit, *self._silence_args()])
         ago_ms = int(reply[0])  # (by Redis's clock: this clock's own time less it, whatever their skew)
         self.resumed_at = now - ago_ms / 1000 if ago_ms >= 0 else 0.0
         changed = {reply[i]: JobState(reply[i + 1]) for i in range(1, len(reply), 2)}

@@ -1,4 +1,4 @@
--- ARGV: prefix, queue, worker, now_s, lease_deadline_ms, free_gpus, worker_gpus
+-- ARGV: prefix, queue, worker, now_s, lease_ms, free_gpus, worker_gpus
 -- Takes the first job of the queue and leases it to the worker. Returns false when the queue is empty,
 -- else {attempt, id, field, value, ...} of the job's hash as it was before the claim.
 -- free_gpus ('' = no check): when the first job needs more GPUs than that, it stays first and the reply is the
@@ -56,7 +56,8 @@ local attempt = attempts + 1
 redis.call('HSET', key, 'state', 'running', 'attempts', attempt, 'worker', ARGV[3], 'claimed', ARGV[4])
 -- the reason an earlier attempt was retried is shown while the job waits; the new attempt starts clean
 if earlier_error then redis.call('HDEL', key, 'error') end
-redis.call('ZADD', P .. ':leases', ARGV[5], id .. '|' .. attempt)
+-- the lease runs out by Redis's clock (as the reaper reads it): a worker's clock, however skewed, plays no part
+redis.call('ZADD', P .. ':leases', redis_ms() + tonumber(ARGV[5]), id .. '|' .. attempt)
 redis.call('PUBLISH', P .. ':ev:' .. id, 'running')
 table.insert(record, 1, id)
 table.insert(record, 1, attempt)

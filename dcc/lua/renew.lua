@@ -1,10 +1,10 @@
--- ARGV: prefix, lease_deadline_ms, member, ...   (member = id|attempt)
--- Extends the leases a worker holds. Returns, per member, 0 if the lease is gone, 1 if held, 2 if held
+-- ARGV: prefix, lease_ms, member, ...   (member = id|attempt)
+-- Extends the leases a worker holds to lease_ms from now by Redis's clock. Returns, per member, 0 if the lease is gone, 1 if held, 2 if held
 -- and a cancel was requested.
-local out = {}
+local out, deadline = {}, redis_ms() + tonumber(ARGV[2])
 for i = 3, #ARGV do
   local member = ARGV[i]
-  if redis.call('ZADD', P .. ':leases', 'XX', 'CH', ARGV[2], member) == 0
+  if redis.call('ZADD', P .. ':leases', 'XX', 'CH', deadline, member) == 0
       and not redis.call('ZSCORE', P .. ':leases', member) then
     out[#out + 1] = 0
   else

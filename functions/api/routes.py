@@ -47,8 +47,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
-    page = service().list_jobs(state=state, limit=limit, cursor=cursor)
-    return {"jobs": [shown(j) for j in page.jobs], "cursor": page.cursor}
+    jobs, after = service().list_jobs(state=state, limit=limit, cursor=cursor)
+    return {"jobs": jobs, "cursor": after}
 
 
 @router.get("/v1/jobs/<job_id>", summary="A job's state and result summary")

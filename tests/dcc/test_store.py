@@ -21,6 +21,17 @@ def store(redis_url: str) -> JobStore:
     return JobStore(connect(redis_url), lease_seconds=30, max_attempts=2, retention_seconds=3600)
 
 
+def lapse(store: JobStore) -> None:
+    """Every lease runs out now: leases are timed by Redis's clock, which a test cannot move on."""
+    store.redis.zadd(store.leases_key, {member: 0 for member in store.redis.zrange(store.leases_key, 0, -1)})
+
+
+def lease_left(store: JobStore, member: str) -> float:
+    """How long the lease has to run, by Redis's clock."""
+    seconds, micros = store.redis.time()
+    return float(store.redis.zscore(store.leases_key, member)) / 1000 - (seconds + micros / 1e6)
+
+
 def make(store: JobStore, job_id: str, *, queue: str = "cpu", at: float | None = None, **spec: object) -> JobRecord:
     gpu = {"parameters": {"gpu": 1}} if queue == "gpu" else {}
     record = JobRecord(id=job_id, spec=JobSpec.model_validate({"image": "img", **gpu, **spec}),
@@ -120,16 +131,15 @@ def test_expired_lease_is_requeued_then_given_up_after_max_attempts(redis_url: s
                       restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "lost", at=999.0)
     first = store.claim("cpu", "w1")
-    now[0] += 5
     assert store.reap() == {}  # lease still valid
-    now[0] += 6
+    lapse(store)
     assert store.reap() == {"lost": JobState.QUEUED}
     second = store.claim("cpu", "w2")
     assert second.attempt == 2
     # the first worker comes back: its attempt no longer holds the lease, so it changes nothing
     assert store.finish(first, Outcome(state=JobState.SUCCEEDED, exit_code=0)) is False
     assert store.renew([("lost", 1)]) == {("lost", 1): "lost"}
-    now[0] += 11
+    lapse(store)
     assert store.reap() == {"lost": JobState.ERROR}
     record = store.get("lost")
     assert record.state == JobState.ERROR and record.error.code == "worker_lost" and record.attempts == 2
@@ -147,22 +157,25 @@ def test_clean_shutdown_hand_backs_do_not_use_up_attempts(redis_url: str) -> Non
     assert retry.attempt == 4 and retry.job.handbacks == 3
     assert store.finish(retry, Outcome(state=JobState.QUEUED))  # a system failure's retry: it counts
     store.claim("cpu", "w")
-    now[0] += 11
+    lapse(store)
     assert store.reap() == {"moved": JobState.ERROR}  # the second counted attempt lost: the limit of 2
     assert store.get("moved").error.message == "the worker running the job was lost 2 times"
 
 
-def test_renew_extends_the_lease(redis_url: str) -> None:
-    now = [1000.0]
-    store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda: now[0],
-                      restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
-    make(store, "r")
-    store.claim("cpu", "w")
-    for _ in range(5):
-        now[0] += 8
-        assert store.renew([("r", 1)]) == {("r", 1): "held"}
-        assert store.reap() == {}
-    assert store.get("r").state == JobState.RUNNING
+def test_renew_extends_the_lease_by_redis_s_clock(redis_url: str) -> None:
+    # a worker whose clock is an hour behind, or ahead: its leases run a lease from now, by Redis's clock
+    for skew in (-3600, 3600):
+        store = JobStore(connect(redis_url), lease_seconds=10, clock=lambda skew=skew: time.time() + skew,
+                         restart_grace_seconds=0)
+        store.redis.flushall()
+        make(store, "r")
+        store.claim("cpu", "w")
+        assert 9.5 < lease_left(store, "r|1") <= 10 and store.reap() == {}
+        for _ in range(3):
+            lapse(store)  # (as if a lease had passed)
+            assert store.renew([("r", 1)]) == {("r", 1): "held"}
+            assert 9.5 < lease_left(store, "r|1") <= 10 and store.reap() == {}
+        assert store.get("r").state == JobState.RUNNING
 
 
 def test_cancel_queued_is_immediate_and_running_is_flagged(store: JobStore) -> None:
@@ -416,10 +429,10 @@ def test_a_fast_job_is_retried_once_then_ends_in_error(redis_url: str) -> None:
                       restart_grace_seconds=0)  # (its clock runs ahead of Redis's uptime)
     make(store, "f", at=999.0, fast=True)
     store.claim("cpu", "w1")
-    now[0] += 6
+    lapse(store)
     assert store.reap() == {"f": JobState.QUEUED}
     store.claim("cpu", "w2")
-    now[0] += 6
+    lapse(store)
     assert store.reap() == {"f": JobState.ERROR}
     assert store.get("f").attempts == 2
 
@@ -464,7 +477,7 @@ def test_a_retried_task_keeps_one_log_per_attempt(redis_url: str) -> None:
     second = store.claim("cpu", "w2")  # a lost worker: its lease expires and the reaper retries the task
     assert store.get("task").error is None  # the new attempt starts without the earlier one's error
     assert store.write_task_log(second, {"attempt": 2, "logs": [executor_log(2)], "running": 0})
-    now[0] += 11
+    lapse(store)
     assert store.reap() == {"task": JobState.QUEUED}
     third = store.claim("cpu", "w3")
     assert third.attempt == 3
@@ -504,7 +517,7 @@ def test_a_task_attempt_lost_before_it_logged_anything_still_gets_a_log(redis_ur
     plain = JobRecord(id="plain", spec=JobSpec(image="img"), state=JobState.QUEUED, queue="cpu", submitted_at=999.5)
     assert store.create(task, only_if_new=True) and store.create(plain, only_if_new=True)
     assert {store.claim("cpu", "w1").job.id for _ in range(2)} == {"quiet", "plain"}
-    now[0] += 11  # both workers die before either job wrote anything
+    lapse(store)  # both workers die before either job wrote anything
     assert store.reap() == {"quiet": JobState.QUEUED, "plain": JobState.QUEUED}
     retried = store.get("quiet")
     assert retried.task_history == [{"attempt": 1}]
@@ -558,7 +571,7 @@ def test_dropping_a_sick_worker_takes_back_its_jobs_only(redis_url: str) -> None
     make(store, "sick-job", at=999.5)
     store.claim("cpu", "healthy")
     store.claim("cpu", "sick")
-    now[0] += 60  # both leases lapsed, as they do while Redis is away (the reaper then waits out its grace)
+    lapse(store)  # both leases lapsed, as they do while Redis is away (the reaper then waits out its grace)
     assert store.drop_worker("sick") == {"sick-job": JobState.QUEUED}  # the sick worker's, at once
     assert store.get("healthy-job").state == JobState.RUNNING  # (its worker renews it once it reconnects)
     assert store.renew([("healthy-job", 1)]) == {("healthy-job", 1): "held"}
