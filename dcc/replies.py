@@ -26,6 +26,10 @@ MESSAGE_BUDGET = 120 * 1024
 TAIL_MARK = "[dcc: truncated]\n"
 """How a log that shows only its end begins (the engine or the worker dropped its start)."""
 
+SUMMARY = frozenset({"id", "state", "queue", "image", "attempts", "worker", "exitCode", "error", "outputsTruncated",
+                     "timings", "cancelRequested", "fast", "priority"})
+"""What a job's view keeps when even its logs, inline files and output names cut do not make it fit (with
+``"partial": true``): its state and result, without its outputs, command and meta."""
 TES_NOTE = "[dcc: cut here, too long to send whole]\n"
 """Begins an executor's log (its end) cut to fit."""
 
@@ -78,51 +82,75 @@ def fit(view: dict[str, Any], fields: list[Field], budget: int, measure: Measure
 
 
 def _share(fields: list[Field], over: int, measure: Measure) -> None:
-    """Cut ``fields`` to the highest common cap that takes ``over`` off them in all."""
-    costs = [measure(f.holder[f.key]) for f in fields]
-    room = sum(costs) - over
-    sized = list(zip(fields, costs, strict=True))
-
-    def used(cap: int) -> int:  # (a text is cut to the cap, a value past it goes whole)
-        return sum(min(c, cap) if f.note is not None else (c if c <= cap else 0) for f, c in sized)
-
-    low, high = 0, max(costs, default=0)  # the highest cap whose fields fit the room
-    while low < high:
-        mid = (low + high + 1) // 2
-        if used(mid) <= room:
-            low = mid
-        else:
-            high = mid - 1
-    for field, cost in sorted(sized, key=lambda fc: fc[1], reverse=True):
-        if cost <= low:
-            break
-        if field.note is None:
+    """Take ``over`` off ``fields``: values without a note that take more than the highest common cap that would do
+    go whole; then the texts share what is left, each cut to the highest common cap that fits it."""
+    sized = [(f, measure(f.holder[f.key])) for f in fields]
+    room = sum(c for _, c in sized) - over
+    cap = _highest(lambda cap: sum(min(c, cap) if f.note is not None else (c if c <= cap else 0) for f, c in sized)
+                   <= room, max(c for _, c in sized))
+    texts = [(f, c) for f, c in sized if f.note is not None]
+    for field, cost in sized:
+        if field.note is None and cost > cap:
             if field.left_out is not None:
                 field.left_out()
             field.holder[field.key] = ""
-        else:
-            field.holder[field.key] = _cut(field.whole, field.note, low, measure, keep_end=field.keep_end)
+            room += cost  # (what it took is free for the texts: they may keep more than the cap)
+    room -= sum(c for f, c in sized if f.note is None)
+    text_cap = _highest(lambda cap: sum(min(c, cap) for _, c in texts) <= room, max((c for _, c in texts), default=0))
+    for field, cost in texts:
+        if cost > text_cap:
+            field.holder[field.key] = _cut(field.whole, field.note or "", text_cap, measure, keep_end=field.keep_end,
+                                           cost=cost)
 
 
-def _cut(text: str, note: str, most: int, measure: Measure, *, keep_end: bool) -> str:
-    """The longest start (or end) of ``text`` that with ``note`` takes at most ``most``; the note alone if none."""
-
-    def joined(n: int) -> str:
-        return (note + text[len(text) - n:]) if keep_end else (text[:n] + note)
-
-    low, high = 0, len(text)  # measure(joined(low)) may pass ``most``: then the note alone, whatever it takes
+def _highest(fits: Callable[[int], bool], high: int) -> int:
+    """The highest ``n`` in ``[0, high]`` for which ``fits(n)`` (0 if none), ``fits`` being monotone."""
+    low = 0
     while low < high:
         mid = (low + high + 1) // 2
-        if measure(joined(mid)) <= most:
+        if fits(mid):
             low = mid
         else:
             high = mid - 1
+    return low
+
+
+def _cut(text: Any, note: Any, most: int, measure: Measure, *, keep_end: bool, cost: int | None = None) -> Any:
+    """The longest start (or end) of ``text`` (a string or a list) that with ``note`` takes at most ``most``; the
+    note alone if none. ``cost``: what ``text`` alone takes, if known to take more than ``most``.
+
+    A part's cost grows about in step with its length, so each guess is where the costs measured so far point
+    (a few measures, each of a part of the text) with halving when that does not narrow the search fast enough.
+    """
+
+    def joined(n: int) -> Any:
+        return (note + text[len(text) - n:]) if keep_end else (text[:n] + note)
+
+    low, high = 0, len(text)  # joined(low) may take more than ``most``: then the note alone, whatever it takes
+    low_cost, high_cost = measure(joined(0)), cost if cost is not None else measure(joined(high))
+    if high_cost <= most and cost is None:
+        return joined(high)
+    high -= 1
+    halve = False
+    while low < high:
+        width = high - low
+        if halve or high_cost <= low_cost:
+            mid = (low + high + 1) // 2
+        else:  # (where the line through the two costs measured last meets ``most``)
+            mid = min(high, max(low + 1, low + (most - low_cost) * (high + 1 - low) // (high_cost - low_cost)))
+        cost = measure(joined(mid))
+        if cost <= most:
+            low, low_cost = mid, cost
+        else:
+            high, high_cost = mid - 1, cost
+        halve = not halve and high - low > width // 2  # (the guess did not halve the search: halve next)
     return joined(low)
 
 
 def fit_job_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[str, Any]:
     """A job's view (``JobRecord.view``, or a ``result.json``) within ``budget``: its logs and a fast job's output
-    files cut if it would not be (a copy then; else ``view`` itself)."""
+    files cut if it would not be, then its output names (``outputsNotListed`` says how many are not), then, if it
+    still would not, only its ``SUMMARY`` with ``"partial": true`` (a copy then; else ``view`` itself)."""
     if measure(view) <= budget:
         return view
     view = {**view}
@@ -142,13 +170,21 @@ def fit_job_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[st
             if isinstance(item.get("content"), str) and item["content"]:
                 fields.append(Field(item, "content", left_out=partial(item.__setitem__, "omitted", True)))
     fit(view, fields, budget, measure)
+    names = view.get("outputs")
+    over = measure(view) - budget
+    if over > 0 and isinstance(names, list) and names:  # (tens of thousands of output files)
+        view["outputs"] = _cut(names, [], measure(names) - over - 32, measure, keep_end=False)
+        view["outputsNotListed"] = len(names) - len(view["outputs"])
+        over = measure(view) - budget
+    if over > 0:  # what is left is too much still (a message's budget, a job's own meta): its summary
+        view = {k: v for k, v in view.items() if k in SUMMARY} | {"partial": True}
     return view
 
 
 def fit_task_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[str, Any]:
     """A TES task's view within ``budget``: its executors' logs cut (they are ends of logs: each keeps its end) and
     its inputs' inline contents left out (each said in the last log's ``system_logs``) as ``fit`` shares the room
-    out; a copy if cut."""
+    out, then its logs' lists of output files (each log says how many it does not list); a copy if cut."""
     if measure(view) <= budget:
         return view
     view = json.loads(json.dumps(view))
@@ -173,4 +209,18 @@ def fit_task_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[s
     fit(view, fields, budget, measure)
     for item in gone:
         del item["content"]
+    _list_fewer_files(view, budget, measure)
     return view
+
+
+def _list_fewer_files(view: dict[str, Any], budget: int, measure: Measure) -> None:
+    """Cut a task view's logs' lists of output files, the longest first, until it is within ``budget``."""
+    over = measure(view) - budget
+    for log in sorted(view.get("logs") or [], key=lambda log: measure(log.get("outputs") or []), reverse=True):
+        files = log.get("outputs") or []
+        if over <= 0 or not files:
+            return
+        note = f"[dcc: {{}} of the {len(files)} output file logs are not listed: this reply could not hold them]"
+        log["outputs"] = kept = _cut(files, [], measure(files) - over - measure(note) - 8, measure, keep_end=False)
+        log.setdefault("system_logs", []).append(note.format(len(files) - len(kept)))
+        over = measure(view) - budget

@@ -63,8 +63,19 @@ def _get_service() -> JobService:
     return _service
 
 
+MAX_MESSAGE = 2000
+"""The longest error message a reply carries: a message may quote the value it refuses, which may be megabytes."""
+MAX_DETAILS = 100
+"""The most invalid fields a 400 lists in ``details`` (its message says how many there were)."""
+
+
+def _short(text: str, most: int = MAX_MESSAGE) -> str:
+    """``text``, or its start and how long it was, if it is longer than ``most`` characters."""
+    return text if len(text) <= most else f"{text[:most - 40]}… ({len(text)} characters in all)"
+
+
 def _error(status: int, message: str, **extra: Any) -> Response[Any]:
-    return Response(status_code=status, content_type="application/json", body={"error": message, **extra})
+    return Response(status_code=status, content_type="application/json", body={"error": _short(message), **extra})
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -81,9 +92,10 @@ def _field_error(err: dict[str, Any]) -> tuple[str, str]:
 
 @app.exception_handler(RequestValidationError)
 def _invalid_request(exc: RequestValidationError) -> Response[Any]:
-    errors = [_field_error(err) for err in exc.errors()]
-    return _error(400, "; ".join(f"{field}: {msg}" for field, msg in errors),
-                  details=[{"field": field, "message": msg} for field, msg in errors])
+    errors = [(_short(field, 200), _short(msg, 500)) for field, msg in map(_field_error, exc.errors())]
+    more = f" (and {len(errors) - MAX_DETAILS} more)" if len(errors) > MAX_DETAILS else ""
+    return _error(400, _short("; ".join(f"{f}: {m}" for f, m in errors[:MAX_DETAILS]), MAX_MESSAGE - 40) + more,
+                  details=[{"field": field, "message": msg} for field, msg in errors[:MAX_DETAILS]])
 
 
 @app.exception_handler(InputTooLarge)

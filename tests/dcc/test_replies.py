@@ -91,3 +91,53 @@ def test_a_task_s_executor_logs_keep_their_ends_and_inputs_too_large_go_whole_an
     assert tight["inputs"] == [{"path": "/in/a"}, {"path": "/in/empty", "content": ""}]  # (an empty file stays)
     assert tight["logs"][0]["system_logs"][0] == "ran"
     assert tight["logs"][0]["system_logs"][1].startswith("inputs[0].content (5000 bytes) is left out")
+
+
+def test_files_left_out_leave_their_room_to_the_logs() -> None:
+    # twenty 10 kB files cannot all stay in a 120 KiB message with a 99 kB log: they go, and the log stays whole
+    files = {f"part-{i:02d}.csv": {"encoding": "utf8", "content": "x" * 10_000, "truncated": False}
+             for i in range(20)}
+    view = job_view(fast=True, stdout="y" * 99_000, stderr="", outputFiles=files)
+    shown = fit_job_view(view, 120 * 1024, message_bytes)
+    assert message_bytes(shown) <= 120 * 1024
+    assert shown["stdout"] == view["stdout"] and all(f.get("omitted") for f in shown["outputFiles"].values())
+
+
+def test_cutting_a_long_log_measures_it_a_few_times_not_once_a_bisection_step() -> None:
+    measured = []
+
+    def counting(value: object) -> int:
+        measured.append(value)
+        return reply_bytes(value)
+
+    text = "".join(f"line {i}\x01\n" for i in range(200_000))  # ~2.6 MB, ~4 MB in a reply
+    shown = fit_job_view(job_view(stdout=text), 1_000_000, counting)
+    assert reply_bytes(shown) <= 1_000_000 and text.startswith(shown["stdout"].split("\n[dcc: ")[0])
+    assert len(measured) < 15, len(measured)
+
+
+def test_too_many_output_names_are_listed_in_part_and_counted() -> None:
+    names = [f"results/sample-{i:05d}/reads.filtered.bam" for i in range(4000)]  # 172 kB
+    shown = fit_job_view(job_view(outputs=names), 120 * 1024, message_bytes)
+    assert message_bytes(shown) <= 120 * 1024 and shown["outputs"] == names[:len(shown["outputs"])]
+    assert shown["outputsNotListed"] == 4000 - len(shown["outputs"]) and len(shown["outputs"]) > 2500
+
+
+def test_a_view_whose_meta_is_over_the_budget_comes_as_its_summary() -> None:
+    view = job_view(meta={"notes": "n" * 150_000}, command=["sh", "-c", "true"], stdout="out",
+                    timings={"submitted": 1.0}, error={"code": "x", "message": "y"})
+    shown = fit_job_view(view, 120 * 1024, message_bytes)
+    assert shown == {"id": "j1", "state": "succeeded", "exitCode": 0, "timings": {"submitted": 1.0},
+                     "error": {"code": "x", "message": "y"}, "partial": True}
+
+
+def test_a_task_s_logs_list_fewer_output_files_and_say_how_many_they_leave_out() -> None:
+    files = [{"url": f"s3://bucket/out/{i:06d}.txt", "path": f"/out/{i:06d}.txt", "size_bytes": "3"}
+             for i in range(20_000)]  # ~1.4 MB in a reply
+    view = task([{"logs": [], "outputs": files}], [])
+    shown = fit_task_view(view, 500_000, reply_bytes)
+    assert reply_bytes(shown) <= 500_000
+    kept = shown["logs"][0]["outputs"]
+    assert kept == files[:len(kept)] and len(kept) > 5000
+    assert shown["logs"][0]["system_logs"] == [
+        f"[dcc: {20_000 - len(kept)} of the 20000 output file logs are not listed: this reply could not hold them]"]

@@ -254,29 +254,41 @@ def test_one_connection_s_trouble_does_not_cost_the_others_their_push(wired: tup
     assert posted[-1] == ("second=", {"type": "job", "job": store.get("job5").view()})
 
 
-def test_a_job_whose_view_is_over_a_websocket_message_s_limit_is_pushed_cut_to_fit(
-        wired: tuple[WebsocketPusher, Stubber]) -> None:
-    pusher, _ = wired
-    store = pusher.store
-    _queued(store, "job6")
+def _limited(pusher: WebsocketPusher) -> tuple[list[tuple[str, dict]], list[int]]:
+    """What the pusher posts from now on, and each message's size, refused over 128 KB as API Gateway does."""
     sizes: list[int] = []
     posted = _recorded(pusher)
     recorded = pusher.client.post_to_connection
 
-    def limited(**kwargs: Any) -> object:  # as API Gateway does: a message over 128 KB is refused
+    def limited(**kwargs: Any) -> object:
         sizes.append(len(kwargs["Data"]))
         if len(kwargs["Data"]) > 128 * 1024:
             raise botocore.exceptions.ClientError({"Error": {"Code": "PayloadTooLargeException"}}, "PostToConnection")
         return recorded(**kwargs)
 
     pusher.client.post_to_connection = limited  # type: ignore[method-assign]
-    websocket.lambda_handler(_subscribe("job6"), None)
-    claim = store.claim("cpu", "w")
-    assert claim is not None
+    return posted, sizes
+
+
+def test_a_job_whose_view_is_over_a_websocket_message_s_limit_is_pushed_cut_to_fit(
+        wired: tuple[WebsocketPusher, Stubber]) -> None:
+    pusher, _ = wired
+    store = pusher.store
+    posted, sizes = _limited(pusher)
     stdout = "".join(f"line {i}\n" for i in range(40_000))  # 400 kB: a long log, asked for with the result
-    store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout=stdout))
-    assert pusher.push("job6") == 1
-    job = posted[-1][1]["job"]
-    assert job["state"] == "succeeded" and max(sizes) <= 128 * 1024
-    kept, note = job["stdout"].split("\n[dcc: ")
+    names = [f"results/sample-{i:05d}/reads.filtered.bam" for i in range(4000)]  # 172 kB of output names
+    final = {}
+    for job_id, outcome in (("job6", Outcome(state=JobState.SUCCEEDED, exit_code=0, stdout=stdout)),
+                            ("job7", Outcome(state=JobState.SUCCEEDED, exit_code=0, outputs=names))):
+        _queued(store, job_id)
+        websocket.lambda_handler(_subscribe(job_id), None)
+        claim = store.claim("cpu", "w")
+        assert claim is not None and claim.job.id == job_id
+        store.finish(claim, outcome)
+        assert pusher.push(job_id) == 1
+        final[job_id] = posted[-1][1]["job"]
+        assert final[job_id]["state"] == "succeeded" and max(sizes) <= 128 * 1024
+    kept, note = final["job6"]["stdout"].split("\n[dcc: ")
     assert stdout.startswith(kept) and len(kept) > 100_000 and "GET /v1/jobs/job6/stdout serves it" in note
+    listed = final["job7"]["outputs"]
+    assert listed == names[:len(listed)] and final["job7"]["outputsNotListed"] == 4000 - len(listed)
