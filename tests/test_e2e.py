@@ -625,11 +625,14 @@ def test_cut_fast_outputs_are_flagged_and_the_cli_says_so(api: tuple[LocalDcc, h
     limit = settings.max_inline_output_bytes
     script = f"head -c {limit - 10} /dev/zero > $OUTPUTS/a; head -c 100 /dev/zero > $OUTPUTS/b; echo x > $OUTPUTS/c"
     job = submit(client, {"image": test_image, "command": ["sh", "-c", script], "fast": True})
-    assert job["state"] == "succeeded" and job["outputsTruncated"] and job["outputFiles"]["b"]["truncated"]
-    whole = client.get(f"/v1/jobs/{job['id']}/outputs/a")
-    cut = client.get(f"/v1/jobs/{job['id']}/outputs/b")
+    # the small files stay whole, ahead of the large one in name order: a keeps what they leave
+    assert job["state"] == "succeeded" and job["outputsTruncated"] and job["outputFiles"]["a"]["truncated"]
+    assert [job["outputFiles"][n]["truncated"] for n in "bc"] == [False, False]
+    cut = client.get(f"/v1/jobs/{job['id']}/outputs/a")
+    whole = client.get(f"/v1/jobs/{job['id']}/outputs/b")
     assert "x-dcc-truncated" not in whole.headers and cut.headers["x-dcc-truncated"] == "true"
+    assert (whole.content, client.get(f"/v1/jobs/{job['id']}/outputs/c").content) == (b"\0" * 100, b"x\n")
     result = CliRunner().invoke(app, ["--api", str(client.base_url), "outputs", job["id"], "--to",
                                       str(tmp_path / "got")])
     assert result.exit_code == 1 and "incomplete" in result.output, result.output
-    assert "b: only its first" in result.output and (tmp_path / "got" / "a").stat().st_size == limit - 10
+    assert "a: only its first" in result.output and (tmp_path / "got" / "a").stat().st_size == limit - 102

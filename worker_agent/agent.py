@@ -573,15 +573,21 @@ class Worker:
         return self._write_result(claim, outcome)
 
     def _inline_results(self, claim: Claim, result: ContainerOutcome, *, cancelled: bool) -> Outcome:
-        """A fast job's outcome with its logs and outputs inline (nothing goes to storage)."""
-        budget = self.config.max_inline_output_bytes
+        """A fast job's outcome with its logs and outputs inline (nothing goes to storage): within
+        ``max_inline_output_bytes`` in all, the smallest files whole first, so that one large file cannot crowd out
+        the small ones; the first that does not fit keeps its start, and those after it are listed empty (each
+        marked ``truncated``)."""
+        paths = sorted(p for p in result.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink())
+        sizes = {p: p.stat().st_size for p in paths}
+        budget, shares = self.config.max_inline_output_bytes, {}
+        for path in sorted(paths, key=lambda p: (sizes[p], p)):
+            shares[path] = min(sizes[path], budget)
+            budget -= shares[path]
         files: dict[str, dict[str, Any]] = {}
-        for path in sorted(p for p in result.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+        for path in paths:
             with path.open("rb") as f:
-                data = f.read(budget + 1)
-            truncated = len(data) > budget
-            data = data[:budget]
-            budget -= len(data)
+                data = f.read(shares[path])
+            truncated = sizes[path] > len(data)
             encoded = base64.b64encode(data).decode()
             try:
                 text = data.decode("utf-8")
