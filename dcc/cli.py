@@ -1,6 +1,7 @@
 """The ``dcc`` command: submit and follow jobs through the API; run local mode or a worker.
 
-Scripts read stdout: ``submit`` prints the job id alone on a line, ``logs`` the raw log, ``outputs``
+Scripts read stdout: ``submit`` prints the job id alone on a line (with ``--stdout``, on stderr: stdout is then
+the job's own output, byte for byte), ``logs`` the raw log, ``outputs``
 the files written. Progress and errors go to stderr. Exit codes: 0 done; a waited-for job's own exit
 code (1 if it ended in error, timed_out or cancelled); 1 for an API or connection error; 2 for bad usage.
 """
@@ -309,7 +310,7 @@ def submit(
         help="Keep only the outputs this glob matches (relative to /outputs; ** spans folders, a leading ! "
              "excludes). Repeatable; default: every file.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code (as dcc wait).")] = False,
-    show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout (implies --wait).")] = False,
+    show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout, and its id on stderr (implies --wait).")] = False,
 ) -> None:
     """Submit a job and print its id: dcc submit IMAGE [OPTIONS] -- CMD..."""
     job = build_job(image, command, inputs=inputs or (), env=env or (), max_duration=max_duration, cpus=cpus,
@@ -317,7 +318,7 @@ def submit(
     client = _client(ctx)
     with _mirroring() if wait or show_stdout else nullcontext():
         view = client.submit(job)
-        typer.echo(view["id"])
+        typer.echo(view["id"], err=show_stdout)  # (with --stdout, stdout is the job's own, byte for byte)
         if not (wait or show_stdout):
             return
         final = follow(client, view["id"])

@@ -186,7 +186,7 @@ def test_submit_wait_exits_with_the_jobs_exit_code(api: FakeApi, state: str, exi
     assert len(api.sent("GET", "/v1/jobs/job-1/wait")) == 2
 
 
-def test_submit_stdout_prints_the_jobs_output_after_its_id(api: FakeApi) -> None:
+def test_submit_stdout_prints_the_jobs_output_alone_and_its_id_on_stderr(api: FakeApi) -> None:
     api.on("POST", "/v1/jobs", {"status_code": 201, "json": job_view()})
     api.on("GET", "/v1/jobs/job-1", {"status_code": 200, "json": job_view(state="failed", exitCode=4)})
     api.on("GET", "/v1/jobs/job-1/stdout", {"status_code": 200, "content": b"out line\n"})
@@ -194,7 +194,7 @@ def test_submit_stdout_prints_the_jobs_output_after_its_id(api: FakeApi) -> None
     res = run(api, "submit", "--stdout", "img:1", "--", "false")
 
     assert res.exit_code == 4
-    assert res.stdout == "job-1\nout line\n"
+    assert res.stdout == "out line\n" and res.stderr.startswith("job-1\n")  # (| sha256sum reads the job's bytes)
 
 
 def test_wait_follows_the_long_poll_until_the_end(api: FakeApi) -> None:
