@@ -310,7 +310,8 @@ def submit(
         help="Keep only the outputs this glob matches (relative to /outputs; ** spans folders, a leading ! "
              "excludes). Repeatable; default: every file.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait; exit with the job's exit code (as dcc wait).")] = False,
-    show_stdout: Annotated[bool, typer.Option("--stdout", help="Print the job's stdout, and its id on stderr (implies --wait).")] = False,
+    show_stdout: Annotated[bool, typer.Option(
+        "--stdout", help="Print the job's stdout, and its id on stderr (implies --wait).")] = False,
 ) -> None:
     """Submit a job and print its id: dcc submit IMAGE [OPTIONS] -- CMD..."""
     job = build_job(image, command, inputs=inputs or (), env=env or (), max_duration=max_duration, cpus=cpus,
