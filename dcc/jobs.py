@@ -86,13 +86,14 @@ class ErrorCode(StrEnum):
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({"DCC_JOB_ID", "INPUTS", "OUTPUTS"})
-MAX_INPUT_NAME = 255
 MAX_OUTPUT_PATTERNS = 32
 MAX_PATTERN_LENGTH = 256
 MAX_GLOBSTARS = 2  # each '**' multiplies the work of matching a deep path: two keep it to milliseconds a file
 _GLOBSTAR = re.compile(r"\*\*+")
 MAX_OUTPUT_NAME = 900
 """Bytes of an output's path: its storage key (``jobs/<id>/outputs/...``) stays under S3's 1024."""
+MAX_INPUT_NAME = MAX_OUTPUT_NAME
+"""Bytes of an input's path: any output's path can be a later job's input's (each part at most 255 bytes)."""
 PRIORITY_OFFSET_MS = 5 * 60 * 1000
 """How far ahead (high) or behind (low) of normal a job is queued: the bound on priority starvation."""
 FAST_OFFSET_MS = 10**12
@@ -143,8 +144,8 @@ def check_relative_path(name: str, *, max_length: int = MAX_INPUT_NAME) -> str:
     """Return ``name`` if it is a safe path relative to a job folder, else raise ValueError saying why."""
     if not name:
         raise ValueError("must not be empty")
-    if len(name) > max_length:
-        raise ValueError(f"must be at most {max_length} characters")
+    if len(name.encode(errors="surrogatepass")) > max_length:
+        raise ValueError(f"must be at most {max_length} bytes in UTF-8")
     if "\\" in name or _CONTROL.search(name):
         raise ValueError("must not contain a backslash or control characters (NUL, newline, tab...)")
     if _BIDI.search(name):

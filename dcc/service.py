@@ -250,7 +250,14 @@ class JobService:
         if spec.fast and any(i.source == "url" for i in spec.inputs):
             raise InvalidJob("inputs: fast jobs take inline inputs only (submit a standard job for URL inputs)",
                              field="inputs")
+        room = getattr(self.storage, "max_key_bytes", None)
         for i, item in enumerate(spec.inputs):
+            # (an inline input is kept at jobs/<id>/inputs/<12 hex>/<name>: S3 keys hold 1024 bytes with the prefix)
+            most = None if room is None or spec.fast else room - len(f"{job_prefix(spec.id or 'x' * 32)}inputs/"
+                                                                     f"{'x' * 12}/".encode())
+            if item.source == "inline" and most is not None and len(item.name.encode()) > most:
+                raise InvalidJob(f"inputs.{i}.name: must be at most {most} bytes in UTF-8 here (storage keys hold "
+                                 "no more)", field=f"inputs.{i}.name")
             if item.source == "url":
                 if self.check_url is None:
                     raise InvalidJob(f"inputs.{i}.value: URL inputs are not enabled", field=f"inputs.{i}.value")

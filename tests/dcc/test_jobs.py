@@ -43,6 +43,7 @@ def test_cmd_is_an_alias_of_command_and_gpu_picks_the_queue() -> None:
         ({"imagee": "typo"}, "imagee", "Extra inputs"),
         # names a file system or a terminal cannot take
         ({"inputs": [{"name": "é" * 130, "value": ""}]}, "name", "at most 255 bytes in UTF-8"),
+        ({"inputs": [{"name": "/".join(["d" * 99] * 9) + "/x", "value": ""}]}, "name", "at most 900 bytes in UTF-8"),
         ({"inputs": [{"name": "c1\u009b31mRED", "value": ""}]}, "name", "control characters"),
         ({"inputs": [{"name": "rlo\u202etxt.exe", "value": ""}]}, "name", "direction of text"),
         # image references the engine cannot parse
@@ -66,6 +67,11 @@ def test_invalid_submissions_name_the_field(body: dict, field: str, words: str) 
         JobSpec.model_validate({"image": "busybox", **body})
     text = str(info.value)
     assert field in text and words in text
+
+
+def test_an_input_path_may_be_as_long_as_an_output_s_within_parts_of_255_bytes() -> None:
+    name = "/".join(["d" * 99] * 8) + "/" + "f" * 99  # 899 bytes: longer than a file name, as outputs may be
+    assert JobSpec.model_validate({"image": "x", "inputs": [{"name": name, "value": ""}]}).inputs[0].name == name
 
 
 def test_image_references_the_engine_takes_are_taken() -> None:

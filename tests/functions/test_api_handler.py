@@ -372,3 +372,19 @@ def test_an_error_that_quotes_a_huge_value_quotes_its_start(s3_service: Settings
     error = json.loads(reply["body"])
     assert reply["statusCode"] == 400 and len(error["details"]) == 100 and "(and 900 more)" in error["error"]
     assert _lambda_size(reply) < LAMBDA_REPLY_BYTES // 10
+
+
+def test_an_input_name_too_long_for_an_s3_key_is_a_400_and_writes_nothing(s3_service: Settings) -> None:
+    long_id = "i" * 128
+    fits = "/".join(["d" * 99] * 7)  # 699 bytes: with jobs/<128>/inputs/<12>/ and the prefix, under 1024
+    over = "/".join(["e" * 99] * 8) + "/" + "f" * 80  # 880 bytes: under dcc's 900, over what the key leaves
+    reply = _post("/v1/jobs", json.dumps({"image": "x", "id": long_id, "inputs": [
+        {"name": fits, "value": "a"}, {"name": over, "value": "b"}]}))
+    assert reply["statusCode"] == 400, reply
+    error = json.loads(reply["body"])
+    assert error["field"] == "inputs.1.name" and "bytes in UTF-8 here" in error["error"]
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")
+    reply = _post("/v1/jobs", json.dumps({"image": "x", "id": long_id, "inputs": [{"name": fits, "value": "a"}]}))
+    assert reply["statusCode"] == 201
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")["Contents"]]
+    assert len(keys) == 1 and keys[0].endswith("/" + fits)
