@@ -64,10 +64,15 @@ class TesService:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "task"
             where = task_field(where) or where
-            raise InvalidJob(f"the task cannot run here: {where}: {err['msg'].removeprefix('Value error, ')}",
-                             field=where) from exc
+            said = err["msg"].removeprefix("Value error, ")
+            if where == "resources.ram_gb" and "ge" in (err.get("ctx") or {}):  # (the job's limit is in MiB)
+                said = f"must be at least {err['ctx']['ge']} MiB ({err['ctx']['ge'] / 1024:.4g} GB)"
+            raise InvalidJob(f"the task cannot run here: {where}: {said}", field=where) from exc
         document = task_document(task)
-        size = len(json.dumps(document).encode()) - sum(len((i.content or "").encode()) for i in task.inputs)
+        # (measured without the inputs' contents, which have their own limit: escaped, they could seem large)
+        described = {**document, "inputs": [{k: v for k, v in item.items() if k != "content"}
+                                            for item in document.get("inputs", [])]}
+        size = len(json.dumps(described).encode())
         if size > self.jobs.settings.max_spec_bytes:  # (it is kept with the job in Redis)
             raise InputTooLarge(f"the task's description (executors, inputs and outputs without contents, tags) is "
                                 f"{size} bytes, over the limit of {self.jobs.settings.max_spec_bytes} bytes",

@@ -236,7 +236,8 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     ({"executors": [{"image": "x", "command": ["a"], "ignore_error": "yes"}]}, "executors.0.ignore_error"),
     ({"executors": [{"image": "x", "command": ["a"]}, {"image": "x", "command": ["a\x00b"]}]}, "NUL"),
     ({"executors": [{"image": "x", "command": ["a"], "env": {"K": "\ud800"}}]}, "executors[0].env.K"),
-    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}}, "resources.ram_gb"),
+    ({"executors": [{"image": "x", "command": ["a"]}], "resources": {"ram_gb": 1e-6}},
+     "resources.ram_gb: must be at least 6 MiB (0.005859 GB)"),
     ({"executors": [{"image": "x", "command": ["a"], "stdout": "/in/a"}],
       "inputs": [{"path": "/in/a", "content": "x"}]},
      "executors.0.stdout '/in/a' is the input '/in/a', which is read-only"),
@@ -259,6 +260,10 @@ def test_a_task_description_past_the_limit_gets_413(tes_server: TesServer) -> No
     reply = tes_server.http.post(f"{PREFIX}/tasks", json=task)
     assert reply.status_code == 413 and "description" in reply.json()["error"], reply.text
     assert tes_server.http.get(f"{PREFIX}/tasks").json() == {"tasks": []}
+    # inline contents count toward their own limit only, however their JSON escapes them (900 kB, 5 MB escaped)
+    binary = {"executors": [{"image": "x", "command": ["true"]}],
+              "inputs": [{"path": "/in/b", "content": "\x01" * 900_000}]}
+    assert tes_server.http.post(f"{PREFIX}/tasks", json=binary).status_code == 200
 
 
 def test_unsupported_backend_parameters_are_dropped_unless_strict(tes_server: TesServer, test_image: str) -> None:
