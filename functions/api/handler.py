@@ -100,12 +100,16 @@ def _invalid_request(exc: RequestValidationError) -> Response[Any]:
 
 @app.exception_handler(InputTooLarge)
 def _too_large(exc: InputTooLarge) -> Response[Any]:
-    return _error(413, str(exc), field=exc.field)
+    return _error(413, str(exc), **({"field": exc.field} if exc.field else {}))
 
 
 @app.exception_handler(InvalidJob)
-def _invalid(exc: InvalidJob) -> Response[Any]:
-    return _error(400, str(exc), field=exc.field)
+def _invalid(exc: InvalidJob) -> Response[Any]:  # (in the shape of a 400 of validation: ``details`` too)
+    if exc.field is None:
+        return _error(400, str(exc))
+    message = _short(str(exc))
+    return _error(400, message, field=exc.field,
+                  details=[{"field": exc.field, "message": message.removeprefix(f"{exc.field}: ")}])
 
 
 @app.exception_handler([JobNotFound, ObjectNotFound])

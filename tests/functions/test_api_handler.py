@@ -388,3 +388,15 @@ def test_an_input_name_too_long_for_an_s3_key_is_a_400_and_writes_nothing(s3_ser
     assert reply["statusCode"] == 201
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="dcc-jobs")["Contents"]]
     assert len(keys) == 1 and keys[0].endswith("/" + fits)
+
+
+def test_every_400_names_its_field_in_details_and_none_says_null(s3_service: Settings) -> None:
+    reply = _post("/v1/jobs", json.dumps({"image": "x", "parameters": {"memory": 10**9}}))
+    error = json.loads(reply["body"])
+    assert reply["statusCode"] == 400 and error["field"] == "parameters.memory"
+    assert error["details"] == [{"field": "parameters.memory", "message": error["error"].removeprefix(
+        "parameters.memory: ")}] and "over this deployment's maximum" in error["details"][0]["message"]
+    handler.configure(build_service(s3_service.with_(max_gpus_per_worker=0)))  # a 400 of no one field
+    reply = handler.lambda_handler(event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/test/gpu/1/1"}), None)
+    assert reply["statusCode"] == 400 and json.loads(reply["body"]) == {
+        "error": "no worker of this deployment has a GPU: there is no GPU job to test"}
