@@ -219,11 +219,40 @@ def openapi_document() -> dict[str, Any]:
             responses.setdefault("400", {"description": "the request is invalid", **_ERROR_REPLY})
             responses.setdefault("503", {"description": "the job store or storage is unavailable; try again",
                                          **_ERROR_REPLY})
+    _declare_paths_and_replies(doc["paths"])
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(unused, None)
     schemas["Error"] = _ERROR_SCHEMA
     return doc
+
+
+_OUTPUT_PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": "the output's path under /outputs (slashes included)"}
+_REDIRECT = {"description": "too long for a reply: a redirect to where storage serves it (a presigned URL)"}
+_NOT_DONE = {"description": "a fast or waiting job not done within the wait limit: the job, queued or running"}
+_ERRORS = {"404": "no such job", "409": "the job has not ended yet", "413": "too large (the message says which limit)",
+           "415": "the body is not JSON"}
+
+
+def _declare_paths_and_replies(paths: dict[str, Any]) -> None:
+    """The outputs route with its path parameter (Powertools names it by its pattern), and each route's errors
+    and redirects as it sends them."""
+    for path in [p for p in paths if p.endswith("/outputs/.+")]:
+        named = paths[path.removesuffix(".+") + "{path}"] = paths.pop(path)
+        for operation in named.values():
+            operation.setdefault("parameters", []).append(_OUTPUT_PATH)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            codes = ["404"] if "{job_id}" in path else []
+            if path.rsplit("/", 2)[-1] in ("result", "stdout", "stderr") or "/outputs/" in path:
+                codes.append("409")
+                operation["responses"].setdefault("302", _REDIRECT)
+            if method == "post" and path == "/v1/jobs":
+                codes += ["413", "415"]
+                operation["responses"].setdefault("202", _NOT_DONE)
+            for code in codes:
+                operation["responses"].setdefault(code, {"description": _ERRORS[code], **_ERROR_REPLY})
 
 
 @app.get("/openapi.json", include_in_schema=False)

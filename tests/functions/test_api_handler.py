@@ -68,6 +68,13 @@ def test_openapi_document_lists_the_routes(s3_service: Settings) -> None:
     assert all(op["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
                for op in operations)
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+    # the outputs route names its path parameter; each route declares the errors and redirects it sends
+    output = doc["paths"]["/v1/jobs/{job_id}/outputs/{path}"]["get"]
+    assert {p["name"] for p in output["parameters"]} == {"job_id", "path"}
+    assert {"302", "404", "409"} <= set(output["responses"]) and not any(".+" in p for p in doc["paths"])
+    assert {"201", "202", "400", "413", "415"} <= set(doc["paths"]["/v1/jobs"]["post"]["responses"])
+    assert "404" in doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert {"302", "409"} <= set(doc["paths"]["/v1/jobs/{job_id}/result"]["get"]["responses"])
     bad = _post("/v1/jobs", '{"image": 5}')
     assert bad["statusCode"] == 400
     sent = json.loads(bad["body"])
