@@ -402,6 +402,27 @@ def test_redis_down_gives_503_not_500(settings: Settings, tmp_path: Path) -> Non
         assert client.get("/v1/jobs/abc").status_code == 503
 
 
+def test_head_over_http_has_the_get_s_headers_and_length_and_runs_no_job(settings: Settings, tmp_path: Path) -> None:
+    from dcc.jobs import JobState, Outcome
+    from dcc.storage import attempt_prefix
+
+    with serve_local(tmp_path / "local", settings.with_(disable_worker=True), workers=None) as (local, client):
+        job = submit(client, {"image": "busybox", "command": ["true"]})["id"]
+        claim = local.service.store.claim("cpu", "w1")
+        assert claim is not None
+        local.service.storage.put_bytes(f"{attempt_prefix(job, 1)}stderr", b"\x00\xff\xfe\x80")  # (sent in base64)
+        assert local.service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+        for path in ("/healthz", f"/v1/jobs/{job}", f"/v1/jobs/{job}/stderr", "/v1/jobs/nope", "/openapi.json"):
+            got, head = client.get(path), client.head(path)
+            assert (head.status_code, head.content) == (got.status_code, b""), path
+            assert head.headers["content-length"] == str(len(got.content)) != "0", path
+            assert {k: v for k, v in head.headers.items() if k != "date"} == {
+                k: v for k, v in got.headers.items() if k != "date"}, path
+        refused = client.head("/test/cpu/2/1")
+        assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "GET", b"")
+        assert local.service.store.queue_depths()["queues"] == {"cpu": 0, "gpu": 0}
+
+
 def _worker_process(settings: Settings, worker_id: str, work: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": settings.redis_url, "DCC_STORAGE": settings.storage_url,
            "DCC_WORKER_ID": worker_id, "DCC_WORKER_SLOTS": "1", "DCC_WORK_DIR": str(work),
