@@ -560,17 +560,36 @@ def workers(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")]
     table = Table(*[c.upper() for c in columns], box=None)
     now = time.time()
     for worker in found:
-        cells = []
-        for column in columns:
-            value = worker.get(column, "")
-            if column == "seen":
-                try:
-                    value = f"{max(0.0, now - float(value)):.0f} s ago"
-                except (TypeError, ValueError):
-                    pass
-            cells.append(str(value))
-        table.add_row(*cells)
+        table.add_row(*[_worker_cell(column, worker.get(column), now) for column in columns])
     _stdout().print(table)
+
+
+def _worker_cell(column: str, value: Any, now: float) -> str:
+    """One cell of ``dcc workers``: times as ages, lists and slots as the worker writes them (``cpu=4,gpu=1``,
+    ``0:JOB`` for a GPU a job holds), a GPU as its index and name, a flag as ``yes`` or nothing. An API from
+    before the fields were typed sends the strings its workers wrote: they are shown as they are."""
+    if column in ("seen", "idleSince") and value not in (None, ""):
+        try:
+            return f"{max(0.0, now - float(value)):.0f} s ago"
+        except (TypeError, ValueError):
+            return str(value)
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "yes"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(_worker_item(item) for item in value)
+    return str(value)
+
+
+def _worker_item(item: Any) -> str:
+    if isinstance(item, dict) and {"gpu", "job"} <= item.keys():  # gpusHeld
+        return f"{item['gpu']}:{item['job']}"
+    if isinstance(item, dict) and "name" in item:  # gpuInfo
+        return f"{item.get('index', '?')} {item['name']}"
+    return str(item)
 
 
 @app.command()

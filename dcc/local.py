@@ -107,7 +107,10 @@ def build_app() -> Starlette:
         headers = {k: v for k, v in (reply.get("headers") or {}).items()}
         for k, values in (reply.get("multiValueHeaders") or {}).items():
             headers[k] = ", ".join(values)
-        headers.pop("content-length", None)
+        if request.method == "HEAD":  # no body, and the Content-Length the handler gave: that of the GET's body
+            data = b""
+        else:  # the length of the body sent, which Starlette measures
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
         return Response(content=data, status_code=int(reply["statusCode"]), headers=headers)
 
     async def live(ws: WebSocket) -> None:

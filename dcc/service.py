@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -35,7 +36,7 @@ from dcc.jobs import (
 from dcc.replies import REPLY_BUDGET, fit_job_view, reply_bytes
 from dcc.settings import Settings
 from dcc.storage import Storage, attempt_prefix, job_prefix
-from dcc.store import JobStore, worker_slots
+from dcc.store import JobStore, parse_slots, worker_slots
 
 URL_CHECK = Callable[[str], None]
 MAX_LIST_BYTES = 5 * 1024 * 1024
@@ -479,20 +480,58 @@ class JobService:
         return key
 
     def workers(self) -> list[dict[str, Any]]:
-        """Live workers and their health (``gpuInfo``: what nvidia-smi said of each GPU)."""
-        workers: list[dict[str, Any]] = self.store.workers()
-        for worker in workers:
-            try:
-                worker["gpuInfo"] = json.loads(worker.get("gpuInfo") or "[]")
-            except ValueError:
-                worker["gpuInfo"] = []
-        return workers
+        """Live workers and their health, typed as ``worker_view`` says."""
+        return [worker_view(worker) for worker in self.store.workers()]
 
     def queues(self) -> dict[str, Any]:
         """Queue depths and running jobs."""
         depths = self.store.queue_depths()
         depths["runningByQueue"] = self.store.running_by_queue()
         return depths
+
+
+def worker_view(record: dict[str, str]) -> dict[str, Any]:
+    """A worker's health record as the API shows it, typed rather than as its heartbeat wrote it in Redis.
+
+    ``seen`` (when its last heartbeat was sent) and ``idleSince`` (when its last job ended; None while it runs one)
+    are times in seconds since the epoch; ``running`` lists the ids of its jobs and ``gpus`` its GPU devices;
+    ``slots`` counts its slots per queue (``{"cpu": 4, "gpu": 1}``); ``gpusHeld`` pairs each GPU a job holds with
+    that job (``{"gpu": "0", "job": id}``); ``gpuInfo`` is what nvidia-smi said of each GPU; ``draining`` says
+    whether it has stopped claiming. Each of these is there even when a worker did not write it (None, empty or
+    False); any other field (``health``, ``host``, ``class``, or a newer worker's) is passed on as written.
+    The scaler reads the record as written: this is for the API alone.
+    """
+    view: dict[str, Any] = dict(record)
+    for name in ("seen", "idleSince"):
+        view[name] = _time(record.get(name))
+    for name in ("running", "gpus"):
+        view[name] = _items(record.get(name))
+    view["slots"] = parse_slots(record.get("slots"))
+    held = (item.rpartition(":") for item in _items(record.get("gpusHeld")))  # (a job id has no colon; a GPU may)
+    view["gpusHeld"] = [{"gpu": gpu, "job": job} for gpu, colon, job in held if colon and gpu and job]
+    try:
+        info = json.loads(record.get("gpuInfo") or "[]")
+    except ValueError:
+        info = []
+    view["gpuInfo"] = info if isinstance(info, list) else []
+    view["draining"] = bool(record.get("draining"))  # ("1", or "" once the mark is cleared)
+    return view
+
+
+def _time(text: str | None) -> float | None:
+    """A heartbeat's time, or None when it is empty (or is no finite number, which JSON could not carry)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _items(text: str | None) -> list[str]:
+    """A heartbeat's comma-separated list, without empty items (an empty string is an empty list)."""
+    return [item for item in (text or "").split(",") if item]
 
 
 def check_job_id(job_id: str) -> str:

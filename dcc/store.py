@@ -769,13 +769,20 @@ def _gpus(raw: str | None) -> int:
     return max(1, int(raw)) if raw and raw.isdigit() else 1
 
 
+def parse_slots(text: str | None) -> dict[str, int]:
+    """A heartbeat's ``slots`` (like ``cpu=2,gpu=1``) as the slots per queue; a malformed part is left out, and a
+    queue named twice keeps its first count."""
+    slots: dict[str, int] = {}
+    for part in (text or "").split(","):
+        name, _, n = part.partition("=")
+        if name.strip() and n.strip().isdecimal():
+            slots.setdefault(name.strip(), int(n))
+    return slots
+
+
 def worker_slots(worker: dict[str, str], queue: str) -> int | None:
     """The slots a worker's heartbeat offers for ``queue`` (``slots`` is like ``cpu=2,gpu=1``)."""
-    for part in worker.get("slots", "").split(","):
-        name, _, n = part.partition("=")
-        if name.strip() == queue and n.strip().isdigit():
-            return int(n)
-    return None
+    return parse_slots(worker.get("slots")).get(queue)
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:

@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -234,7 +235,8 @@ def test_local_mode_refuses_gpu_jobs_its_own_worker_cannot_run(settings: Setting
         reply = client.post("/v1/jobs", json={"image": test_image, "command": ["true"], "parameters": {"gpu": 3}})
         assert reply.status_code == 400 and "(2)" in reply.json()["error"], reply.text
         [worker] = client.get("/v1/workers").json()["workers"]
-        assert worker["class"] == "local" and worker["slots"] == f"cpu={local.slots},gpu=2"
+        assert worker["class"] == "local" and worker["slots"] == {"cpu": local.slots, "gpu": 2}
+        assert worker["gpus"] == ["0", "1"]
         assert [g["index"] for g in worker["gpuInfo"]] == ["0", "1"]
 
 
@@ -355,15 +357,40 @@ def test_listing_pages_through_jobs(api: tuple[LocalDcc, httpx.Client], test_ima
     assert client.get("/v1/queues").json()["queues"]["gpu"] == 5
 
 
-def test_workers_report_health(api: tuple[LocalDcc, httpx.Client]) -> None:
-    local, client = api
-    deadline = time.monotonic() + 10
+def _worker_when(client: httpx.Client, check: Callable[[dict[str, Any]], object],
+                 timeout: float = 20) -> dict[str, Any]:
+    """Poll ``GET /v1/workers`` until its one worker passes ``check``; that worker."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = client.get("/v1/workers").json()["workers"]
-        if workers:
-            break
+        if workers and check(workers[0]):
+            assert len(workers) == 1, workers
+            return dict(workers[0])
         time.sleep(0.2)
-    assert workers and workers[0]["health"] == "HEALTHY" and workers[0]["slots"] == "cpu=2"
+    raise AssertionError(f"no worker as expected within {timeout} s: {workers}")
+
+
+def test_workers_report_health_typed(api: tuple[LocalDcc, httpx.Client], test_image: str) -> None:
+    from typer.testing import CliRunner
+
+    from dcc.cli import app
+
+    _, client = api
+    job = submit(client, {"image": test_image, "command": ["sleep", "30"]})
+    busy = _worker_when(client, lambda w: w["running"])
+    assert {k: v for k, v in busy.items() if k not in ("id", "host", "seen")} == {
+        "health": "HEALTHY", "class": "local", "slots": {"cpu": 2}, "running": [job["id"]], "gpus": [],
+        "gpusHeld": [], "gpuInfo": [], "idleSince": None, "draining": False}
+    assert isinstance(busy["seen"], float) and abs(time.time() - busy["seen"]) < 5
+    shown = CliRunner().invoke(app, ["--api", str(client.base_url), "workers"])
+    [header, row] = shown.stdout.splitlines()
+    assert header.split()[:2] == ["ID", "HEALTH"] and row.split()[:2] == [busy["id"], "HEALTHY"], shown.stdout
+    assert f" {job['id']} " in row and " cpu=2 " in row and " s ago" in row and "[" not in row, row
+    as_json = CliRunner().invoke(app, ["--api", str(client.base_url), "workers", "--json"])
+    assert json.loads(as_json.stdout)[0]["running"] == [job["id"]]
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    idle = _worker_when(client, lambda w: not w["running"])
+    assert isinstance(idle["idleSince"], float) and idle["idleSince"] > busy["seen"]
     assert client.get("/healthz").json() == {"ok": True}
 
 
@@ -373,6 +400,27 @@ def test_redis_down_gives_503_not_500(settings: Settings, tmp_path: Path) -> Non
         reply = client.post("/v1/jobs", json={"image": "busybox"})
         assert reply.status_code == 503 and "Redis" in reply.json()["error"]
         assert client.get("/v1/jobs/abc").status_code == 503
+
+
+def test_head_over_http_has_the_get_s_headers_and_length_and_runs_no_job(settings: Settings, tmp_path: Path) -> None:
+    from dcc.jobs import JobState, Outcome
+    from dcc.storage import attempt_prefix
+
+    with serve_local(tmp_path / "local", settings.with_(disable_worker=True), workers=None) as (local, client):
+        job = submit(client, {"image": "busybox", "command": ["true"]})["id"]
+        claim = local.service.store.claim("cpu", "w1")
+        assert claim is not None
+        local.service.storage.put_bytes(f"{attempt_prefix(job, 1)}stderr", b"\x00\xff\xfe\x80")  # (sent in base64)
+        assert local.service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+        for path in ("/healthz", f"/v1/jobs/{job}", f"/v1/jobs/{job}/stderr", "/v1/jobs/nope", "/openapi.json"):
+            got, head = client.get(path), client.head(path)
+            assert (head.status_code, head.content) == (got.status_code, b""), path
+            assert head.headers["content-length"] == str(len(got.content)) != "0", path
+            assert {k: v for k, v in head.headers.items() if k != "date"} == {
+                k: v for k, v in got.headers.items() if k != "date"}, path
+        refused = client.head("/test/cpu/2/1")
+        assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "GET", b"")
+        assert local.service.store.queue_depths()["queues"] == {"cpu": 0, "gpu": 0}
 
 
 def _worker_process(settings: Settings, worker_id: str, work: Path) -> subprocess.Popen[bytes]:

@@ -5,6 +5,7 @@ Local mode calls the very same ``lambda_handler`` with events it builds from HTT
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import logging
@@ -32,7 +33,7 @@ from dcc.errors import (
 from dcc.replies import LAMBDA_REPLY_BYTES
 from dcc.service import JobService
 from functions.api import tes
-from functions.api.routes import router
+from functions.api.routes import RUNS_JOBS, router
 
 log = logging.getLogger("dcc.api")
 
@@ -134,10 +135,16 @@ def _storage_down(exc: StorageError) -> Response[Any]:
     return _error(503, f"job storage failed: {exc}")
 
 
+def _routes_at(path: str) -> list[Any]:
+    """The routes whose rule matches ``path``, whatever their method."""
+    return [route for route in app._static_routes + app._dynamic_routes if route.rule.match(path)]
+
+
 def _methods_at(path: str) -> list[str]:
-    """The methods some route answers at ``path`` (HEAD wherever GET is)."""
-    methods = {route.method for route in app._static_routes + app._dynamic_routes if route.rule.match(path)}
-    if "GET" in methods:
+    """The methods some route answers at ``path`` (HEAD wherever GET is, but on a route that may run jobs)."""
+    routes = _routes_at(path)
+    methods = {route.method for route in routes}
+    if any(route.method == "GET" and route.func not in RUNS_JOBS for route in routes):
         methods.add("HEAD")
     return sorted(methods)
 
@@ -297,11 +304,38 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict
         return _plain_reply(415, "unsupported content type: send the body as JSON with Content-Type: "
                                  "application/json (curl -d sends form data unless told otherwise)")
     event = {**event, "path": unquote(event["path"]), **_media_types_lowercased(event)}
-    if event.get("httpMethod") == "HEAD":  # a GET without its body (curl -I, link checkers, monitors)
-        context_ = {**(event.get("requestContext") or {}), "httpMethod": "GET"}
-        reply = app.resolve({**event, "httpMethod": "GET", "requestContext": context_}, context)  # type: ignore[arg-type]
-        return {**reply, "body": "", "isBase64Encoded": False}
+    if event.get("httpMethod") == "HEAD":
+        return _head(event, context)
     return _within_limit(app.resolve(event, context))  # type: ignore[arg-type]  # local mode passes no context
+
+
+def _head(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    """A HEAD (curl -I, link checkers, monitors): the GET's reply without its body, its ``Content-Length`` saying
+    how long that body is. A HEAD must have no side effects, so on a route that may queue jobs (``RUNS_JOBS``) it is
+    a 405 that allows GET, whose error body is for the event's reader (HTTP servers send none to a HEAD)."""
+    routes = _routes_at(app._remove_prefix(event["path"]))
+    if any(route.method == "GET" and route.func in RUNS_JOBS for route in routes):
+        refused = _plain_reply(405, _short(f"HEAD is not allowed on {event['path']}: it would run jobs, as a GET "
+                                           "there does; use GET"))
+        refused["headers"]["Allow"] = "GET"
+        return _with_header(refused, "Content-Length", str(len(refused["body"].encode())))
+    get = {**event, "httpMethod": "GET", "requestContext": {**(event.get("requestContext") or {}), "httpMethod": "GET"}}
+    reply = _within_limit(app.resolve(get, context))  # type: ignore[arg-type]
+    body = reply.get("body") or ""
+    size = len(base64.b64decode(body)) if reply.get("isBase64Encoded") else len(body.encode())
+    return {**_with_header(reply, "Content-Length", str(size)), "body": "", "isBase64Encoded": False}
+
+
+def _with_header(reply: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    """``reply`` with header ``name`` (in any case) set to ``value`` alone: in ``multiValueHeaders`` when the reply
+    has them, as the resolver's replies do, else in ``headers``."""
+    def others(headers: Any) -> dict[str, Any]:
+        return {k: v for k, v in (headers or {}).items() if k.lower() != name.lower()}
+
+    headers, multi = others(reply.get("headers")), others(reply.get("multiValueHeaders"))
+    if "multiValueHeaders" in reply:
+        return {**reply, "headers": headers, "multiValueHeaders": {**multi, name: [value]}}
+    return {**reply, "headers": {**headers, name: value}}
 
 
 def _within_limit(reply: dict[str, Any]) -> dict[str, Any]:

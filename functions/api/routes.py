@@ -144,3 +144,7 @@ def smoke_load(kind: Literal["cpu", "gpu"], count: Annotated[int, Path(ge=1, le=
 def smoke_health() -> Response[Any]:
     ok, why = service().healthy(window=SMOKE_WINDOW_SECONDS)
     return _json(200 if ok else 503, {"ok": ok, "reason": why})
+
+
+RUNS_JOBS = (smoke_cpu, smoke_gpu, smoke_load, smoke_health)
+"""The GET routes that may queue jobs: a HEAD, which must have no side effects, is refused there (405), not run."""

@@ -550,7 +550,11 @@ def test_cancel_queues_and_workers(api: FakeApi) -> None:
         state="running", worker="w1", cancelRequested=True)})
     api.on("GET", "/v1/queues", {"status_code": 200, "json": {
         "queues": {"cpu": 5, "gpu": 0}, "running": 2, "runningByQueue": {"cpu": 2, "gpu": 0}}})
-    api.on("GET", "/v1/workers", {"status_code": 200, "json": {"workers": [{"id": "w1", "slots": "4"}]}})
+    a10g = [{"index": str(i), "uuid": f"GPU-{i}", "name": "A10G", "memoryMiB": 23028} for i in range(2)]
+    api.on("GET", "/v1/workers", {"status_code": 200, "json": {"workers": [{
+        "id": "w1", "health": "HEALTHY", "slots": {"cpu": 4, "gpu": 2}, "running": ["j1", "j2"], "gpus": ["0", "1"],
+        "gpusHeld": [{"gpu": "1", "job": "j2"}], "gpuInfo": a10g, "idleSince": None, "draining": True,
+        "seen": time.time() - 3}]}})
 
     cancelled = run(api, "cancel", "job-1")
     depths = run(api, "queues")
@@ -559,7 +563,18 @@ def test_cancel_queues_and_workers(api: FakeApi) -> None:
     assert cancelled.stdout == "job job-1 is running; its worker was asked to stop it\n"
     assert [line.split() for line in depths.stdout.splitlines()] == [
         ["QUEUE", "WAITING", "RUNNING"], ["cpu", "5", "2"], ["gpu", "0", "0"]]
-    assert fleet.stdout.splitlines()[1].split() == ["w1", "4"]
+    assert [line.split() for line in fleet.stdout.splitlines()] == [
+        ["ID", "HEALTH", "SLOTS", "RUNNING", "GPUS", "GPUSHELD", "GPUINFO", "IDLESINCE", "DRAINING", "SEEN"],
+        ["w1", "HEALTHY", "cpu=4,gpu=2", "j1,j2", "0,1", "1:j2", "0", "A10G,1", "A10G", "yes", "3", "s", "ago"]]
+
+
+def test_workers_from_an_api_that_sent_the_heartbeat_s_strings_are_shown_as_they_are(api: FakeApi) -> None:
+    api.on("GET", "/v1/workers", {"status_code": 200, "json": {"workers": [
+        {"id": "w1", "slots": "cpu=4", "running": "j1,j2", "draining": "", "seen": str(time.time() - 3)}]}})
+
+    res = run(api, "workers")
+
+    assert res.stdout.splitlines()[1].split() == ["w1", "cpu=4", "j1,j2", "3", "s", "ago"]
 
 
 def test_result_prints_the_json(api: FakeApi) -> None:

@@ -133,6 +133,7 @@ def test_unknown_routes_and_bad_page_tokens_say_what_is_wrong_in_json(s3_service
     ("PUT", "/v1/jobs", "GET, HEAD, POST"),
     ("GET", "/v1/jobs/abc/cancel", "POST"),
     ("DELETE", "/ga4gh/tes/v1/tasks", "GET, HEAD, POST"),
+    ("POST", "/test/cpu", "GET"),  # (a HEAD there would run a job)
 ])
 def test_a_route_asked_with_a_method_it_does_not_take_is_a_405_naming_the_ones_it_does(
         s3_service: Settings, method: str, path: str, allowed: str) -> None:
@@ -165,13 +166,52 @@ def test_a_number_that_is_not_finite_in_a_query_says_so(s3_service: Settings, pa
     assert reply["statusCode"] == 400 and error.startswith(f"{name}:") and "finite" in error, error
 
 
+def _headers(reply: dict) -> dict[str, str]:
+    """A reply's headers, one value each, as API Gateway merges ``headers`` and ``multiValueHeaders``."""
+    merged = dict(reply.get("headers") or {})
+    merged.update({k: ", ".join(v) for k, v in (reply.get("multiValueHeaders") or {}).items()})
+    return merged
+
+
+def _asked(method: str, path: str) -> dict:
+    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": path})
+    ev["httpMethod"] = ev["requestContext"]["httpMethod"] = method
+    return handler.lambda_handler(ev, None)
+
+
 def test_head_answers_as_get_without_the_body(s3_service: Settings) -> None:
-    ev = event("get_job", JOB_ID="x", **{"/v1/jobs/x": "/healthz"})
-    ev["httpMethod"] = ev["requestContext"]["httpMethod"] = "HEAD"
-    reply = handler.lambda_handler(ev, None)
-    assert (reply["statusCode"], reply["body"]) == (200, "")
-    missing = handler.lambda_handler({**ev, "path": "/v1/jobs/nope"}, None)
-    assert (missing["statusCode"], missing["body"]) == (404, "")
+    from dcc.jobs import JobState, Outcome
+    from dcc.storage import attempt_prefix
+
+    service = build_service(s3_service)
+    job = json.loads(handler.lambda_handler(event("submit_job"), None)["body"])["id"]
+    claim = service.store.claim("cpu", "w1")
+    assert claim is not None
+    service.storage.put_bytes(f"{attempt_prefix(job, 1)}stderr", b"\x00\xff\xfe\x80")  # (a reply in base64)
+    assert service.store.finish(claim, Outcome(state=JobState.SUCCEEDED, exit_code=0))
+    for path in ("/healthz", f"/v1/jobs/{job}", f"/v1/jobs/{job}/stderr", "/v1/jobs/nope", "/openapi.json"):
+        got, head = _asked("GET", path), _asked("HEAD", path)
+        body = base64.b64decode(got["body"]) if got["isBase64Encoded"] else got["body"].encode()
+        assert (head["statusCode"], head["body"]) == (got["statusCode"], ""), path
+        # the same headers as the GET's, and the length of the GET's body (decoded, when it came in base64)
+        assert _headers(head) == {**_headers(got), "Content-Length": str(len(body))}, path
+    assert _asked("GET", f"/v1/jobs/{job}/stderr")["isBase64Encoded"]
+    assert _headers(_asked("HEAD", f"/v1/jobs/{job}/stderr"))["Content-Length"] == "4"  # (not its base64's 8)
+    assert _asked("HEAD", "/v1/jobs/nope")["statusCode"] == 404
+
+
+@pytest.mark.parametrize("path", ["/test/cpu", "/test/gpu", "/test/cpu/3/1", "/test/gpu/1/0", "/test"])
+def test_head_on_a_route_that_runs_jobs_is_a_405_and_queues_nothing(s3_service: Settings, path: str) -> None:
+    reply = _asked("HEAD", path)
+    headers = _headers(reply)
+    assert (reply["statusCode"], headers["Allow"], headers["Content-Type"]) == (405, "GET", "application/json")
+    assert json.loads(reply["body"]) == {"error": f"HEAD is not allowed on {path}: it would run jobs, as a GET "
+                                                  "there does; use GET"}
+    assert headers["Content-Length"] == str(len(reply["body"].encode()))
+    store = handler.current_service().store
+    assert store.queue_depths() == {"queues": {"cpu": 0, "gpu": 0}, "running": 0}
+    assert store.redis.keys("{dcc}:job:*") == []
+    assert _asked("POST", path)["statusCode"] == 405 and _headers(_asked("POST", path))["Allow"] == "GET"
 
 
 @pytest.mark.parametrize(("path", "name", "value"), [

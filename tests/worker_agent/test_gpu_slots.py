@@ -104,6 +104,32 @@ def test_each_gpu_job_gets_gpus_no_other_running_job_holds(redis_url: str, tmp_p
     assert overlapping > 0  # they did run at the same time
 
 
+def test_the_service_shows_a_gpu_worker_s_heartbeat_typed(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
+    runtime = RecordingRuntime()
+    service, worker = run_worker(settings, tmp_path, runtime, slots={"cpu": 1, "gpu": 2}, gpu_device_ids=("0", "1"),
+                                 heartbeat_seconds=0.2)
+    job_id = service.submit(JobSpec(image="x", env={"HOLD": "2"}, parameters=Parameters(gpu=1)))[0].id
+    worker.start()
+    try:
+        until(lambda: any(w["running"] for w in service.workers()))
+        [busy] = service.workers()
+        wait_all(service, [job_id])
+        until(lambda: not service.workers()[0]["running"])
+        [idle] = service.workers()
+    finally:
+        worker.stop(grace=5)
+    [(_, [gpu], _, _)] = runtime.runs  # the GPU the job was given
+    assert 0 <= time.time() - busy["seen"] < 5 and busy["seen"] <= idle["seen"]
+    assert {k: v for k, v in busy.items() if k not in ("seen", "host")} == {
+        "id": "gpu-box", "health": "HEALTHY", "class": "local", "slots": {"cpu": 1, "gpu": 2}, "running": [job_id],
+        "gpus": ["0", "1"], "gpusHeld": [{"gpu": gpu, "job": job_id}], "gpuInfo": [], "idleSince": None,
+        "draining": False}
+    assert (idle["running"], idle["gpusHeld"]) == ([], [])
+    finished = service.get(job_id).finished_at
+    assert finished is not None and isinstance(idle["idleSince"], float) and idle["idleSince"] >= finished - 0.5
+
+
 def test_disable_nvidia_runtime_runs_gpu_jobs_without_devices(redis_url: str, tmp_path: Path) -> None:
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "s"))
     runtime = RecordingRuntime(0.05)
@@ -250,7 +276,7 @@ def test_a_draining_worker_claims_nothing_until_the_mark_is_cleared(redis_url: s
     try:
         time.sleep(1.5)
         assert service.get(job_id).state is JobState.QUEUED and not runtime.runs
-        assert [w.get("draining") for w in service.workers()] == ["1"]
+        assert [w["draining"] for w in service.workers()] == [True]
         marks.clear(["gpu-box"])
         wait_all(service, [job_id], timeout=10)
     finally:
@@ -464,13 +490,14 @@ def test_idle_since_is_when_the_last_job_ended_however_short_it_was(redis_url: s
     worker.start()
     try:
         until(lambda: service.workers())
-        before = float(service.workers()[0]["idleSince"])
+        before = service.workers()[0]["idleSince"]
+        assert isinstance(before, float)
         job_id = service.submit(JobSpec(image="x"))[0].id
         wait_all(service, [job_id])  # (it ran between two heartbeats)
         ended = service.get(job_id).finished_at
         assert ended is not None
-        until(lambda: float(service.workers()[0]["idleSince"]) != before)
-        assert float(service.workers()[0]["idleSince"]) >= ended - 0.5
+        until(lambda: service.workers()[0]["idleSince"] != before)
+        assert service.workers()[0]["idleSince"] >= ended - 0.5
     finally:
         worker.stop(grace=5)
 
