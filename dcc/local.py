@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute, request_response
 from starlette.websockets import WebSocket
 
 from dcc.bootstrap import build_service
@@ -37,7 +37,6 @@ from dcc.settings import Settings
 from worker_agent.files import DirInUse, hold_dir
 
 log = logging.getLogger("dcc.local")
-METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 REQUEST_THREADS = 1000
 """Requests resolved at once, each in a thread: one waiting on a job (a long-poll, a fast job) keeps its thread
 while the others go on (Starlette's default pool, 40 threads, froze the API once 40 requests waited)."""
@@ -138,7 +137,19 @@ def build_app() -> Starlette:
                                  background=BackgroundTask(body.close))
 
     return Starlette(routes=[WebSocketRoute("/v1/ws", live), Route(f"{FILE_LINKS.route}/{{key:path}}", files),
-                             Route("/{path:path}", proxy, methods=METHODS)])
+                             Route("/{path:path}", _EveryMethod(request_response(proxy)))])
+
+
+class _EveryMethod:
+    """An ASGI app as a route's endpoint, which Starlette then routes every method to (a function endpoint takes
+    only those listed, and answers others itself, in plain text): the API answers a method it does not take with
+    its own JSON 405, naming those the route takes."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 def hold_data_dir(data_dir: Path) -> Any:

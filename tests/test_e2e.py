@@ -420,6 +420,10 @@ def test_head_over_http_has_the_get_s_headers_and_length_and_runs_no_job(setting
                 k: v for k, v in got.headers.items() if k != "date"}, path
         refused = client.head("/test/cpu/2/1")
         assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "GET", b"")
+        for method in ("TRACE", "FOO", "PUT"):  # a method no route takes: JSON, and the methods the route takes
+            odd = client.request(method, "/v1/jobs")
+            assert (odd.status_code, odd.headers["allow"]) == (405, "GET, HEAD, POST"), (method, odd.text)
+            assert f"{method} is not allowed on /v1/jobs" in odd.json()["error"]
         assert local.service.store.queue_depths()["queues"] == {"cpu": 0, "gpu": 0}
 
 
