@@ -50,6 +50,8 @@ def build_proxy(target: str, *, auth: httpx.Auth | None | str = "auto", api_key:
             return Response(status_code=502, content=f'{{"error": "the dcc API is unreachable: {exc}"}}',
                             media_type="application/json")
         out: dict[str, Any] = {k: v for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if request.method == "HEAD" and "content-length" in reply.headers:  # (the GET's length: no body to measure)
+            out["content-length"] = reply.headers["content-length"]
         return Response(status_code=reply.status_code, content=reply.content, headers=out)
 
     return Starlette(routes=[Route("/{path:path}", forward, methods=METHODS)])  # the client lives with the app

@@ -71,3 +71,12 @@ def test_an_unreachable_api_is_a_502(aws_credentials: None) -> None:
 
     reply = call(build_proxy(TARGET, transport=httpx.MockTransport(api)), "GET", "/v1/queues")
     assert reply.status_code == 502 and "unreachable" in reply.json()["error"]
+
+
+def test_a_head_keeps_the_length_of_the_get_s_body(aws_credentials: None) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.method == "HEAD"
+        return httpx.Response(200, headers={"content-length": "1234", "content-type": "text/plain"})
+
+    reply = call(build_proxy(TARGET, transport=httpx.MockTransport(api)), "HEAD", "/v1/jobs/x/stdout")
+    assert (reply.status_code, reply.headers["content-length"], reply.content) == (200, "1234", b"")
