@@ -131,7 +131,7 @@ def smoke_gpu() -> Response[Any]:
 def _smoke_reply(job: JobRecord) -> Response[Any]:
     """The smoke job, with a status a monitor can read: it succeeded, it failed, or it still runs."""
     status = 200 if job.state == JobState.SUCCEEDED else 503 if job.state.terminal else 202
-    return _json(status, job.view())
+    return _json(status, shown(job))
 
 
 @router.get("/test/<kind>/<count>/<seconds>", summary="Queue COUNT jobs of KIND (cpu|gpu) sleeping SECONDS")
