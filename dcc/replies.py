@@ -187,7 +187,7 @@ def fit_task_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[s
     out, then its logs' lists of output files (each log says how many it does not list); a copy if cut."""
     if measure(view) <= budget:
         return view
-    view = json.loads(json.dumps(view))
+    view = _copied(view)
     fields = []
     for log in view.get("logs") or []:
         for executor in log.get("logs") or []:
@@ -210,6 +210,18 @@ def fit_task_view(view: dict[str, Any], budget: int, measure: Measure) -> dict[s
     for item in gone:
         del item["content"]
     _list_fewer_files(view, budget, measure)
+    return view
+
+
+def _copied(task: dict[str, Any]) -> dict[str, Any]:
+    """A task view whose parts that ``fit_task_view`` may cut, or add to, are copies (the caller's stays as it was)."""
+    view = {**task}
+    if "inputs" in view:
+        view["inputs"] = [dict(item) for item in view["inputs"]]
+    if "logs" in view:
+        view["logs"] = [{**log, "logs": [dict(e) for e in log.get("logs") or []],
+                         **({"system_logs": list(log["system_logs"])} if "system_logs" in log else {})}
+                        for log in view["logs"]]
     return view
 
 
