@@ -214,6 +214,7 @@ class DccClient:
         Once the job is found, an outage of the API (unreachable, or a 502/503/504) is waited out for up to
         ``patience`` s, telling ``on_outage`` why at its start: the job goes on meanwhile.
         """
+        _job_path(job_id)  # (an id no job can have is refused at once, before any websocket is opened)
         seen: list[dict[str, Any]] = []
 
         def changed(view: dict[str, Any]) -> None:

@@ -181,6 +181,9 @@ class TesOutput(_Strict):
             prefix = self.path_prefix.rstrip("/") or "/"
             if has_wildcard(prefix) or not (self.path == prefix or self.path.startswith(prefix.rstrip("/") + "/")):
                 raise ValueError(f"path_prefix {self.path_prefix!r} must be a plain folder that path starts with")
+        elif self.type == "FILE" and self.url.endswith("/"):
+            raise ValueError(f"url {self.url!r} ends with '/', but a FILE output's url names the file it is uploaded "
+                             "as: name the file (or make the output a DIRECTORY)")
         return self
 
     @property
@@ -240,7 +243,14 @@ class TesTask(_Strict):
         for i, item in enumerate(self.inputs):
             if (found := under_file(posixpath.dirname(item.path))) is not None:
                 raise ValueError(f"inputs.{i}.path {item.path!r} lies under the input file {found!r}")
+        files_at: dict[str, int] = {}
         for i, out in enumerate(self.outputs):
+            at = normalize_url(out.url) or out.url
+            if not out.names_folder and at in files_at:  # (the later file would replace the earlier one)
+                raise ValueError(f"outputs.{i}.url {out.url!r} is also outputs.{files_at[at]}.url: each file needs "
+                                 "its own url")
+            if not out.names_folder:
+                files_at[at] = i
             if out.folder() == "/":
                 raise ValueError(f"outputs.{i}.path {out.path!r}: an output directly under '/' is not supported (an "
                                  "output's folder is mounted into the containers, and '/' cannot be): have the "

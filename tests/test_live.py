@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_websocket_streams_state_changes(redis_url: str, tmp_path: Path, docker_
 
 def test_cli_wait_follows_the_websocket(redis_url: str, tmp_path: Path, docker_host: str, test_image: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from dcc.client import DccClient
+    from dcc.client import DccClient, DccClientError
 
     settings = Settings(redis_url=redis_url, storage_url=str(tmp_path / "storage"))
     with serve_local(tmp_path / "local", settings, workers=1) as (_, client):
@@ -71,6 +72,19 @@ def test_cli_wait_follows_the_websocket(redis_url: str, tmp_path: Path, docker_h
         done = api.wait_until_done(job["id"], on_change=lambda view: states.append(view["state"]))
         assert done["state"] == "succeeded" and states[-1] == "succeeded" and "running" in states
         assert polled == []
+        # an id no job can have (longer than the server quotes back) is refused at once, not waited on for an hour
+        refused: list[Exception] = []
+
+        def wait_for_nothing() -> None:
+            try:
+                api.wait_until_done("x" * 257)
+            except DccClientError as exc:
+                refused.append(exc)
+
+        waiting = threading.Thread(target=wait_for_nothing, daemon=True)
+        waiting.start()
+        waiting.join(timeout=20)
+        assert not waiting.is_alive() and "is not a job id" in str(refused[0])
 
 
 def test_unsubscribing_from_everything_leaves_the_server_free(redis_url: str, tmp_path: Path, docker_host: str,
