@@ -529,17 +529,23 @@ def list_jobs(
         table.add_column("ID", no_wrap=True, min_width=max((len(str(j.get("id"))) for j in jobs), default=2))
         table.add_column("STATE", no_wrap=True, min_width=9)
         table.add_column("QUEUE", no_wrap=True)
-        table.add_column("IMAGE", overflow="fold", max_width=40)
+        # piped (grep, awk): a job a line, whatever its image's length, and no empty cell to shift the columns
+        piped = not sys.stdout.isatty()
+        table.add_column("IMAGE", no_wrap=piped, overflow="ignore" if piped else "fold",
+                         max_width=None if piped else 40)
         table.add_column("EXIT", no_wrap=True)
         table.add_column("SUBMITTED", no_wrap=True, min_width=14)
         table.add_column("RUN", no_wrap=True, min_width=7)
+        blank = "-" if piped else ""
         for job in jobs:
             timings = job.get("timings") or {}
             run = timings.get("runTime")
             table.add_row(str(job.get("id")), _state_text(str(job.get("state"))), str(job.get("queue")),
-                          str(job.get("image")), "" if job.get("exitCode") is None else str(job["exitCode"]),
-                          _when(timings.get("submitted"), short=True), "" if run is None else f"{run:.1f}s")
-        _stdout().print(table)
+                          str(job.get("image")), blank if job.get("exitCode") is None else str(job["exitCode"]),
+                          (_when(timings.get("submitted")).replace(" ", "T") if piped  # (one field: ISO 8601)
+                           else _when(timings.get("submitted"), short=True)) or blank,
+                          blank if run is None else f"{run:.1f}s")
+        (Console(highlight=False, width=100_000) if piped else _stdout()).print(table)
     if more:
         _stderr().print(f"more jobs than --limit {limit}: --all lists them all")
 

@@ -738,3 +738,18 @@ def test_a_websocket_that_knows_no_such_job_is_left_for_the_api(monkeypatch: pyt
     api.shutdown()
     api.server_close()
     assert view["state"] == "succeeded"
+
+
+def test_a_piped_list_is_a_job_a_line_with_no_empty_column(api: FakeApi) -> None:
+    image = "registry.example.invalid:5000/some/very/long/organisation/name/image-with-a-long-name:v1.2.3-build.456"
+    api.on("GET", "/v1/jobs", {"status_code": 200, "json": {"jobs": [
+        job_view("j1", image=image, state="succeeded", exitCode=0), job_view("j2", state="cancelled")],
+        "cursor": None}})
+
+    res = run(api, "list")  # (CliRunner's stdout is not a terminal)
+
+    lines = res.stdout.splitlines()
+    assert res.exit_code == 0 and len(lines) == 3, res.stdout  # the header and a line per job
+    rows = [line.split() for line in lines[1:]]
+    assert [row[:4] for row in rows] == [["j1", "succeeded", "cpu", image], ["j2", "cancelled", "cpu", "img:1"]]
+    assert len(rows[0]) == len(rows[1]) == len(lines[0].split()) and rows[1][4] == "-"
