@@ -23,8 +23,8 @@ class DccError(Exception):
 class JobNotFound(DccError):
     """No job with this id (never submitted, or its record expired)."""
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found")
+    def __init__(self, job_id: str, *, kind: str = "job") -> None:
+        super().__init__(f"{kind} {job_id!r} not found")
         self.job_id = job_id
 
 

@@ -87,10 +87,13 @@ class TesService:
         return record.id
 
     def _task(self, task_id: str) -> JobRecord:
-        check_job_id(task_id)
-        record = self.jobs.get(task_id)
+        try:
+            check_job_id(task_id)
+            record = self.jobs.get(task_id)
+        except JobNotFound:
+            raise JobNotFound(task_id, kind="task") from None
         if record.task is None:  # a plain dcc job is not a task
-            raise JobNotFound(task_id)
+            raise JobNotFound(task_id, kind="task")
         return record
 
     def get(self, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:

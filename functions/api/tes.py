@@ -91,4 +91,7 @@ def cancel_task(task_id: str):
 
 @router.get(f"{API_PREFIX}/tasks/<task_id>", include_in_schema=False)
 def get_task(task_id: str):
+    if task_id.endswith(":cancel"):  # (the cancel route, asked with GET: say so, rather than no such task)
+        return Response(status_code=405, content_type="application/json", headers={"Allow": "POST"}, body=json.dumps(
+            {"error": f"GET is not allowed on {API_PREFIX}/tasks/{task_id}; use POST"}))
     return _json(tes().get(task_id, _one("view") or "MINIMAL"))

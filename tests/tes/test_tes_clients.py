@@ -204,7 +204,11 @@ def test_cancel_queued_running_and_finished_tasks(tes_server: TesServer, test_im
     assert http.post(f"{PREFIX}/tasks/{done}:cancel").status_code == 200
     assert tes_server.wait(done) == before  # a finished task is left as it was
     assert http.post(f"{PREFIX}/tasks/no-such-task:cancel").status_code == 404
-    assert http.get(f"{PREFIX}/tasks/no-such-task").status_code == 404
+    missing = http.get(f"{PREFIX}/tasks/no-such-task")
+    assert (missing.status_code, missing.json()) == (404, {"error": "task 'no-such-task' not found"})
+    asked = http.get(f"{PREFIX}/tasks/{done}:cancel")  # the cancel route takes POST: a GET is told so
+    assert (asked.status_code, asked.headers["allow"]) == (405, "POST") and "use POST" in asked.json()["error"]
+    assert tes_server.wait(done) == before
 
 
 @pytest.mark.parametrize(("task", "says"), [
