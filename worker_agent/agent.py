@@ -175,6 +175,15 @@ class Worker:
             left = self.runtime.remove_leftovers(self.config.worker_id)
             if left:
                 log.warning("removed %d containers left by an earlier run of %s", left, self.config.worker_id)
+            # and its jobs go back at once, rather than when their leases lapse: a cancel asked meanwhile ends the
+            # job now, a retry starts now (no other live worker has this id: its work dir is held, and on AWS it
+            # is the instance's id)
+            try:
+                if taken := self.store.drop_worker(self.config.worker_id):
+                    log.warning("took back %d jobs an earlier run of %s held: %s", len(taken),
+                                self.config.worker_id, ", ".join(f"{i} ({s.value})" for i, s in taken.items()))
+            except StoreUnavailable as exc:  # (their leases lapse, and the reaper takes them back)
+                log.warning("could not take back the jobs of an earlier run yet: %s", exc)
         try:  # registered at once (GET /v1/workers; the API's limit on GPUs a job may ask), not at the first beat
             self._heartbeat()
         except StoreUnavailable as exc:

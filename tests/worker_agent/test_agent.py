@@ -768,3 +768,27 @@ def test_a_task_attempt_waiting_to_upload_while_cut_off_is_handed_back_when_its_
     assert not (out / "who").exists()
     job = service.get(task_id)  # not cancelled (nobody asked): handed back, for a worker that can upload
     assert (job.state, job.attempts, job.worker) == (JobState.QUEUED, 1, None)
+
+
+def test_a_restarted_worker_takes_back_at_once_the_jobs_its_earlier_run_held(settings: Settings, tmp_path: Path,
+                                                                            test_image: str) -> None:
+    service = build_service(settings)
+    cancelled_id = service.submit(JobSpec(image=test_image, command=["true"]))[0].id
+    rerun_id = service.submit(JobSpec(image=test_image, command=["echo", "again"], appendStdOut=True))[0].id
+    store = JobStore(connect(settings.redis_url), lease_seconds=60, restart_grace_seconds=0)  # (a minute's leases)
+    assert {store.claim("cpu", "crashed").job.id for _ in range(2)} == {cancelled_id, rerun_id}  # then it died
+    service.cancel(cancelled_id)  # asked while it was down: its worker would have killed it
+    assert service.get(cancelled_id).state == JobState.RUNNING
+    runtime = DockerRuntime()
+    worker = in_process(settings, tmp_path, runtime, "crashed", store=store)  # the same worker, restarted
+    started = time.monotonic()
+    try:
+        worker.start()
+        wait_for(lambda: all(service.get(i).state.terminal for i in (cancelled_id, rerun_id)), timeout=30)
+    finally:
+        worker.stop(grace=0)
+        runtime.client.close()
+    assert time.monotonic() - started < 30  # (not when the leases lapse, a minute on)
+    assert service.get(cancelled_id).state == JobState.CANCELLED
+    rerun = service.get(rerun_id)
+    assert (rerun.state, rerun.attempts, rerun.stdout) == (JobState.SUCCEEDED, 2, "again\n")
