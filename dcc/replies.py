@@ -4,9 +4,10 @@ A job's view carries its logs and a fast job's output files; a TES task's FULL v
 inline inputs. JSON escapes them twice in a Lambda reply (the body is JSON inside the reply's JSON), so one byte of
 a log can take seven (``\\\\u0001``): a megabyte of binary on stdout makes a 7 MB reply. API Gateway answers a Lambda
 reply over 6 MB with a bare 502, and drops a WebSocket message over 128 KB. A view that would not fit therefore
-has its largest such fields cut, largest first, each only as far as needed: a log keeps its start (a log that
-already shows only its end keeps its end) and says where it was cut; an output file's or an input's content is
-left out whole and marked so. The whole field is still served on its own (``/stdout``, ``/outputs/NAME``).
+has such fields cut to a common cap, as high as the room allows, so the small ones stay whole (``fit``): a log keeps
+its start (a log that already shows only its end keeps its end) and says where it was cut; an output file's or an
+input's content is left out whole and marked so. The whole field is still served on its own (``/stdout``,
+``/outputs/NAME``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from dcc.storage import Storage, attempt_prefix, job_prefix
 from dcc.store import JobStore, parse_slots, worker_slots
 
 URL_CHECK = Callable[[str], None]
-MAX_LIST_BYTES = 5 * 1024 * 1024
+MAX_LIST_BYTES = REPLY_BUDGET
 """The most a page of jobs or tasks may take as JSON: a page of 1000 fast jobs with their output, or 2047 tasks
 in FULL view, could pass the 6 MB a Lambda response may hold (API Gateway then answers 502). A page that would is
 cut short, with a cursor for the rest."""
@@ -251,11 +251,11 @@ class JobService:
         if spec.fast and any(i.source == "url" for i in spec.inputs):
             raise InvalidJob("inputs: fast jobs take inline inputs only (submit a standard job for URL inputs)",
                              field="inputs")
+        # (an inline input is kept at jobs/<id>/inputs/<12 hex>/<name>: S3 keys hold 1024 bytes with the prefix)
         room = getattr(self.storage, "max_key_bytes", None)
+        most = None if room is None or spec.fast else room - len(f"{job_prefix(spec.id or 'x' * 32)}inputs/"
+                                                                 f"{'x' * 12}/".encode())
         for i, item in enumerate(spec.inputs):
-            # (an inline input is kept at jobs/<id>/inputs/<12 hex>/<name>: S3 keys hold 1024 bytes with the prefix)
-            most = None if room is None or spec.fast else room - len(f"{job_prefix(spec.id or 'x' * 32)}inputs/"
-                                                                     f"{'x' * 12}/".encode())
             if item.source == "inline" and most is not None and len(item.name.encode()) > most:
                 raise InvalidJob(f"inputs.{i}.name: must be at most {most} bytes in UTF-8 here (storage keys hold "
                                  "no more)", field=f"inputs.{i}.name")
